@@ -1,0 +1,121 @@
+"""The one image loader and the one preprocessing definition of flower-edge.
+
+Training evaluates through these functions and the runtime predicts through them, so the two can
+never drift apart. Only Pillow and numpy: no torch.
+
+    img = load_image("flower.jpg")            # RGB, EXIF orientation applied, size capped
+    x = preprocess(img, card)                 # (3, crop, crop) float32, normalized
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .card import ModelCard
+from .errors import ImageError
+
+MAX_PIXELS = 64_000_000
+"""Images larger than this are refused before they are decoded (decompression bombs)."""
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode an image file into an 8-bit RGB image the way a person would see it.
+
+    EXIF orientation is applied; grayscale, palette, transparent, CMYK and 16-bit images are
+    converted. Raises ImageError, with the path and the reason, for anything that is not a
+    readable image.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageError(
+                    f"{path}: {w}x{h} pixels is over the limit of {max_pixels:,} "
+                    "(decompression bomb guard)"
+                )
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb(img)
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a directory, not an image") from None
+    except UnidentifiedImageError:
+        what = "empty file" if path.stat().st_size == 0 else "not an image Pillow can read"
+        raise ImageError(f"{path}: {what}") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ImageError(f"{path}: cannot decode image ({e})") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16- and 32-bit grayscale: Pillow's own convert clips instead of scaling.
+        a = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
+        a = np.clip(a / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(a, mode="L").convert("RGB")
+    if img.mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        a = np.clip(a * (255.0 if a.max() <= 1.0 else 1.0) + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(a, mode="L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Transparent pixels are shown on white, as a photo viewer would.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def resize_shorter(img: Image.Image, size: int, interpolation: str) -> Image.Image:
+    """Resize so the shorter side is ``size``, keeping the aspect ratio (torchvision's rule)."""
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    if (new_w, new_h) == (w, h):
+        return img
+    return img.resize((new_w, new_h), _RESAMPLE[interpolation])
+
+
+def center_crop(img: Image.Image, size: int) -> Image.Image:
+    w, h = img.size
+    top = int(round((h - size) / 2.0))
+    left = int(round((w - size) / 2.0))
+    return img.crop((left, top, left + size, top + size))
+
+
+def normalize(rgb: np.ndarray, card: ModelCard) -> np.ndarray:
+    """uint8 (H, W, 3) -> float32 (3, H, W), scaled to [0, 1] then normalized by the card."""
+    x = rgb.astype(np.float32) / np.float32(255.0)
+    x = (x - np.asarray(card.mean, np.float32)) / np.asarray(card.std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def preprocess(img: Image.Image, card: ModelCard) -> np.ndarray:
+    """An RGB image -> the model's input for one image, (3, crop, crop) float32."""
+    img = resize_shorter(img, card.resize_size, card.interpolation)
+    img = center_crop(img, card.crop_size)
+    return normalize(np.asarray(img, dtype=np.uint8), card)

@@ -1,0 +1,48 @@
+"""Shared fixtures: a small synthetic data set and one tiny trained checkpoint, made once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_FLOWERS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flowers5"
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> Path:
+    from flower_edge.train.synthetic import generate
+
+    return generate(tmp_path_factory.mktemp("synthetic"), {"train": 10, "valid": 4, "test": 3}, size=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(synthetic_dir, tmp_path_factory) -> Path:
+    """Lite0 at 64 px, last 2 blocks fine-tuned for one epoch on the synthetic set."""
+    from flower_edge.train import train
+
+    out = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
+    train(tiny_config(synthetic_dir, out))
+    return out
+
+
+def tiny_config(data: Path, output: Path, **overrides):
+    """A training config small enough for a test: 64 px, one epoch, the last 2 blocks."""
+    from flower_edge.train import TrainConfig
+
+    values = dict(data=str(data), output=str(output), image_size=64, epochs=1, batch_size=16,
+                  finetune_blocks=2, cache_views=1, workers=0)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def make_config():
+    return tiny_config
+
+
+@pytest.fixture(scope="session")
+def flowers5() -> Path:
+    if not (SHARED_FLOWERS / "valid").is_dir():
+        pytest.skip(f"the shared flower photos are not at {SHARED_FLOWERS}")
+    return SHARED_FLOWERS

@@ -1,0 +1,119 @@
+import pytest
+import torch
+
+from flower_edge.runtime import CheckpointError, ModelCard, load_image, preprocess
+from flower_edge.train import load_checkpoint, load_model, train
+from flower_edge.train.checkpoint import model_from_checkpoint
+
+
+def test_checkpoint_rebuilds_its_model_without_flags(tiny_checkpoint, synthetic_dir):
+    model, card, ckpt = load_model(tiny_checkpoint)
+    assert isinstance(card, ModelCard)
+    assert card.arch == "efficientnet_lite0" and card.input_size == (3, 64, 64)
+    assert card.labels[0] == "star daisy" and card.class_ids == ("1", "2", "3", "4", "5")
+    assert 0.0 <= card.metrics["valid_top1"] <= 1.0 and "test_top1" in card.metrics
+    assert card.provenance["tool"].startswith("flower-edge")
+    assert ckpt["epoch"] == 1 and len(ckpt["history"]) == 1
+    # The file loads under weights_only: no pickled code anywhere.
+    raw = torch.load(tiny_checkpoint, weights_only=True)
+    assert raw["format"] == "flower-edge/checkpoint"
+    # The model predicts, and again identically after a second load.
+    img = load_image(next((synthetic_dir / "valid" / "2").iterdir()))
+    x = torch.from_numpy(preprocess(img, card))[None]
+    with torch.no_grad():
+        a = model(x)
+        b = load_model(tiny_checkpoint)[0](x)
+    assert a.shape == (1, 5)
+    assert torch.equal(a, b)
+
+
+def test_best_weights_are_the_reported_ones(tiny_checkpoint):
+    """The stored valid accuracy is what the stored weights score on the valid split."""
+    from flower_edge.train.data import ImageDataset, eval_transform, open_data
+    from flower_edge.train.loop import evaluate
+
+    model, card, ckpt = load_model(tiny_checkpoint)
+    source = open_data(ckpt["config"].data)
+    loader = torch.utils.data.DataLoader(ImageDataset(source.splits["valid"], eval_transform(card)), batch_size=8)
+    result = evaluate(model, 0, loader, torch.device("cpu"), {}, False)
+    assert result["top1"] == pytest.approx(card.metrics["valid_top1"], abs=1e-6)
+
+
+def test_missing_truncated_and_foreign_files(tmp_path, tiny_checkpoint):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "nope.pth")
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(tiny_checkpoint.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "foreign.pth"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "epoch": 3}, foreign)
+    with pytest.raises(CheckpointError, match="not a flower-edge checkpoint"):
+        load_checkpoint(foreign)
+    text = tmp_path / "notes.pth"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(text)
+
+
+def test_pickled_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"format": "flower-edge/checkpoint", "payload": Evil()}, path)
+    with pytest.raises(CheckpointError, match="refuses to load it without unpickling code"):
+        load_checkpoint(path)
+
+
+def test_failed_write_leaves_the_old_checkpoint(tmp_path, tiny_checkpoint, monkeypatch):
+    from flower_edge.train import checkpoint as module
+
+    target = tmp_path / "ckpt.pth"
+    target.write_bytes(tiny_checkpoint.read_bytes())
+
+    def broken_save(obj, f):
+        f.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(module.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        module.save_checkpoint(target, {"x": 1})
+    assert target.read_bytes() == tiny_checkpoint.read_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]
+
+
+def test_resume_continues_at_epoch_two_with_optimizer_state(synthetic_dir, tmp_path, make_config):
+    out = tmp_path / "run.pth"
+    train(make_config(synthetic_dir, out, epochs=1))
+    first = load_checkpoint(out)
+    steps = first["resume"]["optimizer"]["state"][0]["step"].item()
+    assert first["epoch"] == 1 and steps > 0
+    result = train(make_config(synthetic_dir, out, epochs=2), resume=str(out))
+    second = load_checkpoint(out)
+    assert second["epoch"] == 2
+    assert [r["epoch"] for r in result.history] == [1, 2]
+    assert second["history"][0] == first["history"][0]
+    # Adam's step count carried on from the first run instead of starting again.
+    assert second["resume"]["optimizer"]["state"][0]["step"].item() == 2 * steps
+    assert second["resume"]["scheduler"]["last_epoch"] == 2 * steps
+    # Resuming a finished run says how to go on instead of silently doing nothing.
+    from flower_edge.runtime import ConfigError
+
+    with pytest.raises(ConfigError, match="already finished epoch 2"):
+        train(make_config(synthetic_dir, out, epochs=2), resume=str(out))
+
+
+def test_frozen_mode_trains_the_head_only(synthetic_dir, tmp_path, make_config):
+    out = tmp_path / "frozen.pth"
+    train(make_config(synthetic_dir, out, mode="freeze", hidden=(32,), dropout=0.25))
+    ckpt = load_checkpoint(out)
+    trained = model_from_checkpoint(ckpt)
+    from flower_edge.train.model import build_model
+
+    pretrained = build_model("efficientnet_lite0", 5, hidden=(32,), weights="imagenet")
+    for (name, a), b in zip(trained.features.state_dict().items(), pretrained.features.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert [type(m).__name__ for m in trained.head] == ["Linear", "ReLU", "Dropout", "Linear"]
+    assert trained.head[0].in_features == 1280 and trained.head[-1].out_features == 5

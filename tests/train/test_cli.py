@@ -1,0 +1,78 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from flower_edge.train.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_error_line(result, *fragments):
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("flower-train: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_help_explains_the_contract_options():
+    result = run("--help")
+    assert result.exit_code == 0
+    for option in ("--arch", "--weights", "--hidden", "--dropout", "--epochs", "--batch-size", "--lr",
+                   "--freeze", "--finetune", "--device", "--seed", "--resume", "--output", "synthetic"):
+        assert option in result.output
+
+
+def test_missing_directory(tmp_path):
+    one_error_line(run(tmp_path / "nowhere"), "no such directory")
+
+
+def test_empty_class_folder(tmp_path):
+    (tmp_path / "train" / "1").mkdir(parents=True)
+    one_error_line(run(tmp_path), "class folder has no images", "train/1")
+
+
+def test_unknown_arch(synthetic_dir):
+    one_error_line(run(synthetic_dir, "--arch", "resnet5"), "unknown arch 'resnet5'", "efficientnet_lite0")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--optimizer", "sgd"], "only adamw, adam are supported"),
+    (["--image-size", "100"], "multiple of 32"),
+    (["--hidden", "big"], "--hidden takes sizes"),
+    (["--device", "cuda"], "no CUDA GPU"),
+    (["--weights", "missing.pth"], "--weights must be imagenet, none or a file"),
+])
+def test_bad_options(synthetic_dir, args, fragment, tmp_path):
+    one_error_line(run(synthetic_dir, "-o", tmp_path / "x.pth", *args), fragment)
+
+
+def test_truncated_resume_checkpoint(synthetic_dir, tmp_path, tiny_checkpoint):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(tiny_checkpoint.read_bytes()[:1000])
+    one_error_line(run(synthetic_dir, "--resume", bad), "truncated or corrupt")
+    assert not (tmp_path / "flower.pth").exists()
+
+
+def test_unreadable_image_is_skipped_and_training_finishes(synthetic_dir, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dir, data)
+    (data / "train" / "3" / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out = tmp_path / "model.pth"
+    result = run(data, "-o", out, "--image-size", "64", "--epochs", "1", "--finetune-blocks", "1",
+                 "--cache-views", "1", "--batch-size", "16", "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "zz_broken.jpg" in result.stderr
+    report = json.loads(result.stdout)
+    assert report["checkpoint"] == str(out) and out.is_file()
+    assert 0 <= report["metrics"]["valid_top1"] <= 1
+    assert [r["epoch"] for r in report["history"]] == [1]

@@ -1,0 +1,171 @@
+"""flower-train: a folder of flower photos in, a self-describing PyTorch checkpoint out.
+
+    flower-train ../shared/data/flowers5 -o flower.pth
+    flower-train synthetic --epochs 3                      # offline procedural flowers
+    flower-train flowers/ --arch densenet121 --weights none --hidden 256 --freeze
+    flower-train flowers/ --resume flower.pth --epochs 15  # go on where it stopped
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from flower_edge.runtime.errors import FlowerEdgeError
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
+err = Console(stderr=True)
+
+
+class RichReporter:
+    """Progress bars and an epoch table on stderr, so stdout stays clean for --json."""
+
+    def __init__(self, console: Console, quiet: bool = False) -> None:
+        self.console, self.quiet = console, quiet
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=console, transient=True, disable=quiet,
+        )
+
+    def source(self, source) -> None:
+        sizes = ", ".join(f"{name} {len(s)}" for name, s in source.splits.items())
+        self.message(f"data: {source.description} ({source.num_classes} classes; {sizes} images)")
+        for line in source.skipped:
+            self.console.print(f"skipped broken image {line}", highlight=False, markup=False, soft_wrap=True)
+
+    def task(self, description: str, total: int):
+        reporter = self
+
+        class _Task:
+            def __init__(self) -> None:
+                reporter.progress.start()
+                self.id = reporter.progress.add_task(description, total=total, info="")
+
+            def advance(self, n: int = 1, **fields: float) -> None:
+                info = "  ".join(f"{k} {v:.3f}" for k, v in fields.items())
+                reporter.progress.update(self.id, advance=n, info=info)
+
+            def close(self) -> None:
+                reporter.progress.remove_task(self.id)
+                if not reporter.progress.tasks:
+                    reporter.progress.stop()
+
+        return _Task()
+
+    def epoch(self, r: dict) -> None:
+        self.message(
+            f"epoch {r['epoch']:>3}  train loss {r['train_loss']:.4f} acc {r['train_top1']:.2%}  "
+            f"valid loss {r['valid_loss']:.4f} top-1 {r['valid_top1']:.2%} top-5 {r['valid_top5']:.2%}"
+        )
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            self.console.print(text, highlight=False, soft_wrap=True)
+
+
+def _list_archs() -> None:
+    from flower_edge.train.backbones import get_backbone, list_backbones
+
+    table = Table("arch", "features", "blocks", "description")
+    for name in list_backbones():
+        spec = get_backbone(name)
+        table.add_row(name, str(spec.num_features), str(len(spec.build("none"))), spec.description)
+    Console().print(table)
+
+
+@app.command(help=(
+    "Train a flower classifier and write a self-describing checkpoint.\n\n"
+    "DATA is a folder in the classic layout (DATA/train/<class-id>/*.jpg, DATA/valid/..., optional "
+    "DATA/test/... and DATA/cat_to_name.json), a plain folder of class folders (a validation split is "
+    "taken off), 'synthetic' (procedural flowers, offline) or 'flowers102' (downloads Oxford "
+    "Flowers102). The default recipe fine-tunes the last blocks of an ImageNet EfficientNet-Lite0, "
+    "caching the frozen blocks' output so that it runs in minutes on a CPU."
+))
+def main(
+    data: Annotated[str, typer.Argument(help="Folder of photos, 'synthetic' or 'flowers102'.", show_default=False)] = "",
+    output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint to write (atomically).")] = Path("flower.pth"),
+    arch: Annotated[str, typer.Option(help="Backbone; --list-archs shows them all.")] = "efficientnet_lite0",
+    weights: Annotated[str, typer.Option(help="Backbone weights: imagenet, none, or a state-dict file.")] = "imagenet",
+    hidden: Annotated[str, typer.Option(help="Hidden layer sizes of the head: 256, 512,256 or none.")] = "none",
+    dropout: Annotated[float, typer.Option(help="Dropout before each linear layer of the head.")] = 0.2,
+    freeze: Annotated[bool, typer.Option("--freeze/--finetune", help="--freeze trains the head only (the seed projects' way); --finetune also trains the last --finetune-blocks blocks.")] = False,
+    finetune_blocks: Annotated[int, typer.Option(help="Blocks trained at the end of the backbone with --finetune; 0 trains all of them.")] = 6,
+    backbone_lr_scale: Annotated[float, typer.Option(help="Backbone learning rate as a fraction of --lr.")] = 0.1,
+    epochs: Annotated[int, typer.Option(help="Total epochs (with --resume: the epoch to stop after).")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Images per optimizer step.")] = 64,
+    lr: Annotated[float, typer.Option(help="Peak learning rate of the head.")] = 1e-3,
+    optimizer: Annotated[str, typer.Option(help="adamw or adam.")] = "adamw",
+    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 0.01,
+    scheduler: Annotated[str, typer.Option(help="onecycle (warm-up then cosine), cosine, or step (StepLR by --step-size epochs and --gamma).")] = "onecycle",
+    step_size: Annotated[int, typer.Option(help="Epochs between learning-rate drops with --scheduler step.")] = 4,
+    gamma: Annotated[float, typer.Option(help="Learning-rate factor at each drop with --scheduler step.")] = 0.1,
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing of the cross-entropy loss.")] = 0.1,
+    image_size: Annotated[int, typer.Option(help="Side of the square model input (multiple of 32).")] = 224,
+    resize_size: Annotated[Optional[int], typer.Option(help="Shorter side before the evaluation centre crop (default: --image-size, no crop).")] = None,
+    aug_scale: Annotated[float, typer.Option(help="Smallest area fraction kept by the random resized crop.")] = 0.35,
+    cache_views: Annotated[int, typer.Option(help="Augmented passes over the training set cached when the backbone's start is frozen; epoch e uses view e mod N.")] = 4,
+    cache_engine: Annotated[str, typer.Option(help="What computes the cached frozen features: auto (onnxruntime on CPU, PyTorch on GPU), torch, onnxruntime.")] = "auto",
+    valid_fraction: Annotated[float, typer.Option(help="Share of photos held out for validation when DATA has no valid/ folder.")] = 0.15,
+    labels: Annotated[Optional[Path], typer.Option(help="cat_to_name.json mapping class ids to names (default: DATA/cat_to_name.json).")] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA (bf16 where supported).")] = True,
+    workers: Annotated[Optional[int], typer.Option(help="Data-loading processes (default: 0 on CPU, up to 8 on CUDA).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed and data give the same model on a CPU.")] = 0,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue a checkpoint: its weights, optimizer, scheduler and epoch.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or epoch lines.")] = False,
+    list_archs: Annotated[bool, typer.Option("--list-archs", help="List the backbones and exit.")] = False,
+    debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,
+) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if list_archs:
+            _list_archs()
+            return
+        if not data:
+            raise typer.BadParameter("DATA is required: a folder of photos, 'synthetic' or 'flowers102'")
+        from flower_edge.train.config import TrainConfig, parse_hidden
+        from flower_edge.train.loop import train
+
+        config = TrainConfig(
+            data=data, output=str(output), arch=arch, weights=weights, hidden=parse_hidden(hidden),
+            dropout=dropout, mode="freeze" if freeze else "finetune", finetune_blocks=finetune_blocks,
+            backbone_lr_scale=backbone_lr_scale, epochs=epochs, batch_size=batch_size, lr=lr,
+            optimizer=optimizer, weight_decay=weight_decay, scheduler=scheduler, step_size=step_size,
+            gamma=gamma, label_smoothing=label_smoothing, image_size=image_size, resize_size=resize_size,
+            aug_scale=aug_scale, cache_views=cache_views, cache_engine=cache_engine,
+            valid_fraction=valid_fraction, labels=str(labels) if labels else None, device=device, amp=amp,
+            workers=workers, seed=seed,
+        )
+        result = train(config, RichReporter(err, quiet), resume=str(resume) if resume else None)
+    except (FlowerEdgeError, typer.BadParameter) as e:
+        if debug:
+            raise
+        print(f"flower-train: error: {e}", file=sys.stderr)
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        print("flower-train: interrupted; the last finished epoch is in the checkpoint", file=sys.stderr)
+        raise typer.Exit(130)
+    metrics = dict(result.card.metrics)
+    if json_out:
+        print(json.dumps({"checkpoint": str(result.checkpoint), "best_epoch": result.best_epoch,
+                          "seconds": round(result.seconds, 1), "metrics": metrics,
+                          "history": result.history}, indent=2))
+    elif not quiet:
+        top1 = metrics.get("valid_top1")
+        best = f"best valid top-1 {top1:.2%} at epoch {result.best_epoch}; " if top1 is not None else ""
+        test = f"test top-1 {metrics['test_top1']:.2%}; " if "test_top1" in metrics else ""
+        err.print(f"{best}{test}wrote {result.checkpoint} in {result.seconds:.0f} s", highlight=False)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,114 @@
+"""TrainConfig: every choice of a training run, built by the CLI and stored in the checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from flower_edge.runtime.errors import ConfigError
+
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULERS = ("onecycle", "cosine", "step")
+MODES = ("finetune", "freeze")
+DEVICES = ("auto", "cpu", "cuda")
+CACHE_ENGINES = ("auto", "torch", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str
+    output: str = "flower.pth"
+    arch: str = "efficientnet_lite0"
+    weights: str = "imagenet"
+    hidden: tuple[int, ...] = ()
+    dropout: float = 0.2
+    mode: str = "finetune"
+    finetune_blocks: int = 6
+    """Blocks trained at the end of the backbone in finetune mode; 0 trains them all."""
+    backbone_lr_scale: float = 0.1
+    bn_momentum: float = 0.1
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    weight_decay: float = 0.01
+    scheduler: str = "onecycle"
+    step_size: int = 4
+    gamma: float = 0.1
+    label_smoothing: float = 0.1
+    image_size: int = 224
+    resize_size: int | None = None
+    """Shorter side before the centre crop at evaluation; None means image_size (no crop)."""
+    interpolation: str = "bilinear"
+    aug_scale: float = 0.35
+    """Smallest area fraction of RandomResizedCrop."""
+    cache_views: int = 4
+    """Augmented passes over the training set cached when the backbone's start is frozen."""
+    cache_engine: str = "auto"
+    valid_fraction: float = 0.15
+    labels: str | None = None
+    device: str = "auto"
+    amp: bool = True
+    workers: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choice("--optimizer", self.optimizer, OPTIMIZERS)
+        _choice("--scheduler", self.scheduler, SCHEDULERS)
+        _choice("mode", self.mode, MODES)
+        _choice("--device", self.device, DEVICES)
+        _choice("--cache-engine", self.cache_engine, CACHE_ENGINES)
+        _choice("--interpolation", self.interpolation, ("bilinear", "bicubic"))
+        for name in ("epochs", "batch_size", "image_size", "cache_views", "step_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, found {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"--lr must be positive, found {self.lr}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"--dropout must be in [0, 1), found {self.dropout}")
+        if self.finetune_blocks < 0:
+            raise ConfigError(f"--finetune-blocks must be 0 (all) or more, found {self.finetune_blocks}")
+        if any(h < 1 for h in self.hidden):
+            raise ConfigError(f"--hidden sizes must be positive, found {self.hidden}")
+        if self.image_size % 32:
+            raise ConfigError(f"--image-size must be a multiple of 32, found {self.image_size}")
+        if self.resize_size is not None and self.resize_size < self.image_size:
+            raise ConfigError(
+                f"--resize-size ({self.resize_size}) must be at least --image-size ({self.image_size})"
+            )
+        if not 0 < self.aug_scale <= 1:
+            raise ConfigError(f"--aug-scale must be in (0, 1], found {self.aug_scale}")
+
+    @property
+    def eval_resize(self) -> int:
+        return self.resize_size or self.image_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if "hidden" in values:
+            values["hidden"] = tuple(values["hidden"])
+        return cls(**values)
+
+    def with_overrides(self, **overrides: Any) -> "TrainConfig":
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _choice(option: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{option}: only {', '.join(allowed)} are supported, found {value!r}")
+
+
+def parse_hidden(text: str) -> tuple[int, ...]:
+    """'256' -> (256,), '512,256' -> (512, 256), '' or 'none' -> ()."""
+    text = text.strip().lower()
+    if text in ("", "none", "0"):
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--hidden takes sizes like 256 or 512,256 or none, found {text!r}") from None

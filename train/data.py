@@ -1,0 +1,238 @@
+"""Data sources: where the photos come from, and how training and evaluation read them.
+
+    open_data("flowers/")      # DIR/train/<id>/*.jpg, DIR/valid/<id>/, optional test/, cat_to_name.json
+    open_data("my_photos/")    # DIR/<class>/*.jpg; a validation split is taken off deterministically
+    open_data("synthetic")     # procedural flowers, generated once into the cache (offline default)
+    open_data("flowers102")    # torchvision's Oxford Flowers102 download (needs a network)
+
+Every image is decoded once when the source is opened; a broken one is reported and skipped, so
+one bad file never stops a long training run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from flower_edge.runtime.card import ModelCard
+from flower_edge.runtime.errors import DataError, ImageError
+from flower_edge.runtime.image import is_image_file, load_image, preprocess
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+LABELS_FILE = "cat_to_name.json"
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Labelled image paths per split, and what the classes are called."""
+
+    description: str
+    root: Path
+    class_ids: tuple[str, ...]
+    labels: tuple[str, ...]
+    splits: dict[str, list[Sample]]
+    skipped: list[str] = field(default_factory=list)
+    """One line per image that could not be read: path and reason."""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_ids)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("FLOWER_EDGE_CACHE", Path.home() / ".cache" / "flower-edge"))
+
+
+def open_data(spec: str, *, valid_fraction: float = 0.15, labels_file: Path | None = None,
+              cache_dir: Path | None = None, check_images: bool = True) -> DataSource:
+    """Resolve the DATA argument of flower-train into a DataSource."""
+    cache_dir = cache_dir or default_cache_dir()
+    if spec == "synthetic":
+        from .synthetic import ensure_synthetic
+
+        root = ensure_synthetic(cache_dir / "synthetic")
+        return _open_folder(root, "synthetic", valid_fraction, labels_file, check_images)
+    if spec == "flowers102":
+        return _open_flowers102(cache_dir / "flowers102", labels_file)
+    root = Path(spec)
+    if not root.exists():
+        raise DataError(f"{spec}: no such directory (expected a folder of photos, 'synthetic' or 'flowers102')")
+    if not root.is_dir():
+        raise DataError(f"{spec}: is a file; DATA must be a folder of photos, 'synthetic' or 'flowers102'")
+    return _open_folder(root, str(root), valid_fraction, labels_file, check_images)
+
+
+def _open_folder(root: Path, description: str, valid_fraction: float, labels_file: Path | None,
+                 check_images: bool) -> DataSource:
+    if (root / "train").is_dir():
+        class_ids = _class_dirs(root / "train")
+        splits = {"train": _scan_split(root / "train", class_ids)}
+        for name in ("valid", "test"):
+            if (root / name).is_dir():
+                extra = sorted(set(_class_dirs(root / name)) - set(class_ids))
+                if extra:
+                    raise DataError(f"{root / name}: class {extra[0]!r} has no folder in {root / 'train'}")
+                splits[name] = _scan_split(root / name, class_ids)
+        if "valid" not in splits:
+            splits["train"], splits["valid"] = _split_off(splits["train"], valid_fraction)
+    else:
+        class_ids = _class_dirs(root)
+        everything = _scan_split(root, class_ids)
+        train, valid = _split_off(everything, valid_fraction)
+        splits = {"train": train, "valid": valid}
+    skipped: list[str] = []
+    if check_images:
+        splits = {name: _drop_broken(samples, skipped) for name, samples in splits.items()}
+    for name, samples in splits.items():
+        if not samples and name != "test":
+            raise DataError(f"{root}: the {name} split has no readable images")
+    labels = _read_labels(labels_file or root / LABELS_FILE, class_ids, required=labels_file is not None)
+    return DataSource(description, root, class_ids, labels, splits, skipped)
+
+
+def _class_dirs(folder: Path) -> tuple[str, ...]:
+    names = [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if not names:
+        raise DataError(f"{folder}: no class folders (expected {folder}/<class-id>/*.jpg)")
+    # Numeric ids sort as numbers (1, 2, ..., 10), as people number their classes.
+    key = (lambda n: (int(n), n)) if all(n.isdigit() for n in names) else (lambda n: (0, n))
+    return tuple(sorted(names, key=key))
+
+
+def _scan_split(folder: Path, class_ids: Sequence[str]) -> list[Sample]:
+    samples = []
+    for index, cid in enumerate(class_ids):
+        class_dir = folder / cid
+        if not class_dir.is_dir():
+            continue  # a class may be absent from valid or test
+        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and is_image_file(p))
+        if not files:
+            raise DataError(f"{class_dir}: class folder has no images (.jpg, .png, ...)")
+        samples += [Sample(p, index) for p in files]
+    return samples
+
+
+def _split_off(samples: list[Sample], fraction: float) -> tuple[list[Sample], list[Sample]]:
+    """Deterministic per-class split by a hash of the file name: stable when files are added."""
+    if not 0 < fraction < 1:
+        raise DataError(f"the validation fraction must be between 0 and 1, found {fraction}")
+    train, valid = [], []
+    for s in samples:
+        h = int.from_bytes(hashlib.sha1(s.path.name.encode()).digest()[:4], "big") / 2**32
+        (valid if h < fraction else train).append(s)
+    return train, valid
+
+
+def _check(sample: Sample) -> str | None:
+    try:
+        load_image(sample.path)
+    except ImageError as e:
+        return str(e)
+    return None
+
+
+def _drop_broken(samples: list[Sample], skipped: list[str]) -> list[Sample]:
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        problems = list(pool.map(_check, samples, chunksize=64))
+    kept = []
+    for sample, problem in zip(samples, problems):
+        if problem is None:
+            kept.append(sample)
+        else:
+            log.warning("skipping broken image %s", problem)
+            skipped.append(problem)
+    return kept
+
+
+def _read_labels(path: Path, class_ids: Sequence[str], required: bool) -> tuple[str, ...]:
+    if not path.is_file():
+        if required:
+            raise DataError(f"{path}: no such labels file")
+        return tuple(class_ids)
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: not a readable JSON labels file ({e})") from None
+    if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values()):
+        raise DataError(f'{path}: expected an object of class id -> name, like {{"1": "daisy"}}')
+    missing = [c for c in class_ids if c not in names]
+    if missing:
+        log.warning("%s names no class %s; using the id as its label", path, ", ".join(missing[:5]))
+    return tuple(names.get(c, c) for c in class_ids)
+
+
+def _open_flowers102(root: Path, labels_file: Path | None) -> DataSource:
+    from torchvision.datasets import Flowers102
+
+    splits: dict[str, list[Sample]] = {}
+    for ours, theirs in (("train", "train"), ("valid", "val"), ("test", "test")):
+        try:
+            ds = Flowers102(str(root), split=theirs, download=True)
+        except Exception as e:  # URLError, socket errors, HTTP errors, a bad archive
+            raise DataError(
+                f"flowers102: could not download Oxford Flowers102 into {root} "
+                f"({type(e).__name__}; no network?). Offline, pass a folder in the classic layout "
+                "or 'synthetic'"
+            ) from None
+        # The dataset keeps file paths and labels (0-based) in these attributes.
+        splits[ours] = [Sample(Path(p), int(y)) for p, y in zip(ds._image_files, ds._labels)]
+    class_ids = tuple(str(i) for i in range(1, 103))
+    names = tuple(getattr(ds, "classes", None) or class_ids)
+    labels = _read_labels(labels_file, class_ids, True) if labels_file else names
+    return DataSource("flowers102", root, class_ids, labels, splits)
+
+
+class ImageDataset(Dataset):
+    """(image tensor, label) pairs; ``transform`` maps an RGB PIL image to a (3, H, W) tensor."""
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        s = self.samples[i]
+        return self.transform(load_image(s.path)), s.label
+
+
+def eval_transform(card: ModelCard) -> Callable[[Image.Image], torch.Tensor]:
+    """Exactly the card's preprocessing: the runtime's numpy definition, as a tensor."""
+    return lambda img: torch.from_numpy(preprocess(img, card))
+
+
+def train_transform(card: ModelCard, scale: tuple[float, float] = (0.35, 1.0),
+                    rotation: float = 15.0, color_jitter: float = 0.1) -> Callable:
+    """Augmentation for training: random resized crop, flip, rotation, mild colour jitter."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import v2
+
+    interpolation = InterpolationMode(card.interpolation)
+    steps = [v2.RandomRotation(rotation, interpolation=interpolation)] if rotation else []
+    steps += [
+        v2.RandomResizedCrop(card.crop_size, scale=scale, interpolation=interpolation, antialias=True),
+        v2.RandomHorizontalFlip(),
+    ]
+    if color_jitter:
+        steps.append(v2.ColorJitter(color_jitter, color_jitter, color_jitter))
+    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(card.mean, card.std)]
+    return v2.Compose(steps)
