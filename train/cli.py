@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 import logging
 import sys
 from pathlib import Path
@@ -20,6 +21,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flower_edge.runtime.errors import FlowerEdgeError
+from flower_edge.train.config import TrainConfig, parse_hidden
+
+D = {f.name: f.default for f in fields(TrainConfig)}  # one place for every default
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
 err = Console(stderr=True)
@@ -42,22 +46,26 @@ class RichReporter:
         for line in source.skipped:
             self.console.print(f"skipped broken image {line}", highlight=False, markup=False, soft_wrap=True)
 
+    def __enter__(self) -> "RichReporter":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
     def task(self, description: str, total: int):
-        reporter = self
+        progress = self.progress
 
         class _Task:
             def __init__(self) -> None:
-                reporter.progress.start()
-                self.id = reporter.progress.add_task(description, total=total, info="")
+                self.id = progress.add_task(description, total=total, info="")
 
             def advance(self, n: int = 1, **fields: float) -> None:
                 info = "  ".join(f"{k} {v:.3f}" for k, v in fields.items())
-                reporter.progress.update(self.id, advance=n, info=info)
+                progress.update(self.id, advance=n, info=info)
 
             def close(self) -> None:
-                reporter.progress.remove_task(self.id)
-                if not reporter.progress.tasks:
-                    reporter.progress.stop()
+                progress.remove_task(self.id)
 
         return _Task()
 
@@ -92,34 +100,36 @@ def _list_archs() -> None:
 ))
 def main(
     data: Annotated[str, typer.Argument(help="Folder of photos, 'synthetic' or 'flowers102'.", show_default=False)] = "",
-    output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint to write (atomically).")] = Path("flower.pth"),
-    arch: Annotated[str, typer.Option(help="Backbone; --list-archs shows them all.")] = "efficientnet_lite0",
-    weights: Annotated[str, typer.Option(help="Backbone weights: imagenet, none, or a state-dict file.")] = "imagenet",
-    hidden: Annotated[str, typer.Option(help="Hidden layer sizes of the head: 256, 512,256 or none.")] = "none",
-    dropout: Annotated[float, typer.Option(help="Dropout before each linear layer of the head.")] = 0.2,
-    freeze: Annotated[bool, typer.Option("--freeze/--finetune", help="--freeze trains the head only (the seed projects' way); --finetune also trains the last --finetune-blocks blocks.")] = False,
-    finetune_blocks: Annotated[int, typer.Option(help="Blocks trained at the end of the backbone with --finetune; 0 trains all of them.")] = 6,
-    backbone_lr_scale: Annotated[float, typer.Option(help="Backbone learning rate as a fraction of --lr.")] = 0.1,
-    epochs: Annotated[int, typer.Option(help="Total epochs (with --resume: the epoch to stop after).")] = 10,
-    batch_size: Annotated[int, typer.Option(help="Images per optimizer step.")] = 64,
-    lr: Annotated[float, typer.Option(help="Peak learning rate of the head.")] = 1e-3,
-    optimizer: Annotated[str, typer.Option(help="adamw or adam.")] = "adamw",
-    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 0.01,
-    scheduler: Annotated[str, typer.Option(help="onecycle (warm-up then cosine), cosine, or step (StepLR by --step-size epochs and --gamma).")] = "onecycle",
-    step_size: Annotated[int, typer.Option(help="Epochs between learning-rate drops with --scheduler step.")] = 4,
-    gamma: Annotated[float, typer.Option(help="Learning-rate factor at each drop with --scheduler step.")] = 0.1,
-    label_smoothing: Annotated[float, typer.Option(help="Label smoothing of the cross-entropy loss.")] = 0.1,
-    image_size: Annotated[int, typer.Option(help="Side of the square model input (multiple of 32).")] = 224,
-    resize_size: Annotated[Optional[int], typer.Option(help="Shorter side before the evaluation centre crop (default: --image-size, no crop).")] = None,
-    aug_scale: Annotated[float, typer.Option(help="Smallest area fraction kept by the random resized crop.")] = 0.35,
-    cache_views: Annotated[int, typer.Option(help="Augmented passes over the training set cached when the backbone's start is frozen; epoch e uses view e mod N.")] = 4,
-    cache_engine: Annotated[str, typer.Option(help="What computes the cached frozen features: auto (onnxruntime on CPU, PyTorch on GPU), torch, onnxruntime.")] = "auto",
-    valid_fraction: Annotated[float, typer.Option(help="Share of photos held out for validation when DATA has no valid/ folder.")] = 0.15,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint to write (atomically).")] = Path(D["output"]),
+    arch: Annotated[str, typer.Option(help="Backbone; --list-archs shows them all.")] = D["arch"],
+    weights: Annotated[str, typer.Option(help="Backbone weights: imagenet, none, or a state-dict file.")] = D["weights"],
+    hidden: Annotated[str, typer.Option(help="Hidden layer sizes of the head: 256, 512,256 or none.")] = ",".join(map(str, D["hidden"])) or "none",
+    dropout: Annotated[float, typer.Option(help="Dropout before each linear layer of the head.")] = D["dropout"],
+    freeze: Annotated[bool, typer.Option("--freeze/--finetune", help="--freeze trains the head only (the seed projects' way); --finetune also trains the last --finetune-blocks blocks.")] = D["mode"] == "freeze",
+    finetune_blocks: Annotated[int, typer.Option(help="Blocks trained at the end of the backbone with --finetune; 0 trains all of them.")] = D["finetune_blocks"],
+    backbone_lr_scale: Annotated[float, typer.Option(help="Backbone learning rate as a fraction of --lr.")] = D["backbone_lr_scale"],
+    epochs: Annotated[int, typer.Option(help="Total epochs (with --resume: the epoch to stop after).")] = D["epochs"],
+    batch_size: Annotated[int, typer.Option(help="Images per optimizer step.")] = D["batch_size"],
+    lr: Annotated[float, typer.Option(help="Peak learning rate of the head.")] = D["lr"],
+    optimizer: Annotated[str, typer.Option(help="adamw or adam.")] = D["optimizer"],
+    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = D["weight_decay"],
+    scheduler: Annotated[str, typer.Option(help="onecycle (warm-up then cosine), cosine, or step (StepLR by --step-size epochs and --gamma).")] = D["scheduler"],
+    step_size: Annotated[int, typer.Option(help="Epochs between learning-rate drops with --scheduler step.")] = D["step_size"],
+    gamma: Annotated[float, typer.Option(help="Learning-rate factor at each drop with --scheduler step.")] = D["gamma"],
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing of the cross-entropy loss.")] = D["label_smoothing"],
+    image_size: Annotated[int, typer.Option(help="Side of the square model input (multiple of 32).")] = D["image_size"],
+    resize_size: Annotated[Optional[int], typer.Option(help="Shorter side before the evaluation centre crop (default: --image-size, no crop).")] = D["resize_size"],
+    aug_scale: Annotated[float, typer.Option(help="Smallest area fraction kept by the random resized crop.")] = D["aug_scale"],
+    rotation: Annotated[float, typer.Option(help="Largest random rotation of training images, in degrees.")] = D["rotation"],
+    color_jitter: Annotated[float, typer.Option(help="Strength of random brightness, contrast and saturation changes.")] = D["color_jitter"],
+    cache_views: Annotated[int, typer.Option(help="Passes over the training set cached when the backbone's start is frozen: the first plain, the rest augmented; epoch e uses view e mod N.")] = D["cache_views"],
+    cache_engine: Annotated[str, typer.Option(help="What computes the cached frozen features: auto (onnxruntime on CPU, PyTorch on GPU), torch, onnxruntime.")] = D["cache_engine"],
+    valid_fraction: Annotated[float, typer.Option(help="Share of photos held out for validation when DATA has no valid/ folder.")] = D["valid_fraction"],
     labels: Annotated[Optional[Path], typer.Option(help="cat_to_name.json mapping class ids to names (default: DATA/cat_to_name.json).")] = None,
-    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
-    amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA (bf16 where supported).")] = True,
-    workers: Annotated[Optional[int], typer.Option(help="Data-loading processes (default: 0 on CPU, up to 8 on CUDA).")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed: the same seed and data give the same model on a CPU.")] = 0,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = D["device"],
+    amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA (bf16 where supported).")] = D["amp"],
+    workers: Annotated[Optional[int], typer.Option(help="Data-loading processes (default: 0 on CPU, up to 8 on CUDA).")] = D["workers"],
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed and data give the same model on a CPU.")] = D["seed"],
     resume: Annotated[Optional[Path], typer.Option(help="Continue a checkpoint: its weights, optimizer, scheduler and epoch.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or epoch lines.")] = False,
@@ -133,7 +143,6 @@ def main(
             return
         if not data:
             raise typer.BadParameter("DATA is required: a folder of photos, 'synthetic' or 'flowers102'")
-        from flower_edge.train.config import TrainConfig, parse_hidden
         from flower_edge.train.loop import train
 
         config = TrainConfig(
@@ -142,11 +151,12 @@ def main(
             backbone_lr_scale=backbone_lr_scale, epochs=epochs, batch_size=batch_size, lr=lr,
             optimizer=optimizer, weight_decay=weight_decay, scheduler=scheduler, step_size=step_size,
             gamma=gamma, label_smoothing=label_smoothing, image_size=image_size, resize_size=resize_size,
-            aug_scale=aug_scale, cache_views=cache_views, cache_engine=cache_engine,
+            aug_scale=aug_scale, rotation=rotation, color_jitter=color_jitter, cache_views=cache_views, cache_engine=cache_engine,
             valid_fraction=valid_fraction, labels=str(labels) if labels else None, device=device, amp=amp,
             workers=workers, seed=seed,
         )
-        result = train(config, RichReporter(err, quiet), resume=str(resume) if resume else None)
+        with RichReporter(err, quiet) as reporter:
+            result = train(config, reporter, resume=str(resume) if resume else None)
     except (FlowerEdgeError, typer.BadParameter) as e:
         if debug:
             raise

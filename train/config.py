@@ -25,11 +25,11 @@ class TrainConfig:
     mode: str = "finetune"
     finetune_blocks: int = 6
     """Blocks trained at the end of the backbone in finetune mode; 0 trains them all."""
-    backbone_lr_scale: float = 0.1
+    backbone_lr_scale: float = 0.5
     bn_momentum: float = 0.1
-    epochs: int = 10
+    epochs: int = 8
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 2e-3
     optimizer: str = "adamw"
     weight_decay: float = 0.01
     scheduler: str = "onecycle"
@@ -40,9 +40,12 @@ class TrainConfig:
     resize_size: int | None = None
     """Shorter side before the centre crop at evaluation; None means image_size (no crop)."""
     interpolation: str = "bilinear"
-    aug_scale: float = 0.35
+    aug_scale: float = 0.6
     """Smallest area fraction of RandomResizedCrop."""
-    cache_views: int = 4
+    rotation: float = 0.0
+    """Largest random rotation, in degrees."""
+    color_jitter: float = 0.0
+    cache_views: int = 6
     """Augmented passes over the training set cached when the backbone's start is frozen."""
     cache_engine: str = "auto"
     valid_fraction: float = 0.15

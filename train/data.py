@@ -221,8 +221,8 @@ def eval_transform(card: ModelCard) -> Callable[[Image.Image], torch.Tensor]:
 
 
 def train_transform(card: ModelCard, scale: tuple[float, float] = (0.35, 1.0),
-                    rotation: float = 15.0, color_jitter: float = 0.1) -> Callable:
-    """Augmentation for training: random resized crop, flip, rotation, mild colour jitter."""
+                    rotation: float = 0.0, color_jitter: float = 0.0) -> Callable:
+    """Augmentation for training: random resized crop, flip, optional rotation and colour jitter."""
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import v2
 

@@ -117,3 +117,12 @@ def test_frozen_mode_trains_the_head_only(synthetic_dir, tmp_path, make_config):
         assert torch.equal(a, b), name
     assert [type(m).__name__ for m in trained.head] == ["Linear", "ReLU", "Dropout", "Linear"]
     assert trained.head[0].in_features == 1280 and trained.head[-1].out_features == 5
+
+
+def test_same_seed_same_model(synthetic_dir, tmp_path, make_config):
+    a = train(make_config(synthetic_dir, tmp_path / "a.pth", seed=3))
+    b = train(make_config(synthetic_dir, tmp_path / "b.pth", seed=3))
+    state_a = load_checkpoint(a.checkpoint)["model_state"]
+    state_b = load_checkpoint(b.checkpoint)["model_state"]
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    assert a.history[0]["train_loss"] == b.history[0]["train_loss"]

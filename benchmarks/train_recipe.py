@@ -1,0 +1,80 @@
+"""Wall time and valid accuracy of the default training recipe, and of the seed-style frozen one.
+
+    python benchmarks/train_recipe.py ../shared/data/flowers5 --out runs/bench-train
+
+Each recipe runs as a fresh ``flower-train`` process (what a user types), timed from start to
+exit; the figures come from its ``--json`` report. Prints a Markdown table and writes it, with the
+raw figures and the machine, to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+RECIPES = {
+    "default (finetune, Lite0)": [],
+    "seed-style frozen (Lite0, --hidden 256, step LR)": [
+        "--freeze", "--hidden", "256", "--dropout", "0.25", "--optimizer", "adam",
+        "--scheduler", "step", "--step-size", "4", "--gamma", "0.1",
+    ],
+}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-train"))
+    parser.add_argument("--only", choices=list(RECIPES), action="append")
+    parser.add_argument("extra", nargs=argparse.REMAINDER, help="more flower-train options for every recipe")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    rows = []
+    for i, (name, options) in enumerate(RECIPES.items()):
+        if args.only and name not in args.only:
+            continue
+        ckpt = args.out / f"recipe{i}.pth"
+        cmd = ["flower-train", args.data, "-o", str(ckpt), "--json", "--quiet", *options, *args.extra]
+        started = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        if done.returncode != 0:
+            sys.exit(f"{name}: flower-train failed: {done.stderr.strip()}")
+        report = json.loads(done.stdout)
+        rows.append({"recipe": name, "command": " ".join(cmd), "wall_s": round(seconds, 1),
+                     "epochs": len(report["history"]), "best_epoch": report["best_epoch"],
+                     "valid_top1": report["metrics"]["valid_top1"],
+                     "valid_top5": report["metrics"]["valid_top5"], "history": report["history"]})
+        print(f"{name}: valid top-1 {rows[-1]['valid_top1']:.2%} in {seconds:.0f} s", file=sys.stderr)
+
+    machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+               "date": date.today().isoformat()}
+    table = ["| recipe | epochs | valid top-1 | valid top-5 | wall time |", "| --- | --- | --- | --- | --- |"]
+    table += [f"| {r['recipe']} | {r['epochs']} (best {r['best_epoch']}) | {r['valid_top1']:.2%} | "
+              f"{r['valid_top5']:.2%} | {r['wall_s'] / 60:.1f} min |" for r in rows]
+    text = "\n".join(table) + f"\n\n{machine['date']}, {machine['cpu']}, {machine['cores']} cores, CPU only.\n"
+    print(text)
+    (args.out / "train_recipe.md").write_text(text)
+    (args.out / "train_recipe.json").write_text(json.dumps({"machine": machine, "runs": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
