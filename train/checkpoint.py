@@ -11,7 +11,6 @@ scheduler state for ``--resume``. It is written to a temporary file and renamed 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import torch
 
 from flower_edge.runtime.card import ModelCard
 from flower_edge.runtime.errors import CardError, CheckpointError
+from flower_edge.runtime.files import atomic_write
 
 from .config import TrainConfig
 from .model import FlowerNet, build_model
@@ -29,17 +29,8 @@ _REQUIRED = ("card", "config", "model_state", "epoch", "history", "resume")
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    marked = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
+    return atomic_write(path, lambda f: torch.save(marked, f))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -131,6 +131,7 @@ def main(
     workers: Annotated[Optional[int], typer.Option(help="Data-loading processes (default: 0 on CPU, up to 8 on CUDA).")] = D["workers"],
     seed: Annotated[int, typer.Option(help="Random seed: the same seed and data give the same model on a CPU.")] = D["seed"],
     resume: Annotated[Optional[Path], typer.Option(help="Continue a checkpoint: its weights, optimizer, scheduler and epoch.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Write loss and accuracy curves per epoch to this PNG.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or epoch lines.")] = False,
     list_archs: Annotated[bool, typer.Option("--list-archs", help="List the backbones and exit.")] = False,
@@ -157,6 +158,10 @@ def main(
         )
         with RichReporter(err, quiet) as reporter:
             result = train(config, reporter, resume=str(resume) if resume else None)
+        if plot:
+            from flower_edge.train.plots import plot_history
+
+            plot_history(result.history, result.best_epoch, plot)
     except (FlowerEdgeError, typer.BadParameter) as e:
         if debug:
             raise

@@ -69,10 +69,14 @@ def test_unreadable_image_is_skipped_and_training_finishes(synthetic_dir, tmp_pa
     (data / "train" / "3" / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     out = tmp_path / "model.pth"
     result = run(data, "-o", out, "--image-size", "64", "--epochs", "1", "--finetune-blocks", "1",
-                 "--cache-views", "1", "--batch-size", "16", "--json", "--quiet")
+                 "--cache-views", "1", "--batch-size", "16", "--json", "--quiet", "--plot", tmp_path / "curves.png")
     assert result.exit_code == 0, result.output
     assert "zz_broken.jpg" in result.stderr
     report = json.loads(result.stdout)
     assert report["checkpoint"] == str(out) and out.is_file()
     assert 0 <= report["metrics"]["valid_top1"] <= 1
     assert [r["epoch"] for r in report["history"]] == [1]
+    from PIL import Image
+
+    with Image.open(tmp_path / "curves.png") as curves:
+        assert curves.format == "PNG" and curves.size == (840, 300)
