@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import fields
 import logging
@@ -139,6 +140,8 @@ def main(
 ) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if importlib.util.find_spec("torch") is None or importlib.util.find_spec("torchvision") is None:
+            raise typer.BadParameter("training needs torch and torchvision: pip install 'flower-edge[train]'")
         if list_archs:
             _list_archs()
             return
@@ -179,7 +182,7 @@ def main(
         top1 = metrics.get("valid_top1")
         best = f"best valid top-1 {top1:.2%} at epoch {result.best_epoch}; " if top1 is not None else ""
         test = f"test top-1 {metrics['test_top1']:.2%}; " if "test_top1" in metrics else ""
-        err.print(f"{best}{test}wrote {result.checkpoint} in {result.seconds:.0f} s", highlight=False)
+        err.print(f"{best}{test}wrote {result.checkpoint} in {result.seconds:.0f} s", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

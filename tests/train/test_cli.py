@@ -80,3 +80,17 @@ def test_unreadable_image_is_skipped_and_training_finishes(synthetic_dir, tmp_pa
 
     with Image.open(tmp_path / "curves.png") as curves:
         assert curves.format == "PNG" and curves.size == (840, 300)
+
+
+def test_without_torch_says_which_extra_to_install(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    one_error_line(run("synthetic"), "pip install 'flower-edge[train]'")
+
+
+def test_list_archs():
+    result = run("--list-archs")
+    assert result.exit_code == 0
+    assert "efficientnet_lite0" in result.stdout and "mobilenet_v3_small" in result.stdout
