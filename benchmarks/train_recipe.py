@@ -1,6 +1,7 @@
 """Wall time and valid accuracy of the default training recipe, and of the seed-style frozen one.
 
     python benchmarks/train_recipe.py ../shared/data/flowers5 --out runs/bench-train
+    python benchmarks/train_recipe.py synthetic --epochs 2      # other options go to flower-train
 
 Each recipe runs as a fresh ``flower-train`` process (what a user types), timed from start to
 exit; the figures come from its ``--json`` report. Prints a Markdown table and writes it, with the
@@ -43,8 +44,7 @@ def main() -> None:
     parser.add_argument("data")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-train"))
     parser.add_argument("--only", choices=list(RECIPES), action="append")
-    parser.add_argument("extra", nargs=argparse.REMAINDER, help="more flower-train options for every recipe")
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()  # anything else goes to every flower-train run
     args.out.mkdir(parents=True, exist_ok=True)
 
     rows = []
@@ -52,7 +52,7 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         ckpt = args.out / f"recipe{i}.pth"
-        cmd = ["flower-train", args.data, "-o", str(ckpt), "--json", "--quiet", *options, *args.extra]
+        cmd = ["flower-train", args.data, "-o", str(ckpt), "--json", "--quiet", *options, *extra]
         started = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True)
         seconds = time.perf_counter() - started
