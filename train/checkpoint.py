@@ -63,13 +63,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict[str, Any], state_key: str = "model_state") -> FlowerNet:
+def model_from_checkpoint(ckpt: dict[str, Any]) -> FlowerNet:
+    """The checkpoint's best model, rebuilt from its card and config alone."""
     card: ModelCard = ckpt["card"]
     config: TrainConfig = ckpt["config"]
     model = build_model(card.arch, card.num_classes, config.hidden, config.dropout, weights="none")
-    state = ckpt[state_key] if state_key == "model_state" else ckpt["resume"]["model_state"]
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(ckpt["model_state"])
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint weights do not fit {card.arch}: {str(e).splitlines()[0]}") from None
     return model

@@ -19,7 +19,8 @@ import random
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -278,7 +279,7 @@ def _with_metrics(card: ModelCard, history: list[dict], best_epoch: int,
     metrics.update({k: float(v) for k, v in best.items() if k.startswith("valid_")})
     if test:
         metrics.update({"test_top1": test["top1"], "test_top5": test["top5"]})
-    return ModelCard(**{**card.__dict__, "metrics": metrics})
+    return replace(card, metrics=metrics)
 
 
 def _payload(model, optimizer, scheduler, config, card, history, epoch, best_epoch, best_state) -> dict:
@@ -333,7 +334,7 @@ def _train_one_epoch(model: FlowerNet, start: int, batches, steps: int, optimize
     for x, y in batches:
         x = _to_device(x, device, channels_last)
         y = y.to(device, non_blocking=True)
-        with torch.autocast(**amp) if amp else _nullcontext():
+        with torch.autocast(**amp) if amp else nullcontext():
             logits = model.forward_from(x, start) if start else model(x)  # (B, classes)
             loss = loss_fn(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
@@ -359,7 +360,7 @@ def evaluate(model: FlowerNet, start: int, batches, device, amp: dict, channels_
     for x, y in batches:
         x = _to_device(x, device, channels_last)
         y = y.to(device)
-        with torch.autocast(**amp) if amp else _nullcontext():
+        with torch.autocast(**amp) if amp else nullcontext():
             logits = (model.forward_from(x, start) if start else model(x)).float()
         loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
         k = min(5, logits.shape[1])
@@ -379,14 +380,6 @@ def _to_device(x: torch.Tensor, device, channels_last: bool) -> torch.Tensor:
     if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 class FeatureCache:
@@ -414,7 +407,7 @@ class FeatureCache:
         @torch.no_grad()
         def run(x: torch.Tensor) -> torch.Tensor:
             x = _to_device(x, self.device, self.device.type == "cuda")
-            with torch.autocast(**amp) if amp else _nullcontext():
+            with torch.autocast(**amp) if amp else nullcontext():
                 return self.prefix(x)
 
         return run
