@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from dataclasses import fields
 import logging
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -165,7 +165,7 @@ def main(
             from flower_edge.train.plots import plot_history
 
             plot_history(result.history, result.best_epoch, plot)
-    except (FlowerEdgeError, typer.BadParameter) as e:
+    except (FlowerEdgeError, typer.BadParameter, OSError) as e:
         if debug:
             raise
         print(f"flower-train: error: {e}", file=sys.stderr)
@@ -173,6 +173,11 @@ def main(
     except KeyboardInterrupt:
         print("flower-train: interrupted; the last finished epoch is in the checkpoint", file=sys.stderr)
         raise typer.Exit(130)
+    except Exception as e:  # a bug of ours: still one line, the traceback behind --debug
+        if debug:
+            raise
+        print(f"flower-train: internal error: {type(e).__name__}: {e} (rerun with --debug)", file=sys.stderr)
+        raise typer.Exit(1)
     metrics = dict(result.card.metrics)
     if json_out:
         print(json.dumps({"checkpoint": str(result.checkpoint), "best_epoch": result.best_epoch,

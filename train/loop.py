@@ -161,6 +161,7 @@ def train(config: TrainConfig, reporter: Reporter | None = None, resume: str | N
     get_backbone(config.arch)  # an unknown arch fails before any slow work
     if config.weights not in ("imagenet", "none") and not Path(config.weights).is_file():
         raise ConfigError(f"--weights must be imagenet, none or a file; {config.weights!r} is none of these")
+    _check_writable(Path(config.output))
     ckpt = load_checkpoint(resume) if resume else None
     if ckpt is not None:
         _check_resumable(ckpt["config"], config)
@@ -261,6 +262,18 @@ def train(config: TrainConfig, reporter: Reporter | None = None, resume: str | N
         save_checkpoint(config.output, _payload(model, optimizer, scheduler, config, card, history,
                                                 history[-1]["epoch"], best_epoch, best_state))
     return TrainResult(Path(config.output), card, history, best_epoch, time.perf_counter() - started)
+
+
+def _check_writable(output: Path) -> None:
+    """Fail before hours of training, not after the first epoch."""
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--output {output}: cannot create its folder ({e.strerror})") from None
+    if output.is_dir():
+        raise ConfigError(f"--output {output}: is a folder; give a file name like {output / 'flower.pth'}")
+    if not os.access(output.parent, os.W_OK):
+        raise ConfigError(f"--output {output}: its folder is not writable")
 
 
 def _check_resumable(old: TrainConfig, new: TrainConfig) -> None:

@@ -54,6 +54,13 @@ def test_bad_options(synthetic_dir, args, fragment, tmp_path):
     one_error_line(run(synthetic_dir, "-o", tmp_path / "x.pth", *args), fragment)
 
 
+def test_unwritable_output_fails_before_training(synthetic_dir, tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file, not a folder")
+    one_error_line(run(synthetic_dir, "-o", blocker / "model.pth"), "cannot create its folder")
+    one_error_line(run(synthetic_dir, "-o", tmp_path), "is a folder")
+
+
 def test_truncated_resume_checkpoint(synthetic_dir, tmp_path, tiny_checkpoint):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(tiny_checkpoint.read_bytes()[:1000])
