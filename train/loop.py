@@ -439,8 +439,9 @@ class FeatureCache:
     def train_views(self, samples, views: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The first view is the plain evaluation preprocessing, the others are augmented.
 
-        The plain view shows the model photos exactly as validation and deployment will; with
-        only augmented views it learns on zoomed crops alone (74% against 78% measured here).
+        The plain view shows the model photos exactly as validation and deployment will, so it
+        never learns on zoomed crops alone (flowers5, last 2 blocks: 78.6% with a plain view and
+        mild crops, 74.4% with heavily augmented views only).
         """
         transforms = [eval_transform(self.card)] + [_augment(self.card, self.config)] * (views - 1)
         return [self._pass(samples, t, f"caching frozen features, view {v + 1}/{views}")
