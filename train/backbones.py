@@ -47,9 +47,7 @@ class BackboneSpec:
         if weights == "imagenet":
             self._imagenet(features)
             return features
-        path = Path(weights)
-        if not path.is_file():
-            raise ConfigError(f"--weights must be imagenet, none or a file; {weights!r} is none of these")
+        path = check_weights(weights)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises many kinds for a bad file
@@ -58,6 +56,13 @@ class BackboneSpec:
             raise CheckpointError(f"{path}: expected a state dict of tensors for {self.name}")
         self._load_file(features, state)
         return features
+
+
+def check_weights(weights: str) -> Path:
+    """The state-dict file that ``weights`` names; ConfigError if it is neither keyword nor file."""
+    if weights not in ("imagenet", "none") and not Path(weights).is_file():
+        raise ConfigError(f"--weights must be imagenet, none or a file; {weights!r} is none of these")
+    return Path(weights)
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}

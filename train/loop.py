@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 from flower_edge.runtime.card import ModelCard
 from flower_edge.runtime.errors import CheckpointError, ConfigError
 
-from .backbones import get_backbone
+from .backbones import check_weights, get_backbone
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import DataSource, ImageDataset, eval_transform, open_data, train_transform
@@ -159,8 +159,7 @@ def train(config: TrainConfig, reporter: Reporter | None = None, resume: str | N
     reporter = reporter or Reporter()
     started = time.perf_counter()
     get_backbone(config.arch)  # an unknown arch fails before any slow work
-    if config.weights not in ("imagenet", "none") and not Path(config.weights).is_file():
-        raise ConfigError(f"--weights must be imagenet, none or a file; {config.weights!r} is none of these")
+    check_weights(config.weights)
     _check_writable(Path(config.output))
     ckpt = load_checkpoint(resume) if resume else None
     if ckpt is not None:
@@ -236,7 +235,7 @@ def train(config: TrainConfig, reporter: Reporter | None = None, resume: str | N
         else:
             batches = _loader(source.splits["train"], _augment(card, config), config, workers, True)
         train_loss, train_acc = _train_one_epoch(
-            model, start, batches, steps_per_epoch, optimizer, scheduler, scaler, loss_fn, amp, device,
+            model, start, batches, optimizer, scheduler, scaler, loss_fn, amp, device,
             channels_last, reporter.task(f"epoch {epoch}/{config.epochs}", steps_per_epoch))
         valid = evaluate(model, start, valid_batches, device, amp, channels_last,
                          reporter.task("validating", len(valid_batches)))
@@ -338,7 +337,7 @@ def _cached_batches(view: tuple[torch.Tensor, torch.Tensor], batch_size: int) ->
         yield x[idx], y[idx]
 
 
-def _train_one_epoch(model: FlowerNet, start: int, batches, steps: int, optimizer, scheduler, scaler,
+def _train_one_epoch(model: FlowerNet, start: int, batches, optimizer, scheduler, scaler,
                      loss_fn, amp: dict, device, channels_last: bool, task: Task) -> tuple[float, float]:
     model.train()
     for block in list(model.features)[:start]:
