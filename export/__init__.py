@@ -1,0 +1,27 @@
+"""flower_edge.export: a checkpoint to TorchScript, ONNX and int8 ONNX, each verified.
+
+Needs the ``[train]`` extra (torch, onnx). Names are imported on first use, so that
+``flower-export --help`` works without torch.
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "ExportConfig": "config",
+    "ExportResult": "pipeline",
+    "export": "pipeline",
+    "export_onnx": "onnx_export",
+    "export_torchscript": "torchscript",
+    "load_torchscript": "torchscript",
+    "quantize_int8": "quantize",
+    "CardCalibrationReader": "quantize",
+    "Parity": "verify",
+    "parity_table": "verify",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

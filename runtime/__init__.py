@@ -9,6 +9,7 @@ from .errors import (
     CheckpointError,
     ConfigError,
     DataError,
+    ExportError,
     FlowerEdgeError,
     ImageError,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "ExportError",
     "FlowerEdgeError",
     "ImageError",
     "load_image",

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
 from .errors import CardError
 
 SCHEMA_VERSION = 1
+ONNX_METADATA_KEY = "flower_edge.card"
+"""The key of the card's JSON in an exported ONNX file's metadata_props."""
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
-LAYOUTS = ("NCHW",)
+LAYOUTS = ("NCHW", "NHWC")
+INPUT_DTYPES = ("float32", "uint8")
 OUTPUT_KINDS = ("logits", "probabilities")
 
 
@@ -41,6 +45,9 @@ class ModelCard:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     layout: str = "NCHW"
+    input_dtype: str = "float32"
+    """float32: normalized by mean and std before the model; uint8: raw 0-255 pixels, which the
+    model normalizes inside its graph (an export with --embed-preprocessing, layout NHWC)."""
     output: str = "logits"
     metrics: Mapping[str, float] = field(default_factory=dict)
     provenance: Mapping[str, str] = field(default_factory=dict)
@@ -67,6 +74,7 @@ class ModelCard:
             )
         _check_choice("interpolation", self.interpolation, INTERPOLATIONS)
         _check_choice("layout", self.layout, LAYOUTS)
+        _check_choice("input_dtype", self.input_dtype, INPUT_DTYPES)
         _check_choice("output", self.output, OUTPUT_KINDS)
         if any(s <= 0 for s in self.std):
             raise CardError(f"model card: std must be positive, found {self.std}")
@@ -113,6 +121,19 @@ class ModelCard:
             raise CardError(f"model card: missing field {missing[0]!r}")
         kwargs = {name: _PARSERS[name](name, value) for name, value in data.items()}
         return cls(**kwargs)
+
+    @classmethod
+    def from_onnx(cls, path: str | os.PathLike) -> "ModelCard":
+        """The card an export stored in a model's metadata (``.onnx`` or ``.ort``)."""
+        from .session import open_session
+
+        return cls.from_metadata(open_session(path).get_modelmeta().custom_metadata_map, path)
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str], source: str | os.PathLike = "model") -> "ModelCard":
+        if ONNX_METADATA_KEY not in metadata:
+            raise CardError(f"{source}: has no flower-edge model card (metadata key {ONNX_METADATA_KEY!r})")
+        return cls.from_json(metadata[ONNX_METADATA_KEY])
 
     @classmethod
     def from_json(cls, text: str) -> "ModelCard":
@@ -218,6 +239,7 @@ _PARSERS = {
     "mean": _floats(3),
     "std": _floats(3),
     "layout": _str,
+    "input_dtype": _str,
     "output": _str,
     "metrics": _number_map,
     "provenance": _string_map,

@@ -27,3 +27,7 @@ class CheckpointError(FlowerEdgeError):
 
 class ConfigError(FlowerEdgeError):
     """An option has a value flower-edge does not support."""
+
+
+class ExportError(FlowerEdgeError):
+    """An export failed its checks (parity, calibration data, output folder)."""

@@ -114,8 +114,16 @@ def normalize(rgb: np.ndarray, card: ModelCard) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def preprocess(img: Image.Image, card: ModelCard) -> np.ndarray:
-    """An RGB image -> the model's input for one image, (3, crop, crop) float32."""
+def pixels(img: Image.Image, card: ModelCard) -> np.ndarray:
+    """An RGB image resized and centre-cropped as the card says: uint8 (crop, crop, 3)."""
     img = resize_shorter(img, card.resize_size, card.interpolation)
     img = center_crop(img, card.crop_size)
-    return normalize(np.asarray(img, dtype=np.uint8), card)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def preprocess(img: Image.Image, card: ModelCard) -> np.ndarray:
+    """An RGB image -> the model's input for one image: (3, crop, crop) float32, normalized; or,
+    for a model that normalizes inside its graph (``card.input_dtype == "uint8"``), the raw
+    (crop, crop, 3) uint8 pixels."""
+    rgb = pixels(img, card)
+    return rgb if card.input_dtype == "uint8" else normalize(rgb, card)

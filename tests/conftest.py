@@ -46,3 +46,14 @@ def flowers5() -> Path:
     if not (SHARED_FLOWERS / "valid").is_dir():
         pytest.skip(f"the shared flower photos are not at {SHARED_FLOWERS}")
     return SHARED_FLOWERS
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_checkpoint, synthetic_dir, tmp_path_factory):
+    """The tiny checkpoint exported once in every format, int8 included, verified."""
+    from flower_edge.export import ExportConfig, export
+
+    config = ExportConfig(checkpoint=str(tiny_checkpoint), output=str(tmp_path_factory.mktemp("export")),
+                          format="all", quantize=True, calib_data=str(synthetic_dir), calib_size=20,
+                          embed_preprocessing=True, min_agreement=0.0)
+    return export(config)

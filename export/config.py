@@ -1,0 +1,68 @@
+"""ExportConfig: every choice of an export, built by the CLI and recorded beside the files."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from flower_edge.runtime.errors import ConfigError
+
+FORMATS = ("torchscript", "onnx", "all")
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+MIN_OPSET = 17
+DEFAULT_OPSET = 18
+"""Opset 18: the dynamo exporter's own, run by current onnxruntime and onnxruntime-web."""
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    checkpoint: str
+    output: str | None = None
+    """Folder for the files; None means the checkpoint's folder."""
+    format: str = "onnx"
+    quantize: bool = False
+    calib_data: str | None = None
+    """Folder of calibration photos; None means the checkpoint's training data."""
+    calib_size: int = 200
+    calib_method: str = "minmax"
+    reduce_range: bool = False
+    """7-bit weights, for onnxruntime's fast but saturating int8 path on x86 CPUs without VNNI."""
+    opset: int = DEFAULT_OPSET
+    ort_format: bool = True
+    embed_preprocessing: bool = False
+    verify: bool = True
+    verify_data: str | None = None
+    """Photos for the parity check; None means held-out photos of the calibration source."""
+    verify_size: int = 200
+    """Largest number of verification photos; 0 takes them all."""
+    min_agreement: float = 0.99
+    """Least int8 top-1 agreement with PyTorch that verification accepts."""
+    atol: float = 1e-4
+    """Largest |logit difference| accepted for the float ONNX model (TorchScript: atol / 10)."""
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, found {self.format!r}")
+        if self.calib_method not in CALIB_METHODS:
+            raise ConfigError(
+                f"--calib-method must be one of {', '.join(CALIB_METHODS)}, found {self.calib_method!r}"
+            )
+        if self.opset < MIN_OPSET:
+            raise ConfigError(f"--opset must be {MIN_OPSET} or newer, found {self.opset}")
+        if self.calib_size < 1:
+            raise ConfigError(f"--calib-size must be at least 1, found {self.calib_size}")
+        if self.verify_size < 0:
+            raise ConfigError(f"--verify-size must be 0 (all) or more, found {self.verify_size}")
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise ConfigError(f"--min-agreement must be between 0 and 1, found {self.min_agreement}")
+
+    @property
+    def torchscript(self) -> bool:
+        return self.format in ("torchscript", "all")
+
+    @property
+    def onnx(self) -> bool:
+        return self.format in ("onnx", "all") or self.quantize or self.embed_preprocessing
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

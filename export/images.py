@@ -1,0 +1,83 @@
+"""Which photos calibrate the int8 model and which verify the exports: never the same ones.
+
+    sets = choose_images(config, train_config)
+    sets.calibration, sets.verification          # tuples of paths
+
+A folder in the classic layout calibrates on ``train/`` and verifies on ``valid/``. Any other
+folder of photos is split by a hash of each file's path, so the split is stable and repeatable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from flower_edge.runtime.errors import ExportError
+from flower_edge.runtime.image import is_image_file
+
+from .config import ExportConfig
+
+
+@dataclass(frozen=True)
+class ImageSets:
+    calibration: tuple[Path, ...]
+    verification: tuple[Path, ...]
+    calibration_source: str
+    verification_source: str
+
+
+def find_images(folder: Path) -> list[Path]:
+    """Image files under ``folder``, recursively, in hash order (a stable pseudo-random order)."""
+    found = [p for p in folder.rglob("*")
+             if is_image_file(p) and p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    return sorted(found, key=lambda p: hashlib.sha1(str(p.relative_to(folder)).encode()).hexdigest())
+
+
+def training_data_folder(data: str) -> Path:
+    """Where a checkpoint's DATA argument left its photos on this machine."""
+    if data in ("synthetic", "flowers102"):
+        from flower_edge.train.data import default_cache_dir
+
+        return default_cache_dir() / data
+    return Path(data)
+
+
+def choose_images(config: ExportConfig, train_data: str) -> ImageSets:
+    if config.calib_data:
+        root = Path(config.calib_data)
+        if not root.is_dir():
+            raise ExportError(f"--calib-data {root}: no such folder")
+    else:
+        root = training_data_folder(train_data)
+        if not root.is_dir():
+            raise ExportError(
+                f"the checkpoint's training data ({train_data}) is not on this machine; "
+                "pass --calib-data DIR, a folder of photos like the ones the model will see"
+            )
+    if (root / "train").is_dir():
+        pool = find_images(root / "train")
+        held_out = find_images(root / "valid") if (root / "valid").is_dir() else []
+        source, held_source = str(root / "train"), str(root / "valid")
+    else:
+        everything = find_images(root)
+        n_held = len(everything) // 3
+        held_out, pool = everything[:n_held], everything[n_held:]
+        source, held_source = f"{root} (2/3 by path hash)", f"{root} (the other 1/3)"
+    if not pool and (config.quantize or not config.verify_data):
+        raise ExportError(f"{root}: no images to calibrate on or verify with (.jpg, .png, ...)")
+
+    if config.verify_data:
+        vroot = Path(config.verify_data)
+        if not vroot.is_dir():
+            raise ExportError(f"--verify-data {vroot}: no such folder")
+        held_out, held_source = find_images(vroot), str(vroot)
+    calibration = tuple(pool[:config.calib_size])
+    used = {p.resolve() for p in calibration} if config.quantize else set()
+    held_out = [p for p in held_out if p.resolve() not in used]
+    if config.verify and not held_out:
+        raise ExportError(
+            f"no photos left to verify with in {held_source}; pass --verify-data DIR (or --no-verify)"
+        )
+    verification = tuple(held_out[:config.verify_size] if config.verify_size else held_out)
+    return ImageSets(calibration, verification, source, held_source)

@@ -1,0 +1,42 @@
+"""TorchScript: the checkpoint's model traced and frozen.
+
+    export_torchscript(model, card, "model.pt")
+    module, card = load_torchscript("model.pt")         # the card travels inside
+
+PyTorch Mobile's lite interpreter (``optimize_for_mobile``, ``_save_for_lite_interpreter``) is
+deprecated in favour of ExecuTorch, so phones get the ONNX files; ``model.pt`` is for servers
+and C++ (libtorch) users.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+from torch import nn
+
+from flower_edge.runtime.card import ModelCard
+from flower_edge.runtime.files import atomic_write
+
+CARD_FILE = "card.json"
+
+
+def export_torchscript(model: nn.Module, card: ModelCard, path: str | os.PathLike) -> None:
+    model = model.eval()
+    example = torch.zeros(2, *card.input_size)  # (B, 3, H, W); batch 2 so no size-1 shape is baked in
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript's own deprecation notice
+        # Frozen (weights inlined as constants) without the passes that change numerics (folding
+        # BatchNorm into the convolutions moved logits by 2e-5), so the file matches eager PyTorch
+        # to 1e-5. Not optimize_for_inference(): its MKLDNN constants do not survive save and load.
+        frozen = torch.jit.freeze(torch.jit.trace(model, example), optimize_numerics=False)
+        atomic_write(path, lambda f: torch.jit.save(frozen, f, _extra_files={CARD_FILE: card.to_json()}))
+
+
+def load_torchscript(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, ModelCard]:
+    extra = {CARD_FILE: ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    return module, ModelCard.from_json(extra[CARD_FILE])

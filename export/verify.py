@@ -1,0 +1,84 @@
+"""Parity: every exported file against the PyTorch model it came from, on real photos.
+
+    rows = [compare("onnx", reference, onnx_logits("model.onnx", x), atol=1e-4)]
+    print(parity_table(rows))
+
+Float formats must match the logits within ``atol`` and agree on every top-1; int8 must agree on
+at least ``min_agreement`` of the top-1 answers.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+BATCH = 32
+
+
+@dataclass(frozen=True)
+class Parity:
+    name: str
+    images: int
+    max_abs_diff: float
+    """Largest |logit difference| from PyTorch over every image and class."""
+    top1_agreement: float
+    top5_overlap: float
+    """Mean share of PyTorch's top-5 (top-k for fewer classes) that the format also ranks top-5."""
+    requirement: str
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def torch_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(x[i:i + BATCH])).numpy()
+                               for i in range(0, len(x), BATCH)])
+
+
+def torchscript_logits(path: str | os.PathLike, x: np.ndarray) -> np.ndarray:
+    from .torchscript import load_torchscript
+
+    return torch_logits(load_torchscript(path)[0], x)
+
+
+def onnx_logits(path: str | os.PathLike, x: np.ndarray) -> np.ndarray:
+    from flower_edge.runtime.session import open_session
+
+    session = open_session(path)
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i:i + BATCH]})[0] for i in range(0, len(x), BATCH)])
+
+
+def compare(name: str, reference: np.ndarray, logits: np.ndarray, *, atol: float | None = None,
+            min_agreement: float | None = None) -> Parity:
+    """Parity of ``logits`` with ``reference`` (both (N, classes)) against one requirement."""
+    assert reference.shape == logits.shape, (reference.shape, logits.shape)
+    k = min(5, reference.shape[1])
+    diff = float(np.abs(reference - logits).max()) if reference.size else 0.0
+    agreement = float((reference.argmax(1) == logits.argmax(1)).mean())
+    top_ref, top_out = np.argsort(-reference, 1)[:, :k], np.argsort(-logits, 1)[:, :k]
+    overlap = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(top_ref, top_out)]))
+    if atol is not None:
+        passed = diff <= atol and agreement == 1.0
+        requirement = f"|diff| <= {atol:g}, top-1 100%"
+    else:
+        min_agreement = 0.0 if min_agreement is None else min_agreement
+        passed = agreement >= min_agreement
+        requirement = f"top-1 >= {min_agreement:.0%}"
+    return Parity(name, len(reference), diff, agreement, overlap, requirement, bool(passed and np.isfinite(diff)))
+
+
+def parity_table(rows: list[Parity]) -> str:
+    lines = [f"{'format':<22} {'images':>6} {'max |diff|':>11} {'top-1 agree':>11} {'top-5 overlap':>13}  requirement"]
+    for r in rows:
+        verdict = "ok" if r.passed else "FAILED"
+        lines.append(f"{r.name:<22} {r.images:>6} {r.max_abs_diff:>11.2e} {r.top1_agreement:>11.2%} "
+                     f"{r.top5_overlap:>13.2%}  {r.requirement}: {verdict}")
+    return "\n".join(lines)
