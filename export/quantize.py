@@ -17,6 +17,8 @@ What it does, and why (measured on the default Lite0 model, flowers5 valid, 2-co
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import tempfile
@@ -98,16 +100,17 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, ca
     with tempfile.TemporaryDirectory() as tmp:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         root.setLevel(logging.ERROR)  # the quantizer logs advice to the root logger
-        try:
-            quant_pre_process(str(fp32_path), str(prepared))
-            quantize_static(
-                str(prepared), str(quantized), CardCalibrationReader(calibration),
-                quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=METHODS[method],
-            )
-        finally:
-            root.setLevel(level)
+        with contextlib.redirect_stdout(io.StringIO()):  # and prints histogram progress
+            try:
+                quant_pre_process(str(fp32_path), str(prepared))
+                quantize_static(
+                    str(prepared), str(quantized), CardCalibrationReader(calibration),
+                    quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=METHODS[method],
+                )
+            finally:
+                root.setLevel(level)
         proto = onnx.load(str(quantized))
     set_card(proto, int8_card)
     onnx.checker.check_model(proto, full_check=True)

@@ -1,6 +1,10 @@
-"""flower_edge.runtime: the model card, image preprocessing and (soon) onnxruntime prediction.
+"""flower_edge.runtime: the model card, image preprocessing and onnxruntime prediction.
 
-Depends on numpy and Pillow only; it never imports torch, so a deployed model runs without it.
+    from flower_edge.runtime import Classifier
+    Classifier("model.int8.onnx").predict("rose.jpg", k=5)
+
+Depends on numpy, Pillow and onnxruntime only; it never imports torch, so a deployed model runs
+without it. onnxruntime itself is imported on first use of Classifier.
 """
 
 from .card import SCHEMA_VERSION, ModelCard
@@ -16,6 +20,9 @@ from .errors import (
 from .image import load_image, preprocess
 
 __all__ = [
+    "Classifier",
+    "Result",
+    "TopK",
     "SCHEMA_VERSION",
     "ModelCard",
     "CardError",
@@ -28,3 +35,11 @@ __all__ = [
     "load_image",
     "preprocess",
 ]
+
+
+def __getattr__(name: str):
+    if name in ("Classifier", "Result", "TopK"):
+        from . import predict
+
+        return getattr(predict, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

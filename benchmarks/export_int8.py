@@ -1,0 +1,144 @@
+"""Exports of one checkpoint, their parity with PyTorch, valid accuracy and batch-1 latency.
+
+    python benchmarks/export_int8.py runs/bench-train/recipe0.pth ../shared/data/flowers5 --out runs/bench-export
+
+Each variant is a fresh ``flower-export`` process (what a user types) that calibrates on DATA/train
+and verifies on every DATA/valid photo (agreement threshold 0, so every variant reports). Latency is
+batch 1 on --threads threads, all models in one process, measured in interleaved rounds (each round
+times every model in turn), so that machine noise hits them alike; the table gives the median over
+all runs and the median of the per-round fp32/int8 ratios. Writes a Markdown table and the raw
+figures, with the machine, to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_recipe import cpu_name  # noqa: E402
+
+VARIANTS = {
+    "int8 (default: minmax, 8-bit weights)": [],
+    "int8 --reduce-range (7-bit weights)": ["--reduce-range"],
+    "int8 --calib-method percentile": ["--calib-method", "percentile"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("data", type=Path, help="classic layout: calibrates on train/, measures on valid/")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-export"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=100, help="timed runs per model per round")
+    args = parser.parse_args()
+
+    from flower_edge.runtime.card import ModelCard
+    from flower_edge.runtime.image import load_image, preprocess
+
+    exports = {}
+    for i, (name, extra) in enumerate(VARIANTS.items()):
+        folder = args.out / f"variant{i}"
+        cmd = ["flower-export", str(args.checkpoint), "-o", str(folder), "--quantize", "--calib-data", str(args.data),
+               "--verify-data", str(args.data / "valid"), "--verify-size", "0", "--min-agreement", "0",
+               "--no-ort", "--json", "--quiet", *extra]
+        start = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr}")
+        exports[name] = {"folder": folder, "seconds": time.perf_counter() - start, "report": json.loads(done.stdout)}
+        print(f"exported {name} in {exports[name]['seconds']:.0f} s", file=sys.stderr)
+
+    first = exports[next(iter(exports))]["folder"]
+    card = ModelCard.from_json((first / "card.json").read_text())
+    photos = sorted(p for p in (args.data / "valid").rglob("*") if p.is_file())
+    labels = np.array([card.class_to_idx[p.parent.name] for p in photos])
+    x = np.stack([preprocess(load_image(p), card) for p in photos])
+
+    models = {"onnx fp32": first / "model.onnx"}
+    models.update({name: e["folder"] / "model.int8.onnx" for name, e in exports.items()})
+    sessions = {name: session(path, args.threads, exact=True) for name, path in models.items()}
+    sessions["int8 default, onnxruntime's fast x86 path (saturating)"] = session(models[next(iter(exports))], args.threads, exact=False)
+    accuracy = {name: float((logits(s, x).argmax(1) == labels).mean()) for name, s in sessions.items()}
+    reference = logits(sessions["onnx fp32"], x).argmax(1)
+    agreement = {name: float((logits(s, x).argmax(1) == reference).mean()) for name, s in sessions.items()}
+
+    times = {name: [] for name in sessions}
+    one = x[:1]
+    for s in sessions.values():
+        for _ in range(20):
+            s.run(None, {"image": one})
+    ratios = {name: [] for name in sessions}
+    for _ in range(args.rounds):
+        medians = {}
+        for name, s in sessions.items():
+            t = []
+            for _ in range(args.runs):
+                start = time.perf_counter()
+                s.run(None, {"image": one})
+                t.append(time.perf_counter() - start)
+            times[name] += t
+            medians[name] = float(np.median(t))
+        for name in sessions:
+            ratios[name].append(medians["onnx fp32"] / medians[name])
+
+    sizes = {name: path.stat().st_size / 1e6 for name, path in models.items()}
+    rows = []
+    for name in sessions:
+        size = sizes.get(name, sizes[next(iter(exports))])
+        rows.append({
+            "model": name, "size_mb": round(size, 2), "size_vs_fp32": round(size / sizes["onnx fp32"], 3),
+            "valid_top1": accuracy[name], "top1_agreement_fp32_onnx": agreement[name],
+            "latency_ms_median": 1e3 * float(np.median(times[name])),
+            "latency_ms_p95": 1e3 * float(np.percentile(times[name], 95)),
+            "speedup_vs_fp32_median_of_rounds": float(np.median(ratios[name])),
+        })
+    parity = {name: e["report"]["parity"] for name, e in exports.items()}
+    import onnxruntime
+
+    machine = {"cpu": cpu_name(), "threads": args.threads, "onnxruntime": onnxruntime.__version__,
+               "date": date.today().isoformat(), "valid_photos": len(photos),
+               "rounds": args.rounds, "runs_per_round": args.runs}
+    table = ["| model | size MB | of fp32 | valid top-1 | top-1 agreement with fp32 | batch-1 ms (median / p95) | speed-up vs fp32 |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        table.append(f"| {r['model']} | {r['size_mb']:.2f} | {r['size_vs_fp32']:.0%} | {r['valid_top1']:.2%} | "
+                     f"{r['top1_agreement_fp32_onnx']:.2%} | {r['latency_ms_median']:.2f} / {r['latency_ms_p95']:.2f} | "
+                     f"{r['speedup_vs_fp32_median_of_rounds']:.2f}x |")
+    text = "\n".join(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "export_int8.md").write_text(
+        f"{machine['date']}, {machine['cpu']}, {args.threads} threads, onnxruntime {machine['onnxruntime']}, "
+        f"{len(photos)} valid photos\n\n{text}\n")
+    (args.out / "export_int8.json").write_text(json.dumps({"machine": machine, "rows": rows, "parity": parity}, indent=2))
+    print(text)
+
+
+def session(path: Path, threads: int, exact: bool):
+    import onnxruntime as ort
+
+    from flower_edge.runtime.session import open_session
+
+    if exact:
+        return open_session(path, threads)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def logits(session, x: np.ndarray) -> np.ndarray:
+    return np.concatenate([session.run(None, {"image": x[i:i + 32]})[0] for i in range(0, len(x), 32)])
+
+
+if __name__ == "__main__":
+    main()

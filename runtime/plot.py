@@ -1,0 +1,58 @@
+"""The seed projects' prediction figure, drawn with Pillow: each image beside its top-k bars.
+
+    flower-run model.onnx rose.jpg --plot rose-top5.png
+
+One row per image, ROW_H pixels high and WIDTH wide; an image that could not be read gets a row
+with its error instead.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+from PIL import Image, ImageDraw, ImageFont
+
+from .files import atomic_write
+from .image import load_image
+from .predict import Result
+
+WIDTH, ROW_H, THUMB = 840, 300, 260
+BAR = (31, 119, 180)
+
+
+def plot_results(results: Sequence[Result], path: str | os.PathLike) -> None:
+    sheet = Image.new("RGB", (WIDTH, ROW_H * max(1, len(results))), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default()
+    for row, result in enumerate(results):
+        top = row * ROW_H
+        if row:
+            draw.line([0, top, WIDTH, top], fill=(220, 220, 220))
+        draw.text((20, top + 8), _short(result.image, 60), fill="black", font=font)
+        if result.error is not None:
+            draw.text((20, top + 40), _short(result.error, 120), fill=(200, 30, 30), font=font)
+            continue
+        try:
+            img = load_image(result.image)
+            img.thumbnail((THUMB, THUMB))
+            sheet.paste(img, (20 + (THUMB - img.width) // 2, top + 28 + (THUMB - img.height) // 2))
+        except Exception:  # the image was read once already; a plot never fails a prediction
+            draw.rectangle([20, top + 28, 20 + THUMB, top + 28 + THUMB], outline=(200, 200, 200))
+        _bars(draw, font, result, left=THUMB + 60, top=top + 28)
+    atomic_write(path, lambda f: sheet.save(f, format="PNG"))
+
+
+def _bars(draw: ImageDraw.ImageDraw, font, result: Result, left: int, top: int) -> None:
+    label_w, right = 150, WIDTH - 70
+    slot = THUMB // max(5, len(result.top_k))
+    for i, t in enumerate(result.top_k):
+        y = top + i * slot + slot // 4
+        draw.text((left, y + 2), _short(t.label, 24), fill="black", font=font)
+        x0 = left + label_w
+        draw.rectangle([x0, y, x0 + max(1, int(t.prob * (right - x0))), y + slot // 2], fill=BAR)
+        draw.text((x0 + int(t.prob * (right - x0)) + 6, y + 2), f"{t.prob:.1%}", fill=(60, 60, 60), font=font)
+
+
+def _short(text: str, n: int) -> str:
+    return text if len(text) <= n else "..." + text[-(n - 3):]

@@ -1,0 +1,154 @@
+"""Top-k prediction with onnxruntime: what ships to the edge (numpy, Pillow, onnxruntime; no torch).
+
+    clf = Classifier("model.int8.onnx")
+    clf.predict("rose.jpg", k=3)                     # [TopK(rank=1, index=2, label='rose', prob=0.91), ...]
+    for result in clf.predict_many(["a.jpg", "broken.jpg"], k=5):
+        print(result.image, result.error or result.top_k[0].label)
+
+Everything the model needs (labels, resize, crop, mean, std, input type) comes from the model card
+inside the file, so a deployed model is fed exactly as it was trained. One onnxruntime session per
+Classifier, reused; ``predict`` and ``predict_many`` may be called from several threads at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+from .card import ModelCard
+from .errors import CardError, FlowerEdgeError, ImageError
+from .image import load_image, preprocess
+from .session import open_session
+
+ImageInput = Union[str, os.PathLike, Image.Image]
+
+
+@dataclass(frozen=True)
+class TopK:
+    rank: int
+    index: int
+    label: str
+    prob: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Result:
+    """The top-k of one image, or why it could not be read."""
+
+    image: str
+    top_k: tuple[TopK, ...] = ()
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        if self.error is not None:
+            return {"image": self.image, "error": self.error}
+        return {"image": self.image, "top_k": [t.to_dict() for t in self.top_k]}
+
+
+class Classifier:
+    def __init__(self, model: str | os.PathLike, *, labels: str | os.PathLike | Mapping[str, str] | None = None,
+                 threads: int | None = None) -> None:
+        self.path = Path(model)
+        if not self.path.is_file():
+            raise FlowerEdgeError(f"{self.path}: no such model file")
+        self.session = open_session(self.path, threads)
+        self.card = ModelCard.from_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
+        self.input_name = self.session.get_inputs()[0].name
+        self.labels = self.card.labels if labels is None else _override_labels(self.card, labels)
+
+    def predict(self, image: ImageInput, k: int = 5) -> list[TopK]:
+        """The top ``k`` classes of one image, most probable first. Raises ImageError."""
+        x = self._input(image)[None]  # (1, ...) batch of one
+        return self._top_k(self._probabilities(x)[0], k)
+
+    def predict_many(self, images: Iterable[ImageInput], k: int = 5, batch_size: int = 16) -> list[Result]:
+        """One Result per image, in order; an unreadable image gets an error and the rest go on."""
+        results: list[Result | None] = []
+        pending: list[tuple[int, str, np.ndarray]] = []
+
+        def flush() -> None:
+            probs = self._probabilities(np.stack([x for _, _, x in pending]))
+            for (i, name, _), p in zip(pending, probs):
+                results[i] = Result(name, tuple(self._top_k(p, k)))
+            pending.clear()
+
+        for image in images:
+            name = _name(image)
+            results.append(None)
+            try:
+                pending.append((len(results) - 1, name, self._input(image)))
+            except ImageError as e:
+                results[-1] = Result(name, error=str(e))
+            if len(pending) >= batch_size:
+                flush()
+        if pending:
+            flush()
+        return results  # type: ignore[return-value]
+
+    def _input(self, image: ImageInput) -> np.ndarray:
+        img = image if isinstance(image, Image.Image) else load_image(image)
+        return preprocess(img, self.card)
+
+    def _probabilities(self, x: np.ndarray) -> np.ndarray:
+        out = self.session.run(None, {self.input_name: x})[0]  # (B, classes)
+        if self.card.output == "probabilities":
+            return out
+        z = np.exp(out - out.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    def _top_k(self, probs: np.ndarray, k: int) -> list[TopK]:
+        k = max(1, min(k, len(probs)))
+        order = np.argsort(-probs, kind="stable")[:k]
+        return [TopK(rank + 1, int(i), self.labels[i], float(probs[i])) for rank, i in enumerate(order)]
+
+
+def _name(image: ImageInput) -> str:
+    return "<image>" if isinstance(image, Image.Image) else str(image)
+
+
+def _override_labels(card: ModelCard, labels: str | os.PathLike | Mapping[str, str]) -> tuple[str, ...]:
+    """Names from a cat_to_name.json-style map (class id -> name); ids it lacks keep the card's."""
+    if not isinstance(labels, Mapping):
+        path = Path(labels)
+        try:
+            labels = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CardError(f"--labels {path}: no such file") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CardError(f"--labels {path}: not a JSON file ({e})") from None
+        if not isinstance(labels, Mapping) or not all(isinstance(v, str) for v in labels.values()):
+            raise CardError(f'--labels {path}: expected an object of class id -> name, like {{"1": "daisy"}}')
+    unknown = set(labels) - set(card.class_ids)
+    if unknown == set(labels):
+        raise CardError(f"--labels names none of the model's class ids ({', '.join(card.class_ids[:5])}, ...)")
+    return tuple(labels.get(cid, name) for cid, name in zip(card.class_ids, card.labels))
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[str]:
+    """Files, folders (recursively: their images) and glob patterns, in order, without repeats.
+
+    A path that matches nothing stays in the list, so its error is reported like any other."""
+    import glob
+
+    from .image import is_image_file
+
+    out: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            out += sorted(str(p) for p in path.rglob("*") if p.is_file() and is_image_file(p))
+        elif not path.exists() and glob.has_magic(item):
+            out += sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file())
+        else:
+            out.append(item)
+    seen: set[str] = set()
+    return [p for p in out if not (p in seen or seen.add(p))]
