@@ -12,9 +12,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable
 
-from flower_edge.runtime.errors import ExportError
-from flower_edge.runtime.image import is_image_file
+import numpy as np
+from PIL import Image
+
+from flower_edge.runtime.errors import ExportError, ImageError
+from flower_edge.runtime.image import is_image_file, load_image
 
 from .config import ExportConfig
 
@@ -81,3 +85,14 @@ def choose_images(config: ExportConfig, train_data: str) -> ImageSets:
         )
     verification = tuple(held_out[:config.verify_size] if config.verify_size else held_out)
     return ImageSets(calibration, verification, source, held_source)
+
+
+def read_photos(paths: Iterable[Path], convert: Callable[[Image.Image], np.ndarray]) -> tuple[list[np.ndarray], list[str]]:
+    """``convert`` applied to each readable photo, and one line for each broken one."""
+    arrays, broken = [], []
+    for path in paths:
+        try:
+            arrays.append(convert(load_image(path)))
+        except ImageError as e:
+            broken.append(str(e))
+    return arrays, broken

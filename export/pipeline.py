@@ -23,12 +23,12 @@ from typing import Callable
 import numpy as np
 
 from flower_edge.runtime.card import ModelCard
-from flower_edge.runtime.errors import ExportError, ImageError
+from flower_edge.runtime.errors import ExportError
 from flower_edge.runtime.files import atomic_write
-from flower_edge.runtime.image import load_image, normalize, pixels
+from flower_edge.runtime.image import normalize, pixels, preprocess
 
 from .config import ExportConfig
-from .images import ImageSets, choose_images
+from .images import ImageSets, choose_images, read_photos
 from .verify import Parity, compare, onnx_logits, parity_table, torch_logits, torchscript_logits
 
 TORCHSCRIPT, ONNX, INT8, PREPROC = "model.pt", "model.onnx", "model.int8.onnx", "model.preproc.onnx"
@@ -78,11 +78,9 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
         progress(f"reading {len(images.calibration) if config.quantize else 0} calibration and "
                  f"{len(images.verification)} verification photos")
         if config.quantize:
-            from .quantize import load_inputs
-
-            calibration, broken = load_inputs(images.calibration, card)
+            calibration, broken = read_photos(images.calibration, lambda img: preprocess(img, card))
             skipped += broken
-        verification_pixels, broken = _load_pixels(images.verification, card)
+        verification_pixels, broken = read_photos(images.verification, lambda img: pixels(img, card))
         skipped += broken
         if config.verify and not verification_pixels:
             raise ExportError(f"{images.verification_source}: none of its photos could be read")
@@ -195,17 +193,6 @@ def _verify(config: ExportConfig, model, staging: Path, written: list[str], x: n
             else:
                 rows.append(compare(label, reference, logits, atol=config.atol))
     return rows
-
-
-def _load_pixels(paths, card: ModelCard) -> tuple[list[np.ndarray], list[str]]:
-    """uint8 (crop, crop, 3) pixels of the readable photos, and one line for each broken one."""
-    out, broken = [], []
-    for path in paths:
-        try:
-            out.append(pixels(load_image(path), card))
-        except ImageError as e:
-            broken.append(str(e))
-    return out, broken
 
 
 def _check_writable(output: Path) -> None:

@@ -23,7 +23,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import onnx
@@ -37,9 +37,8 @@ from onnxruntime.quantization import (
 )
 
 from flower_edge.runtime.card import ModelCard
-from flower_edge.runtime.errors import ExportError, ImageError
+from flower_edge.runtime.errors import ExportError
 from flower_edge.runtime.files import atomic_write
-from flower_edge.runtime.image import load_image, preprocess
 
 from .onnx_export import INPUT_NAME, set_card
 
@@ -65,17 +64,6 @@ class CardCalibrationReader(CalibrationDataReader):
 
     def rewind(self) -> None:
         self._next = iter(self.inputs)
-
-
-def load_inputs(paths: Iterable[Path], card: ModelCard) -> tuple[list[np.ndarray], list[str]]:
-    """Model inputs for the readable photos, and one line for each broken one."""
-    inputs, broken = [], []
-    for path in paths:
-        try:
-            inputs.append(preprocess(load_image(path), card))
-        except ImageError as e:
-            broken.append(str(e))
-    return inputs, broken
 
 
 def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, card: ModelCard,

@@ -57,3 +57,14 @@ def tiny_export(tiny_checkpoint, synthetic_dir, tmp_path_factory):
                           format="all", quantize=True, calib_data=str(synthetic_dir), calib_size=20,
                           embed_preprocessing=True, min_agreement=0.0)
     return export(config)
+
+
+def assert_one_error_line(result, prog: str, *fragments: str) -> None:
+    """A CliRunner result that failed with exactly one 'PROG: error: ...' line on stderr."""
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"{prog}: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Traceback" not in result.output

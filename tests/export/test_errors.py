@@ -12,6 +12,7 @@ from flower_edge.export.cli import app
 from flower_edge.export.config import ExportConfig
 from flower_edge.export.images import choose_images
 from flower_edge.runtime.errors import ExportError
+from tests.conftest import assert_one_error_line
 
 runner = CliRunner()
 
@@ -21,13 +22,7 @@ def run(*args):
 
 
 def one_error_line(result, *fragments):
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("flower-export: error: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
-    assert "Traceback" not in result.output
+    assert_one_error_line(result, "flower-export", *fragments)
 
 
 def nothing_written(folder):

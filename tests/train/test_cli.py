@@ -4,6 +4,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flower_edge.train.cli import app
+from tests.conftest import assert_one_error_line
 
 runner = CliRunner()
 
@@ -13,13 +14,7 @@ def run(*args):
 
 
 def one_error_line(result, *fragments):
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("flower-train: error: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
-    assert "Traceback" not in result.output
+    assert_one_error_line(result, "flower-train", *fragments)
 
 
 def test_help_explains_the_contract_options():
