@@ -1,0 +1,305 @@
+"""flower-bench's library call: every format of one checkpoint, measured side by side.
+
+    result = run_bench(BenchConfig("runs/flower.pth", data="flowers/", split="valid"))
+    print(markdown_table(result))
+
+Per format: file size; top-1 and top-5 accuracy on the split; top-1 agreement with the eager
+PyTorch fp32 model and the largest |probability difference|; batch-1 latency (median and p95 after
+warm-up); batch-32 throughput; cold start (a fresh process to its first prediction) and its peak
+memory; and achieved GFLOP/s (the model's FLOPs per image over its time) as a share of this
+machine's measured fp32 matrix-multiply peak.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from flower_edge.runtime.errors import ConfigError, DataError
+from flower_edge.runtime.image import is_image_file
+
+FORMATS = ("torch", "torchscript", "onnx", "onnx-int8")
+FILES = {"torchscript": "model.pt", "onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    checkpoint: str
+    data: str
+    split: str = "valid"
+    formats: tuple[str, ...] = FORMATS
+    threads: int = 2
+    out: str = "runs/bench"
+    models: str | None = None
+    """A flower-export folder whose files are measured as they are; None exports into OUT/export."""
+    fail_under_agreement: float = 0.99
+    latency_runs: int = 50
+    throughput_batches: int = 5
+    cold_starts: int = 3
+    calib_size: int = 200
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.formats if f not in FORMATS]
+        if unknown or not self.formats:
+            raise ConfigError(f"--formats takes a comma-separated list of {', '.join(FORMATS)}, found {','.join(self.formats)!r}")
+        if self.split not in ("valid", "test", "train"):
+            raise ConfigError(f"--split must be valid or test, found {self.split!r}")
+        if not 0.0 <= self.fail_under_agreement <= 1.0:
+            raise ConfigError(f"--fail-under-agreement must be between 0 and 1, found {self.fail_under_agreement}")
+        if self.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, found {self.threads}")
+
+
+@dataclass
+class FormatRow:
+    format: str
+    file: str
+    size_mb: float
+    top1: float
+    top5: float
+    agreement: float
+    max_prob_diff: float
+    latency_ms_median: float
+    latency_ms_p95: float
+    throughput_ips: float
+    cold_start_s: float
+    cold_start_peak_rss_mb: float
+    gflops_per_s: float
+    fraction_of_peak: float
+    passed: bool
+
+
+@dataclass
+class BenchResult:
+    rows: list[FormatRow]
+    machine: dict
+    model: dict
+    config: dict
+    threshold: float
+    failed: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"machine": self.machine, "model": self.model, "config": self.config,
+                "threshold": self.threshold, "failed": self.failed, "rows": [asdict(r) for r in self.rows]}
+
+
+def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda message: None) -> BenchResult:
+    import torch
+
+    from flower_edge.train.checkpoint import load_model
+
+    torch.set_num_threads(config.threads)
+    model, card, _ = load_model(config.checkpoint)
+    photos, labels = _split(Path(config.data), config.split, card.class_to_idx)
+    progress(f"{len(photos)} photos in {config.data}/{config.split}")
+    files = _model_files(config, progress)
+
+    from flower_edge.runtime.image import load_image, preprocess
+
+    x = np.stack([preprocess(load_image(p), card) for p in photos])  # (N, 3, H, W)
+    runners = {f: _runner(f, model, files.get(f), config.threads) for f in config.formats}
+    runners.setdefault("torch", _runner("torch", model, None, config.threads))
+    reference = _softmax(_logits(runners["torch"], x))
+    flops = _flops_per_image(model, card)
+    peak = _matmul_peak(config.threads)
+    rows = []
+    for fmt in config.formats:
+        progress(f"{fmt}: accuracy, latency, throughput, cold start")
+        run = runners[fmt]
+        probs = _softmax(_logits(run, x))
+        order = np.argsort(-probs, 1)
+        agreement = float((order[:, 0] == reference.argmax(1)).mean())
+        median, p95 = _latency(run, x[:1], config.latency_runs)
+        path = Path(config.checkpoint) if fmt == "torch" else files[fmt]
+        cold, rss = _cold_start(fmt, path, photos[0], config.cold_starts)
+        gflops = flops / (median / 1e3) / 1e9
+        rows.append(FormatRow(
+            format=fmt, file=str(path), size_mb=path.stat().st_size / 1e6,
+            top1=float((order[:, 0] == labels).mean()),
+            top5=float((order[:, :5] == labels[:, None]).any(1).mean()),
+            agreement=agreement, max_prob_diff=float(np.abs(probs - reference).max()),
+            latency_ms_median=median, latency_ms_p95=p95,
+            throughput_ips=_throughput(run, x, config.throughput_batches),
+            cold_start_s=cold, cold_start_peak_rss_mb=rss,
+            gflops_per_s=gflops, fraction_of_peak=gflops / peak,
+            passed=fmt == "torch" or agreement >= config.fail_under_agreement,
+        ))
+    machine = _machine(config.threads, peak)
+    model_info = {"arch": card.arch, "classes": card.num_classes, "input": list(card.input_size),
+                  "gflops_per_image": flops / 1e9, "photos": len(photos), "split": config.split}
+    failed = [r.format for r in rows if not r.passed]
+    return BenchResult(rows, machine, model_info, {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
+                       config.fail_under_agreement, failed)
+
+
+def _split(root: Path, split: str, class_to_idx: dict[str, int]) -> tuple[list[Path], np.ndarray]:
+    folder = root / split
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder (expected {root}/{split}/<class-id>/*.jpg)")
+    photos = sorted(p for p in folder.rglob("*") if is_image_file(p) and p.parent.name in class_to_idx)
+    if not photos:
+        raise DataError(f"{folder}: no photos in class folders the model knows ({', '.join(list(class_to_idx)[:5])}, ...)")
+    return photos, np.array([class_to_idx[p.parent.name] for p in photos])
+
+
+def _model_files(config: BenchConfig, progress) -> dict[str, Path]:
+    if config.models:
+        folder = Path(config.models)
+    else:
+        from flower_edge.export import ExportConfig, export
+
+        folder = Path(config.out) / "export"
+        progress(f"exporting every format into {folder}")
+        export(ExportConfig(checkpoint=config.checkpoint, output=str(folder), format="all", quantize=True,
+                            calib_data=config.data, calib_size=config.calib_size, ort_format=False, verify=False))
+    files = {f: folder / FILES[f] for f in config.formats if f in FILES}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise DataError(f"{missing[0]}: no such model file (flower-export --format all --quantize writes it)")
+    return files
+
+
+def _runner(fmt: str, model, path: Path | None, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    import torch
+
+    if fmt in ("onnx", "onnx-int8"):
+        from flower_edge.runtime.session import open_session
+
+        session = open_session(path, threads)
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
+    if fmt == "torchscript":
+        from flower_edge.export.torchscript import load_torchscript
+
+        model = load_torchscript(path)[0]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).numpy()
+
+    return run
+
+
+def _logits(run, x: np.ndarray) -> np.ndarray:
+    return np.concatenate([run(x[i:i + 32]) for i in range(0, len(x), 32)])
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def _latency(run, one: np.ndarray, runs: int) -> tuple[float, float]:
+    for _ in range(max(5, runs // 10)):
+        run(one)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run(one)
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times)), 1e3 * float(np.percentile(times, 95))
+
+
+def _throughput(run, x: np.ndarray, batches: int) -> float:
+    batch = np.resize(x, (32, *x.shape[1:])) if len(x) < 32 else x[:32]
+    run(batch)
+    times = []
+    for _ in range(batches):
+        start = time.perf_counter()
+        run(batch)
+        times.append(time.perf_counter() - start)
+    return 32 / float(np.median(times))
+
+
+def _cold_start(fmt: str, path: Path, image: Path, repeats: int) -> tuple[float, float]:
+    cmd = [sys.executable, "-m", "flower_edge.bench.coldstart", fmt, str(path), str(image)]
+    times, peaks = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        times.append(time.perf_counter() - start)
+        if done.returncode != 0:
+            raise RuntimeError(f"cold start of {fmt} failed: {done.stderr.strip()[-300:]}")
+        peaks.append(float(done.stdout.split()[-1]))  # the child's own VmHWM
+    return float(np.median(times)), float(np.median(peaks))
+
+
+def _flops_per_image(model, card) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, *card.input_size))
+    return float(counter.get_total_flops())
+
+
+def _matmul_peak(threads: int, n: int = 1024) -> float:
+    """Best fp32 GFLOP/s of an n x n matrix multiply in PyTorch (its BLAS) on ``threads`` threads."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(10):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
+
+
+def _machine(threads: int, peak: float) -> dict:
+    import onnxruntime
+    import torch
+
+    cpu = platform.processor() or "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "matmul_peak_gflops": peak,
+            "python": platform.python_version(), "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def markdown_table(result: BenchResult) -> str:
+    lines = ["| format | size MB | top-1 | top-5 | agreement | max \\|prob diff\\| | batch-1 ms (median / p95) | "
+             "batch-32 img/s | cold start s | peak RSS MB | GFLOP/s | of peak |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in result.rows:
+        flag = "" if r.passed else " **FAIL**"
+        lines.append(
+            f"| {r.format} | {r.size_mb:.2f} | {r.top1:.2%} | {r.top5:.2%} | {r.agreement:.2%}{flag} | "
+            f"{r.max_prob_diff:.1e} | {r.latency_ms_median:.2f} / {r.latency_ms_p95:.2f} | {r.throughput_ips:.0f} | "
+            f"{r.cold_start_s:.2f} | {r.cold_start_peak_rss_mb:.0f} | {r.gflops_per_s:.1f} | {r.fraction_of_peak:.0%} |")
+    m = result.machine
+    lines.append("")
+    lines.append(f"{result.model['arch']}, {result.model['gflops_per_image']:.2f} GFLOPs per image, "
+                 f"{result.model['photos']} {result.model['split']} photos; {m['cpu']}, {m['threads']} threads, "
+                 f"fp32 matmul peak {m['matmul_peak_gflops']:.0f} GFLOP/s; {m['date'][:10]}")
+    return "\n".join(lines)
+
+
+def write_outputs(result: BenchResult, out: Path) -> list[Path]:
+    from flower_edge.runtime.files import atomic_write
+
+    from .plot import plot_accuracy_latency
+
+    out.mkdir(parents=True, exist_ok=True)
+    md, js, png = out / "bench.md", out / "bench.json", out / "bench.png"
+    atomic_write(md, lambda f: f.write((markdown_table(result) + "\n").encode()))
+    atomic_write(js, lambda f: f.write(json.dumps(result.to_dict(), indent=2).encode()))
+    plot_accuracy_latency(result.rows, png)
+    return [md, js, png]

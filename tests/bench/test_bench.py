@@ -1,0 +1,91 @@
+"""flower-bench on the tiny exported model: every figure present and typed, the threshold bites."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from PIL import Image
+from typer.testing import CliRunner
+
+from flower_edge.bench.cli import app
+from flower_edge.bench.plot import HEIGHT, WIDTH
+
+runner = CliRunner()
+FAST = ("--cold-starts", "1", "--latency-runs", "5")
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def bench(tiny_checkpoint, tiny_export, synthetic_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    result = run(tiny_checkpoint, "--data", synthetic_dir, "--models", tiny_export.output, "--out", out,
+                 "--fail-under-agreement", "0", "--json", *FAST)
+    return result, out
+
+
+def test_every_figure_is_present_and_typed(bench):
+    result, out = bench
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert json.loads((out / "bench.json").read_text()) == doc
+    assert [r["format"] for r in doc["rows"]] == ["torch", "torchscript", "onnx", "onnx-int8"]
+    floats = ("size_mb", "top1", "top5", "agreement", "max_prob_diff", "latency_ms_median", "latency_ms_p95",
+              "throughput_ips", "cold_start_s", "cold_start_peak_rss_mb", "gflops_per_s", "fraction_of_peak")
+    for row in doc["rows"]:
+        for key in floats:
+            assert isinstance(row[key], float) and np.isfinite(row[key]) and row[key] >= 0, (row["format"], key)
+        assert 0 <= row["top1"] <= row["top5"] <= 1 and 0 <= row["agreement"] <= 1
+        assert row["latency_ms_median"] <= row["latency_ms_p95"]
+        assert row["cold_start_peak_rss_mb"] > 20 and row["passed"] is True
+    rows = {r["format"]: r for r in doc["rows"]}
+    assert rows["torch"]["agreement"] == 1.0 and rows["torch"]["max_prob_diff"] == 0.0
+    assert rows["onnx"]["agreement"] == 1.0 and rows["onnx"]["max_prob_diff"] < 1e-4
+    assert rows["onnx-int8"]["size_mb"] < rows["onnx"]["size_mb"]
+    machine = doc["machine"]
+    for key in ("cpu", "cores", "threads", "matmul_peak_gflops", "python", "torch", "onnxruntime", "numpy", "date"):
+        assert key in machine
+    assert machine["matmul_peak_gflops"] > 1 and doc["model"]["gflops_per_image"] > 0
+    assert doc["model"]["photos"] == 20 and doc["failed"] == []
+
+
+def test_table_and_plot_are_written(bench):
+    _, out = bench
+    table = (out / "bench.md").read_text()
+    assert table.startswith("| format | size MB | top-1") and table.count("\n| onnx") == 2
+    with Image.open(out / "bench.png") as img:
+        assert img.format == "PNG" and img.size == (WIDTH, HEIGHT)
+
+
+def test_agreement_under_the_threshold_fails(tiny_checkpoint, tiny_export, synthetic_dir, tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    proto = onnx.load(tiny_export.output / "model.onnx")
+    gemm = next(n for n in proto.graph.node if n.op_type == "Gemm")
+    bias = next(i for i in proto.graph.initializer if i.name == gemm.input[2])
+    values = numpy_helper.to_array(bias).copy()
+    values[0] += 100.0  # class 0 wins every photo
+    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
+    onnx.save(proto, models / "model.onnx")
+    args = (tiny_checkpoint, "--data", synthetic_dir, "--models", models, "--formats", "onnx", "--out", tmp_path / "out", *FAST)
+    failed = run(*args, "--json")
+    assert failed.exit_code == 1
+    doc = json.loads(failed.stdout)
+    assert doc["failed"] == ["onnx"] and doc["rows"][0]["agreement"] < 0.5
+    assert "top-1 agreement under 99.00%: onnx" in failed.stderr
+    assert run(*args, "--fail-under-agreement", "0.1").exit_code == 0
+
+
+def test_bad_inputs_are_one_line(tiny_checkpoint, tiny_export, synthetic_dir, tmp_path):
+    for args, fragment in (
+        (("--data", tmp_path, "--models", tiny_export.output), "no such folder"),
+        (("--data", synthetic_dir, "--models", tmp_path), "no such model file"),
+        (("--data", synthetic_dir, "--formats", "tflite"), "--formats takes"),
+    ):
+        result = run(tiny_checkpoint, *args, "--out", tmp_path / "out", "--quiet")
+        assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+        assert fragment in result.stderr
