@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -159,8 +160,12 @@ def main(
             valid_fraction=valid_fraction, labels=str(labels) if labels else None, device=device, amp=amp,
             workers=workers, seed=seed,
         )
-        with RichReporter(err, quiet) as reporter:
+        # Under torchrun only rank 0 reports, plots and prints; the others train quietly.
+        main_rank = int(os.environ.get("RANK", "0")) == 0
+        with RichReporter(err, quiet or not main_rank) as reporter:
             result = train(config, reporter, resume=str(resume) if resume else None)
+        if not main_rank:
+            return
         if plot:
             from flower_edge.train.plots import plot_history
 

@@ -29,7 +29,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 
 from flower_edge.runtime.card import ModelCard
 from flower_edge.runtime.errors import CheckpointError, ConfigError
@@ -38,6 +39,7 @@ from .backbones import check_weights, get_backbone
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import DataSource, ImageDataset, eval_transform, open_data, train_transform
+from .distributed import Dist, setup, teardown
 from .model import FlowerNet, build_model
 
 log = logging.getLogger(__name__)
@@ -164,8 +166,19 @@ def train(config: TrainConfig, reporter: Reporter | None = None, resume: str | N
     ckpt = load_checkpoint(resume) if resume else None
     if ckpt is not None:
         _check_resumable(ckpt["config"], config)
+    world = setup(config.device)
+    try:
+        return _train(config, reporter if world.main else Reporter(), ckpt, resume, world, started)
+    finally:
+        teardown(world)
+
+
+def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, world: Dist,
+           started: float) -> TrainResult:
     seed_everything(config.seed)
     device = resolve_device(config.device)
+    if world.enabled and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
 
     source = open_data(config.data, valid_fraction=config.valid_fraction,
                        labels_file=Path(config.labels) if config.labels else None)
@@ -189,7 +202,8 @@ def train(config: TrainConfig, reporter: Reporter | None = None, resume: str | N
     channels_last = True
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
 
-    steps_per_epoch = math.ceil(len(source.splits["train"]) / config.batch_size)
+    train_samples = world.shard(source.splits["train"], pad=True)  # every rank as many steps
+    steps_per_epoch = math.ceil(len(train_samples) / config.batch_size)
     optimizer = make_optimizer(model, start, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch))
     history: list[dict[str, float]] = []
@@ -218,27 +232,35 @@ def train(config: TrainConfig, reporter: Reporter | None = None, resume: str | N
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     workers = config.workers if config.workers is not None else (min(8, os.cpu_count() or 1) if device.type == "cuda" else 0)
 
+    # Each rank evaluates its own shard of valid and test; the sums are all-reduced.
+    valid_samples = world.shard(source.splits["valid"])
+    test_samples = world.shard(source.splits["test"]) if source.splits.get("test") else None
     if start > 0:
         cache = FeatureCache(model.prefix(start).eval(), card, config, device, workers, reporter)
-        train_views = cache.train_views(source.splits["train"], config.cache_views)
-        valid_batches = cache.eval_split(source.splits["valid"])
-        test_batches = cache.eval_split(source.splits["test"]) if source.splits.get("test") else None
+        train_views = cache.train_views(train_samples, config.cache_views)
+        valid_batches = cache.eval_split(valid_samples)
+        test_batches = cache.eval_split(test_samples) if test_samples is not None else None
     else:
         train_views = None
-        valid_batches = _loader(source.splits["valid"], eval_transform(card), config, workers, False)
-        test_batches = (_loader(source.splits["test"], eval_transform(card), config, workers, False)
-                        if source.splits.get("test") else None)
+        valid_batches = _loader(valid_samples, eval_transform(card), config, workers, False)
+        test_batches = (_loader(test_samples, eval_transform(card), config, workers, False)
+                        if test_samples is not None else None)
+    # DistributedDataParallel averages the gradients of the trained part over the ranks.
+    trainable = _FromBlock(model, start).to(device)
+    if world.enabled:
+        trainable = DistributedDataParallel(trainable, device_ids=[device.index] if device.type == "cuda" else None)
 
     for epoch in range(first_epoch, config.epochs + 1):
         if train_views is not None:
             batches = _cached_batches(train_views[(epoch - 1) % len(train_views)], config.batch_size)
         else:
-            batches = _loader(source.splits["train"], _augment(card, config), config, workers, True)
+            batches = _loader(source.splits["train"], _augment(card, config), config, workers, True, epoch, world)
         train_loss, train_acc = _train_one_epoch(
-            model, start, batches, optimizer, scheduler, scaler, loss_fn, amp, device,
-            channels_last, reporter.task(f"epoch {epoch}/{config.epochs}", steps_per_epoch))
+            trainable, model, start, batches, optimizer, scheduler, scaler, loss_fn, amp, device,
+            channels_last, reporter.task(f"epoch {epoch}/{config.epochs}", steps_per_epoch), world)
+        world.sync_buffers(model)
         valid = evaluate(model, start, valid_batches, device, amp, channels_last,
-                         reporter.task("validating", len(valid_batches)))
+                         reporter.task("validating", len(valid_batches)), world)
         record = {"epoch": epoch, "train_loss": train_loss, "train_top1": train_acc,
                   "valid_loss": valid["loss"], "valid_top1": valid["top1"], "valid_top5": valid["top5"],
                   "lr": optimizer.param_groups[0]["lr"]}
@@ -248,18 +270,22 @@ def train(config: TrainConfig, reporter: Reporter | None = None, resume: str | N
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         reporter.epoch(record)
         card = _with_metrics(card, history, best_epoch)
-        save_checkpoint(config.output, _payload(model, optimizer, scheduler, config, card, history,
-                                                epoch, best_epoch, best_state))
+        if world.main:
+            save_checkpoint(config.output, _payload(model, optimizer, scheduler, config, card, history,
+                                                    epoch, best_epoch, best_state))
+        world.barrier()  # the checkpoint is complete before any rank goes on
 
     if test_batches is not None and best_state is not None:
         latest = copy.deepcopy(model.state_dict())
         model.load_state_dict(best_state)
         test = evaluate(model, start, test_batches, device, amp, channels_last,
-                        reporter.task("testing", len(test_batches)))
+                        reporter.task("testing", len(test_batches)), world)
         model.load_state_dict(latest)
         card = _with_metrics(card, history, best_epoch, test)
-        save_checkpoint(config.output, _payload(model, optimizer, scheduler, config, card, history,
-                                                history[-1]["epoch"], best_epoch, best_state))
+        if world.main:
+            save_checkpoint(config.output, _payload(model, optimizer, scheduler, config, card, history,
+                                                    history[-1]["epoch"], best_epoch, best_state))
+        world.barrier()
     return TrainResult(Path(config.output), card, history, best_epoch, time.perf_counter() - started)
 
 
@@ -322,9 +348,16 @@ def _autocast(device: torch.device, enabled: bool) -> dict[str, Any]:
     return {"device_type": "cuda", "dtype": dtype}
 
 
-def _loader(samples, transform, config: TrainConfig, workers: int, shuffle: bool) -> DataLoader:
-    generator = torch.Generator().manual_seed(config.seed + len(samples)) if shuffle else None
-    return DataLoader(ImageDataset(samples, transform), batch_size=config.batch_size, shuffle=shuffle,
+def _loader(samples, transform, config: TrainConfig, workers: int, shuffle: bool, epoch: int = 0,
+            world: Dist = Dist()) -> DataLoader:
+    dataset = ImageDataset(samples, transform)
+    if shuffle and world.enabled:  # a fresh global shuffle each epoch, dealt out to the ranks
+        sampler = DistributedSampler(dataset, world.world, world.rank, shuffle=True, seed=config.seed)
+        sampler.set_epoch(epoch)
+        return DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=workers,
+                          pin_memory=torch.cuda.is_available())
+    generator = torch.Generator().manual_seed(config.seed + len(samples) + epoch) if shuffle else None
+    return DataLoader(dataset, batch_size=config.batch_size, shuffle=shuffle,
                       num_workers=workers, generator=generator, drop_last=False,
                       pin_memory=torch.cuda.is_available(), persistent_workers=False)
 
@@ -337,8 +370,20 @@ def _cached_batches(view: tuple[torch.Tensor, torch.Tensor], batch_size: int) ->
         yield x[idx], y[idx]
 
 
-def _train_one_epoch(model: FlowerNet, start: int, batches, optimizer, scheduler, scaler,
-                     loss_fn, amp: dict, device, channels_last: bool, task: Task) -> tuple[float, float]:
+class _FromBlock(nn.Module):
+    """The trained part of the model as one module (what DistributedDataParallel wraps)."""
+
+    def __init__(self, model: FlowerNet, start: int) -> None:
+        super().__init__()
+        self.model, self.start = model, start
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, classes)
+        return self.model.forward_from(x, self.start) if self.start else self.model(x)
+
+
+def _train_one_epoch(trainable: nn.Module, model: FlowerNet, start: int, batches, optimizer, scheduler,
+                     scaler, loss_fn, amp: dict, device, channels_last: bool, task: Task,
+                     world: Dist) -> tuple[float, float]:
     model.train()
     for block in list(model.features)[:start]:
         block.eval()  # frozen blocks keep their running statistics
@@ -347,7 +392,7 @@ def _train_one_epoch(model: FlowerNet, start: int, batches, optimizer, scheduler
         x = _to_device(x, device, channels_last)
         y = y.to(device, non_blocking=True)
         with torch.autocast(**amp) if amp else nullcontext():
-            logits = model.forward_from(x, start) if start else model(x)  # (B, classes)
+            logits = trainable(x)  # (B, classes)
             loss = loss_fn(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -360,13 +405,15 @@ def _train_one_epoch(model: FlowerNet, start: int, batches, optimizer, scheduler
         seen += n
         task.advance(1, loss=total_loss / seen, acc=correct / seen)
     task.close()
+    total_loss, correct, seen = world.sum([total_loss, correct, seen], device)
     return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
 @torch.no_grad()
 def evaluate(model: FlowerNet, start: int, batches, device, amp: dict, channels_last: bool,
-             task: Task | None = None) -> dict[str, float]:
-    """Loss, top-1 and top-5 accuracy of ``model`` over (input, label) batches."""
+             task: Task | None = None, world: Dist = Dist()) -> dict[str, float]:
+    """Loss, top-1 and top-5 accuracy of ``model`` over (input, label) batches: over every rank's
+    batches together when distributed."""
     model.eval()
     loss_sum, top1, top5, seen = 0.0, 0, 0, 0
     for x, y in batches:
@@ -384,6 +431,7 @@ def evaluate(model: FlowerNet, start: int, batches, device, amp: dict, channels_
             task.advance(1)
     if task:
         task.close()
+    loss_sum, top1, top5, seen = world.sum([loss_sum, top1, top5, seen], device)
     return {"loss": loss_sum / seen, "top1": top1 / seen, "top5": top5 / seen}
 
 
