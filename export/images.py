@@ -40,9 +40,13 @@ def find_images(folder: Path) -> list[Path]:
 
 def training_data_folder(data: str) -> Path:
     """Where a checkpoint's DATA argument left its photos on this machine."""
-    if data in ("synthetic", "flowers102"):
-        from flower_edge.train.data import default_cache_dir
+    from flower_edge.train.data import default_cache_dir
 
+    if data == "synthetic":  # deterministic: regenerated if the cache was cleared
+        from flower_edge.train.synthetic import ensure_synthetic
+
+        return ensure_synthetic(default_cache_dir() / "synthetic")
+    if data == "flowers102":
         return default_cache_dir() / data
     return Path(data)
 
