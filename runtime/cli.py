@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Sequence
 
@@ -73,6 +74,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"flower-run: internal error: {type(e).__name__}: {e} (rerun with --debug)", file=sys.stderr)
         return 1
 
+    try:
+        _print(args, results)
+    except BrokenPipeError:  # flower-run ... | head: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
+    failed = [r for r in results if r.error is not None]
+    for r in failed:
+        print(f"flower-run: error: {r.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _print(args, results) -> None:
     if args.json:
         print(json.dumps({"model": args.model, "top_k": args.top_k, "results": [r.to_dict() for r in results]}, indent=2))
     else:
@@ -81,10 +94,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(r.image)
                 for t in r.top_k:
                     print(f"  {t.rank}. {t.label:<30} {t.prob:7.2%}")
-    failed = [r for r in results if r.error is not None]
-    for r in failed:
-        print(f"flower-run: error: {r.error}", file=sys.stderr)
-    return 1 if failed else 0
 
 
 app = main  # the console script's entry point: sys.exit(app())

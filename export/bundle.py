@@ -1,0 +1,140 @@
+"""flower-bundle: an exported model as a phone web app that works offline (a PWA).
+
+    flower-bundle runs/ -o runs/web                 # model.int8.onnx (or model.onnx), card, app, onnxruntime-web
+    flower-bundle runs/web --serve --host 0.0.0.0   # serve it to a phone on the same network
+
+The folder is self-contained and static: mobile_demo/app's files, the model and its card, and the
+onnxruntime-web files it loads (vendored from mobile_demo/node_modules: ``npm ci --prefix
+mobile_demo``), with a service worker that caches all of it on the first visit. Served with the
+COOP/COEP headers that --serve sends, the page is cross-origin isolated and onnxruntime-web runs
+with threads.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import shutil
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from flower_edge.runtime.errors import ExportError, FlowerEdgeError
+
+REPO = Path(__file__).resolve().parents[1]
+APP = REPO / "mobile_demo" / "app"
+ORT_WEB = REPO / "mobile_demo" / "node_modules" / "onnxruntime-web" / "dist"
+ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+APP_FILES = ("index.html", "app.js", "preprocess.js", "style.css", "icon.svg", "manifest.webmanifest")
+
+
+def bundle(export_dir: str | os.PathLike, output: str | os.PathLike, model: str | None = None,
+           ort_web: str | os.PathLike | None = None) -> Path:
+    """Write the web app for the model in ``export_dir`` into ``output`` (replaced whole)."""
+    from flower_edge.runtime.card import ModelCard
+
+    export_dir, output = Path(export_dir), Path(output)
+    names = [model] if model else ["model.int8.onnx", "model.onnx"]
+    found = next((export_dir / n for n in names if (export_dir / n).is_file()), None)
+    if found is None:
+        raise ExportError(f"{export_dir}: no {' or '.join(names)} (write one with flower-export --quantize)")
+    card = ModelCard.from_onnx(found)
+    ort_dir = Path(ort_web) if ort_web else ORT_WEB
+    missing = [f for f in ORT_FILES if not (ort_dir / f).is_file()]
+    if missing:
+        raise ExportError(f"{ort_dir}: no {missing[0]}; run 'npm ci --prefix mobile_demo' (or pass --ort-web DIR)")
+    if not (APP / "index.html").is_file():
+        raise ExportError(f"{APP}: the app's files are not here; run flower-bundle from a flower-edge checkout")
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
+    try:
+        for name in APP_FILES:
+            shutil.copy(APP / name, staging / name)
+        (staging / "ort").mkdir()
+        for name in ORT_FILES:
+            shutil.copy(ort_dir / name, staging / "ort" / name)
+        shutil.copy(found, staging / found.name)
+        (staging / "card.json").write_text(card.to_json())
+        (staging / "labels.json").write_text(json.dumps(list(card.labels), indent=2, ensure_ascii=False))
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
+        (staging / "bundle.json").write_text(json.dumps({
+            "model": found.name, "model_mb": round(found.stat().st_size / 1e6, 2), "created": stamp,
+        }, indent=2))
+        files = ["./"] + sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file()) + ["sw.js"]
+        sw = (APP / "sw.js").read_text().replace("__VERSION__", stamp).replace("__FILES__", json.dumps(files))
+        (staging / "sw.js").write_text(sw)
+        for p in [staging, *staging.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output
+
+
+class IsolatedHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files with the headers that make the page cross-origin isolated (threads)."""
+
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
+                      ".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",
+                      ".webmanifest": "application/manifest+json", ".onnx": "application/octet-stream"}
+
+    def end_headers(self) -> None:
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        self.send_header("Cache-Control", "no-cache")
+        super().end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def server(folder: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000) -> http.server.ThreadingHTTPServer:
+    handler = functools.partial(IsolatedHandler, directory=str(folder))
+    return http.server.ThreadingHTTPServer((host, port), handler)
+
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
+
+
+@app.command(help=(
+    "Bundle an exported model as a phone web app (PWA) that runs offline with onnxruntime-web, or "
+    "serve a bundle. SOURCE is a flower-export folder (or, with --serve, a bundle). Open the served "
+    "address on a phone on the same network, then 'Add to Home Screen'; after the first visit it "
+    "works without a network."
+))
+def main(
+    source: Annotated[Path, typer.Argument(help="flower-export output folder, or a bundle with --serve.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Bundle folder to write (default: SOURCE/web).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model file in SOURCE (default: model.int8.onnx, else model.onnx).")] = None,
+    ort_web: Annotated[Optional[Path], typer.Option(help="onnxruntime-web's dist folder (default: mobile_demo/node_modules/onnxruntime-web/dist).")] = None,
+    serve: Annotated[bool, typer.Option("--serve", help="Serve SOURCE (a bundle) over HTTP with COOP/COEP headers.")] = False,
+    host: Annotated[str, typer.Option(help="Address to serve on (0.0.0.0: the local network).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
+) -> None:
+    try:
+        if serve:
+            if not (source / "index.html").is_file():
+                raise ExportError(f"{source}: not a bundle (no index.html); make one with flower-bundle EXPORT_DIR -o DIR")
+            httpd = server(source, host, port)
+            print(f"serving {source} at http://{host}:{port}/ (Ctrl-C stops)", file=sys.stderr)
+            try:
+                httpd.serve_forever()
+            except KeyboardInterrupt:
+                pass
+            return
+        out = bundle(source, output or source / "web", model, ort_web)
+    except (FlowerEdgeError, OSError) as e:
+        print(f"flower-bundle: error: {e}", file=sys.stderr)
+        raise typer.Exit(1)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"{out}  {size / 1e6:.1f} MB")

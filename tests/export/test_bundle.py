@@ -1,0 +1,78 @@
+"""The phone app end to end: Debian's chromium, driven by Playwright in a phone profile, classifies
+real flower photos through the page's own file input; each answer equals flower-run's."""
+
+import json
+import shutil
+import threading
+
+import numpy as np
+import pytest
+
+from flower_edge.export.bundle import ORT_FILES, ORT_WEB, bundle, server
+from flower_edge.export.images import find_images
+from flower_edge.runtime.predict import Classifier
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+PHOTOS = 20
+
+
+@pytest.fixture(scope="module")
+def web(tiny_export, tmp_path_factory):
+    if not (ORT_WEB / ORT_FILES[0]).is_file():
+        pytest.skip("onnxruntime-web is not installed: npm ci --prefix mobile_demo")
+    return bundle(tiny_export.output, tmp_path_factory.mktemp("bundle") / "web")
+
+
+def test_bundle_is_self_contained(web, tiny_export):
+    names = {str(p.relative_to(web)) for p in web.rglob("*") if p.is_file()}
+    assert {"index.html", "app.js", "preprocess.js", "sw.js", "manifest.webmanifest", "card.json", "labels.json",
+            "bundle.json", "model.int8.onnx", "ort/ort-wasm-simd-threaded.wasm"} <= names
+    assert json.loads((web / "bundle.json").read_text())["model"] == "model.int8.onnx"
+    cached = json.loads((web / "sw.js").read_text().split("const FILES = ")[1].split(";\n")[0])
+    assert set(cached) - {"./"} == names  # the service worker caches every file, itself included
+    for name in ("index.html", "app.js"):  # no CDN, no network at run time
+        assert "https://" not in (web / name).read_text()
+
+
+@pytest.mark.real
+def test_phone_app_matches_flower_run_on_real_photos(web, flowers5, tmp_path, capsys):
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    photos = find_images(flowers5 / "valid")[:PHOTOS]
+    expected = Classifier(web / "model.int8.onnx").predict_many(photos, k=5)
+    httpd = server(web, "127.0.0.1", 0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    errors = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_context(**p.devices["Pixel 7"]).new_page()
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"http://127.0.0.1:{httpd.server_address[1]}/")
+            page.wait_for_function("window.flowerEdge !== undefined")
+            page.evaluate("window.flowerEdge.ready.then(() => true)")
+            assert page.evaluate("self.crossOriginIsolated")
+            for i, photo in enumerate(photos):
+                page.set_input_files("#gallery", str(photo))
+                page.wait_for_function(f"window.flowerEdge.results.length === {i + 1}")
+            got = page.evaluate("window.flowerEdge.results")
+            assert page.locator("#results li").count() == 5
+            shot = tmp_path / "phone.png"
+            page.screenshot(path=str(shot))
+            browser.close()
+    finally:
+        httpd.shutdown()
+    assert not errors
+    diffs = []
+    for want, have in zip(expected, got):
+        assert "error" not in have, have
+        assert have["top_k"][0]["index"] == want.top_k[0].index, (want.image, have, want)
+        for t, h in zip(want.top_k, have["top_k"]):
+            assert h["index"] == t.index
+            diffs.append(abs(h["prob"] - t.prob))
+    assert len(got) == PHOTOS and max(diffs) <= 1e-3
+    with capsys.disabled():
+        print(f"\nphone app: {PHOTOS} photos, top-1 equal to flower-run, max |prob diff| {max(diffs):.1e}, "
+              f"median {np.median([h['ms'] for h in got]):.0f} ms per photo in chromium; screenshot {shot}")
