@@ -4,7 +4,7 @@
     python benchmarks/browser_latency.py runs/web ../shared/data/flowers5/valid --photos 40
 
 Both include decoding and preprocessing: the page times decode + preprocess + inference of each
-photo picked through its file input (Pixel 7 profile, cross-origin isolated); flower-run's side is
+photo picked through its file input (iPhone 13 profile, 390x844, cross-origin isolated); flower-run's side is
 Classifier.predict on the same photos in this process. Medians, after 3 warm-up photos each.
 """
 
@@ -43,7 +43,7 @@ def main() -> None:
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
-        page = browser.new_context(**pw.devices["Pixel 7"]).new_page()
+        page = browser.new_context(**pw.devices["iPhone 13"]).new_page()
         page.goto(f"http://127.0.0.1:{httpd.server_address[1]}/")
         page.wait_for_function("window.flowerEdge !== undefined")
         page.evaluate("window.flowerEdge.ready.then(() => true)")

@@ -48,7 +48,7 @@ def test_phone_app_matches_flower_run_on_real_photos(web, flowers5, tmp_path, ca
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = browser.new_context(**p.devices["Pixel 7"]).new_page()
+            page = browser.new_context(**p.devices["iPhone 13"]).new_page()
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(f"http://127.0.0.1:{httpd.server_address[1]}/")
             page.wait_for_function("window.flowerEdge !== undefined")
@@ -60,7 +60,7 @@ def test_phone_app_matches_flower_run_on_real_photos(web, flowers5, tmp_path, ca
             got = page.evaluate("window.flowerEdge.results")
             assert page.locator("#results li").count() == 5
             shot = tmp_path / "phone.png"
-            page.screenshot(path=str(shot))
+            page.screenshot(path=str(shot), full_page=True)
             browser.close()
     finally:
         httpd.shutdown()
