@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from flower_edge.runtime.errors import FlowerEdgeError
+from flower_edge.runtime.errors import one_line_errors
 
 from .bench import FORMATS, BenchConfig
 
@@ -48,7 +48,7 @@ def main(
     debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,
 ) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    with one_line_errors("flower-bench", debug):
         from .bench import markdown_table, run_bench, write_outputs
 
         config = BenchConfig(
@@ -59,16 +59,6 @@ def main(
         )
         result = run_bench(config, (lambda m: None) if quiet else (lambda m: err.print(f"· {m}", highlight=False)))
         written = write_outputs(result, out)
-    except (FlowerEdgeError, OSError) as e:
-        if debug:
-            raise
-        print(f"flower-bench: error: {e}", file=sys.stderr)
-        raise typer.Exit(1)
-    except Exception as e:  # a bug of ours: still one line, the traceback behind --debug
-        if debug:
-            raise
-        print(f"flower-bench: internal error: {type(e).__name__}: {e} (rerun with --debug)", file=sys.stderr)
-        raise typer.Exit(1)
     print(json.dumps(result.to_dict(), indent=2) if json_out else markdown_table(result))
     if not quiet:
         err.print("wrote " + ", ".join(map(str, written)), highlight=False)

@@ -9,14 +9,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
-from flower_edge.runtime.errors import FlowerEdgeError
+from flower_edge.runtime.errors import one_line_errors
 
 from .config import CALIB_METHODS, DEFAULT_OPSET, FORMATS, MIN_OPSET, ExportConfig
 
@@ -57,7 +56,7 @@ def main(
     debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,
 ) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    with one_line_errors("flower-export", debug, expected=(typer.BadParameter,), interrupted="interrupted; nothing was written"):
         if importlib.util.find_spec("torch") is None or importlib.util.find_spec("onnx") is None:
             raise typer.BadParameter("exporting needs torch and onnx: pip install 'flower-edge[train]'")
         from .pipeline import export
@@ -77,22 +76,6 @@ def main(
                     err.print(f"· {message}", highlight=False)
 
             result = export(config, progress)
-    except (FlowerEdgeError, typer.BadParameter, OSError) as e:
-        if debug:
-            raise
-        first, *rest = str(e).splitlines()
-        print(f"flower-export: error: {first}", file=sys.stderr)
-        for line in rest:  # the parity table of a failed verification
-            print(line, file=sys.stderr)
-        raise typer.Exit(1)
-    except KeyboardInterrupt:
-        print("flower-export: interrupted; nothing was written", file=sys.stderr)
-        raise typer.Exit(130)
-    except Exception as e:  # a bug of ours: still one line, the traceback behind --debug
-        if debug:
-            raise
-        print(f"flower-export: internal error: {type(e).__name__}: {e} (rerun with --debug)", file=sys.stderr)
-        raise typer.Exit(1)
 
     for line in result.skipped:
         err.print(f"skipped broken image {line}", highlight=False, markup=False, soft_wrap=True)

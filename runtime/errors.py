@@ -4,6 +4,10 @@ Every message says what was expected and what was found, so that a command line 
 as a single line and exit with code 1.
 """
 
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
 
 class FlowerEdgeError(Exception):
     """Base of every error flower-edge raises on purpose."""
@@ -31,3 +35,28 @@ class ConfigError(FlowerEdgeError):
 
 class ExportError(FlowerEdgeError):
     """An export failed its checks (parity, calibration data, output folder)."""
+
+
+@contextmanager
+def one_line_errors(prog: str, debug: bool = False, expected: tuple[type[BaseException], ...] = (),
+                    interrupted: str = "interrupted") -> Iterator[None]:
+    """A command's failures as one line on stderr and an exit code, never a traceback (unless
+    ``debug``). FlowerEdgeError, OSError and ``expected`` are the user's to fix: "PROG: error: ..."
+    (further lines of the message, such as a parity table, follow it); anything else is a bug of
+    ours: "PROG: internal error: ...". Ctrl-C exits 130 with ``interrupted``."""
+    try:
+        yield
+    except (FlowerEdgeError, OSError, *expected) as e:
+        if debug:
+            raise
+        first, *rest = str(e).splitlines() or [type(e).__name__]
+        print("\n".join([f"{prog}: error: {first}", *rest]), file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print(f"{prog}: {interrupted}", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as e:
+        if debug:
+            raise
+        print(f"{prog}: internal error: {type(e).__name__}: {e} (rerun with --debug)", file=sys.stderr)
+        raise SystemExit(1) from None

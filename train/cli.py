@@ -12,7 +12,6 @@ import importlib.util
 import json
 import logging
 import os
-import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Optional
@@ -22,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from flower_edge.runtime.errors import FlowerEdgeError
+from flower_edge.runtime.errors import one_line_errors
 from flower_edge.train.config import TrainConfig, parse_hidden
 
 D = {f.name: f.default for f in fields(TrainConfig)}  # one place for every default
@@ -140,7 +139,8 @@ def main(
     debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,
 ) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    with one_line_errors("flower-train", debug, expected=(typer.BadParameter,),
+                         interrupted="interrupted; the last finished epoch is in the checkpoint"):
         if importlib.util.find_spec("torch") is None or importlib.util.find_spec("torchvision") is None:
             raise typer.BadParameter("training needs torch and torchvision: pip install 'flower-edge[train]'")
         if list_archs:
@@ -170,19 +170,6 @@ def main(
             from flower_edge.train.plots import plot_history
 
             plot_history(result.history, result.best_epoch, plot)
-    except (FlowerEdgeError, typer.BadParameter, OSError) as e:
-        if debug:
-            raise
-        print(f"flower-train: error: {e}", file=sys.stderr)
-        raise typer.Exit(1)
-    except KeyboardInterrupt:
-        print("flower-train: interrupted; the last finished epoch is in the checkpoint", file=sys.stderr)
-        raise typer.Exit(130)
-    except Exception as e:  # a bug of ours: still one line, the traceback behind --debug
-        if debug:
-            raise
-        print(f"flower-train: internal error: {type(e).__name__}: {e} (rerun with --debug)", file=sys.stderr)
-        raise typer.Exit(1)
     metrics = dict(result.card.metrics)
     if json_out:
         print(json.dumps({"checkpoint": str(result.checkpoint), "best_epoch": result.best_epoch,
