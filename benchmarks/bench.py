@@ -27,6 +27,7 @@ import numpy as np
 
 from flower_edge.runtime.errors import ConfigError, DataError
 from flower_edge.runtime.image import is_image_file
+from flower_edge.runtime.predict import softmax
 
 FORMATS = ("torch", "torchscript", "onnx", "onnx-int8")
 FILES = {"torchscript": "model.pt", "onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
@@ -109,14 +110,14 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
     x = np.stack([preprocess(load_image(p), card) for p in photos])  # (N, 3, H, W)
     runners = {f: _runner(f, model, files.get(f), config.threads) for f in config.formats}
     runners.setdefault("torch", _runner("torch", model, None, config.threads))
-    reference = _softmax(_logits(runners["torch"], x))
+    reference = softmax(_logits(runners["torch"], x))
     flops = _flops_per_image(model, card)
     peak = _matmul_peak(config.threads)
     rows = []
     for fmt in config.formats:
         progress(f"{fmt}: accuracy, latency, throughput, cold start")
         run = runners[fmt]
-        probs = _softmax(_logits(run, x))
+        probs = reference if fmt == "torch" else softmax(_logits(run, x))
         order = np.argsort(-probs, 1)
         agreement = float((order[:, 0] == reference.argmax(1)).mean())
         median, p95 = _latency(run, x[:1], config.latency_runs)
@@ -194,31 +195,26 @@ def _logits(run, x: np.ndarray) -> np.ndarray:
     return np.concatenate([run(x[i:i + 32]) for i in range(0, len(x), 32)])
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
-
 def _latency(run, one: np.ndarray, runs: int) -> tuple[float, float]:
-    for _ in range(max(5, runs // 10)):
-        run(one)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run(one)
-        times.append(time.perf_counter() - start)
+    times = _times(run, one, warmup=max(5, runs // 10), runs=runs)
     return 1e3 * float(np.median(times)), 1e3 * float(np.percentile(times, 95))
 
 
 def _throughput(run, x: np.ndarray, batches: int) -> float:
     batch = np.resize(x, (32, *x.shape[1:])) if len(x) < 32 else x[:32]
-    run(batch)
+    return 32 / float(np.median(_times(run, batch, warmup=1, runs=batches)))
+
+
+def _times(run, x: np.ndarray, warmup: int, runs: int) -> list[float]:
+    """Seconds of each of ``runs`` calls of ``run(x)``, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        run(x)
     times = []
-    for _ in range(batches):
+    for _ in range(runs):
         start = time.perf_counter()
-        run(batch)
+        run(x)
         times.append(time.perf_counter() - start)
-    return 32 / float(np.median(times))
+    return times
 
 
 def _cold_start(fmt: str, path: Path, image: Path, repeats: int) -> tuple[float, float]:

@@ -100,15 +100,18 @@ class Classifier:
 
     def _probabilities(self, x: np.ndarray) -> np.ndarray:
         out = self.session.run(None, {self.input_name: x})[0]  # (B, classes)
-        if self.card.output == "probabilities":
-            return out
-        z = np.exp(out - out.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
+        return out if self.card.output == "probabilities" else softmax(out)
 
     def _top_k(self, probs: np.ndarray, k: int) -> list[TopK]:
         k = max(1, min(k, len(probs)))
         order = np.argsort(-probs, kind="stable")[:k]
         return [TopK(rank + 1, int(i), self.labels[i], float(probs[i])) for rank, i in enumerate(order)]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (B, classes) logits, stable for large values."""
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
 
 
 def _name(image: ImageInput) -> str:
