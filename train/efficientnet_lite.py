@@ -16,6 +16,7 @@ explicit ZeroPad2d reproduces it exactly for inputs whose side is a multiple of 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -37,9 +38,7 @@ class StageSpec:
     cout: int
 
 
-# From efficientnet/lite/efficientnet_lite_builder.py. Lite keeps the stem (32), the first and last
-# stages' repeats and the head (1280) unscaled; Lite1 scales depth by 1.1, Lite2 depth by 1.2 and
-# width by 1.1 (channels rounded to multiples of 8). Read off the packages' state dicts.
+# From efficientnet/lite/efficientnet_lite_builder.py (width 1.0, depth 1.0, 224 px).
 LITE0_STAGES = (
     StageSpec(1, 3, 1, 1, 32, 16),
     StageSpec(2, 3, 2, 6, 16, 24),
@@ -49,26 +48,30 @@ LITE0_STAGES = (
     StageSpec(4, 5, 2, 6, 112, 192),
     StageSpec(1, 3, 1, 6, 192, 320),
 )
-LITE1_STAGES = (
-    StageSpec(1, 3, 1, 1, 32, 16),
-    StageSpec(3, 3, 2, 6, 16, 24),
-    StageSpec(3, 5, 2, 6, 24, 40),
-    StageSpec(4, 3, 2, 6, 40, 80),
-    StageSpec(4, 5, 1, 6, 80, 112),
-    StageSpec(5, 5, 2, 6, 112, 192),
-    StageSpec(1, 3, 1, 6, 192, 320),
-)
-LITE2_STAGES = (
-    StageSpec(1, 3, 1, 1, 32, 16),
-    StageSpec(3, 3, 2, 6, 16, 24),
-    StageSpec(3, 5, 2, 6, 24, 48),
-    StageSpec(4, 3, 2, 6, 48, 88),
-    StageSpec(4, 5, 1, 6, 88, 120),
-    StageSpec(5, 5, 2, 6, 120, 208),
-    StageSpec(1, 3, 1, 6, 208, 352),
-)
-STAGES = {"efficientnet_lite0": LITE0_STAGES, "efficientnet_lite1": LITE1_STAGES,
-          "efficientnet_lite2": LITE2_STAGES}
+
+
+def scaled_stages(width: float, depth: float) -> tuple[StageSpec, ...]:
+    """Lite0's stages scaled as the TF builder does for Lite1-4: channels times ``width`` rounded
+    to a multiple of 8, repeats times ``depth`` rounded up; the stem (32 channels), the head and
+    the first and last stages' repeats stay as they are."""
+
+    def channels(c: int) -> int:
+        c = c * width
+        rounded = max(8, int(c + 4) // 8 * 8)
+        return rounded + 8 if rounded < 0.9 * c else rounded
+
+    last = len(LITE0_STAGES) - 1
+    return tuple(
+        StageSpec(s.repeats if i in (0, last) else math.ceil(depth * s.repeats), s.kernel, s.stride, s.expand,
+                  s.cin if i == 0 else channels(s.cin), channels(s.cout))
+        for i, s in enumerate(LITE0_STAGES)
+    )
+
+
+# (width, depth) per variant; native resolutions 224, 240, 260.
+STAGES = {"efficientnet_lite0": LITE0_STAGES,
+          "efficientnet_lite1": scaled_stages(1.0, 1.1),
+          "efficientnet_lite2": scaled_stages(1.1, 1.2)}
 LITE_FEATURES = 1280
 LITE0_DROPOUT = 0.2
 LITE0_DROP_PATH = 0.2
