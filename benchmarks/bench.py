@@ -78,6 +78,8 @@ class FormatRow:
     gflops_per_s: float
     fraction_of_peak: float
     passed: bool
+    int8_path: str = ""
+    """For ONNX files: onnxruntime's int8 kernel path on this CPU (exact or fast; runtime/cpu.py)."""
 
 
 @dataclass
@@ -110,6 +112,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
     x = np.stack([preprocess(load_image(p), card) for p in photos])  # (N, 3, H, W)
     runners = {f: _runner(f, model, files.get(f), config.threads) for f in config.formats}
     runners.setdefault("torch", _runner("torch", model, None, config.threads))
+    paths = {f: getattr(run, "int8_path", "") for f, run in runners.items()}
     reference = softmax(_logits(runners["torch"], x))
     flops = _flops_per_image(model, card)
     peak = _matmul_peak(config.threads)
@@ -134,6 +137,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
             cold_start_s=cold, cold_start_peak_rss_mb=rss,
             gflops_per_s=gflops, fraction_of_peak=gflops / peak,
             passed=fmt == "torch" or agreement >= config.fail_under_agreement,
+            int8_path=paths[fmt],
         ))
     machine = _machine(config.threads, peak)
     model_info = {"arch": card.arch, "classes": card.num_classes, "input": list(card.input_size),
@@ -174,11 +178,16 @@ def _runner(fmt: str, model, path: Path | None, threads: int) -> Callable[[np.nd
     import torch
 
     if fmt in ("onnx", "onnx-int8"):
-        from flower_edge.runtime.session import open_session
+        from flower_edge.runtime.session import kernel_path, open_session
 
         session = open_session(path, threads)
         name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})[0]
+
+        def run_onnx(x: np.ndarray) -> np.ndarray:
+            return session.run(None, {name: x})[0]
+
+        run_onnx.int8_path = kernel_path(session)
+        return run_onnx
     if fmt == "torchscript":
         from flower_edge.export.torchscript import load_torchscript
 
@@ -264,7 +273,10 @@ def _machine(threads: int, peak: float) -> dict:
                    if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    from flower_edge.runtime.cpu import cpu_int8
+
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "matmul_peak_gflops": peak,
+            "int8": cpu_int8().to_dict(),
             "python": platform.python_version(), "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -281,10 +293,15 @@ def markdown_table(result: BenchResult) -> str:
             f"{r.max_prob_diff:.1e} | {r.latency_ms_median:.2f} / {r.latency_ms_p95:.2f} | {r.throughput_ips:.0f} | "
             f"{r.cold_start_s:.2f} | {r.cold_start_peak_rss_mb:.0f} | {r.gflops_per_s:.1f} | {r.fraction_of_peak:.0%} |")
     m = result.machine
+    int8 = m.get("int8") or {}
+    ran = sorted({r.int8_path for r in result.rows if r.int8_path and "int8" in r.format})
+    features = ", ".join(f for f, on in (("AVX2", int8.get("avx2")), ("VNNI", int8.get("vnni")),
+                                         ("Arm dot product", int8.get("arm_dot"))) if on) or "none"
     lines.append("")
     lines.append(f"{result.model['arch']}, {result.model['gflops_per_image']:.2f} GFLOPs per image, "
                  f"{result.model['photos']} {result.model['split']} photos; {m['cpu']}, {m['threads']} threads, "
-                 f"fp32 matmul peak {m['matmul_peak_gflops']:.0f} GFLOP/s; {m['date'][:10]}")
+                 f"fp32 matmul peak {m['matmul_peak_gflops']:.0f} GFLOP/s; int8 features: {features}; "
+                 f"int8 kernels: {', '.join(ran) or 'not run'}; {m['date'][:10]}")
     return "\n".join(lines)
 
 

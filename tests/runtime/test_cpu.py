@@ -1,0 +1,81 @@
+"""The int8 kernel path: exact only where this CPU needs it, fast elsewhere and for 7-bit models."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from flower_edge.runtime import cpu
+from flower_edge.runtime.errors import ConfigError
+from flower_edge.runtime.session import kernel_path, open_session, seven_bit_weights
+
+
+@pytest.mark.parametrize("machine, vnni, exact", [
+    ("x86_64", False, True), ("AMD64", False, True), ("x86_64", True, False),
+    ("aarch64", False, False), ("arm64", False, False),
+])
+def test_only_x86_without_vnni_needs_the_exact_path(machine, vnni, exact):
+    assert cpu.needs_exact_int8(machine, vnni) is exact
+
+
+def test_this_cpu_is_described_and_consistent():
+    info = cpu.cpu_int8()
+    assert info.int8_path == ("exact" if cpu.needs_exact_int8(info.machine, info.vnni) else "fast")
+    assert info.why and info.model
+    flags = open("/proc/cpuinfo").read().split() if sys.platform == "linux" else []
+    if flags:
+        assert info.vnni == any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+        assert info.avx2 == ("avx2" in flags)
+
+
+def test_environment_and_argument_override_the_choice(monkeypatch):
+    monkeypatch.setenv(cpu.ENV, "exact")
+    assert cpu.int8_path() == "exact"
+    assert cpu.int8_path("fast") == "fast"  # an explicit argument wins
+    monkeypatch.setenv(cpu.ENV, "fastest")
+    with pytest.raises(ConfigError, match="FLOWER_EDGE_INT8_PATH must be one of auto, exact, fast"):
+        cpu.int8_path()
+    monkeypatch.delenv(cpu.ENV)
+    assert cpu.int8_path() == cpu.cpu_int8().int8_path
+
+
+def test_the_module_prints_its_verdict_as_json():
+    done = subprocess.run([sys.executable, "-m", "flower_edge.runtime.cpu"], capture_output=True, text=True, check=True)
+    doc = json.loads(done.stdout)
+    assert doc["selected"] == doc["int8_path"] and "torch" not in done.stderr
+
+
+def _avx2_only(monkeypatch):
+    fake = cpu.CpuInt8("x86_64", "an AVX2-only CPU", True, False, False, "exact", "test")
+    monkeypatch.setattr(cpu, "cpu_int8", lambda: fake)
+
+
+def test_sessions_take_the_path_this_cpu_needs(tiny_export, monkeypatch):
+    int8 = tiny_export.output / "model.int8.onnx"
+    assert kernel_path(open_session(int8)) == cpu.cpu_int8().int8_path
+    assert kernel_path(open_session(int8, int8_path="exact")) == "exact"
+    assert kernel_path(open_session(int8, int8_path="fast")) == "fast"
+    _avx2_only(monkeypatch)
+    assert not seven_bit_weights(open_session(int8))
+    assert kernel_path(open_session(int8)) == "exact"
+
+
+def test_a_seven_bit_model_takes_the_fast_path_on_an_avx2_cpu(tiny_checkpoint, synthetic_dir, tmp_path, monkeypatch):
+    from flower_edge.export import ExportConfig, export
+
+    result = export(ExportConfig(checkpoint=str(tiny_checkpoint), output=str(tmp_path), quantize=True,
+                                 reduce_range=True, calib_data=str(synthetic_dir), calib_size=20, ort_format=False,
+                                 min_agreement=0.0))
+    model = result.output / "model.int8.onnx"
+    _avx2_only(monkeypatch)
+    session = open_session(model)
+    assert seven_bit_weights(session) and kernel_path(session) == "fast"
+    assert kernel_path(open_session(model, int8_path="exact")) == "exact"
+    x = np.random.default_rng(0).uniform(-1, 1, (4, *result.card.input_size)).astype(np.float32)
+    fast = session.run(None, {"image": x})[0]
+    exact = open_session(model, int8_path="exact").run(None, {"image": x})[0]
+    # 7-bit weights cannot saturate, so the fast kernels answer as the exact ones, up to the
+    # rounding of a requantization (a saturated sum would move logits by a large part of their range)
+    assert np.abs(fast - exact).max() <= 0.05 * np.ptp(exact)
