@@ -9,6 +9,9 @@ from flower_edge.runtime.errors import ConfigError
 
 FORMATS = ("torchscript", "onnx", "all")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
+MAX_TUNE_SIZE = 20_000
+"""Tuning keeps its photos in memory: 0.6 MB each at 224 px."""
+MAX_TUNE_EPOCHS = 50
 MIN_OPSET = 17
 DEFAULT_OPSET = 18
 """Opset 18: the dynamo exporter's own, run by current onnxruntime and onnxruntime-web."""
@@ -27,6 +30,13 @@ class ExportConfig:
     calib_method: str = "minmax"
     reduce_range: bool = False
     """7-bit weights, for onnxruntime's fast but saturating int8 path on x86 CPUs without VNNI."""
+    tune: bool = False
+    """Fine-tune the int8 graph's weights to reproduce the float logits (export/tune.py)."""
+    tune_size: int = 1000
+    """Photos to tune on (the calibration pool's first ones; never a verification photo)."""
+    tune_epochs: int = 2
+    explain: bool = False
+    """Report the int8 error of every layer (export/explain.py)."""
     opset: int = DEFAULT_OPSET
     ort_format: bool = True
     embed_preprocessing: bool = False
@@ -51,6 +61,10 @@ class ExportConfig:
             raise ConfigError(f"--opset must be {MIN_OPSET} or newer, found {self.opset}")
         if self.calib_size < 1:
             raise ConfigError(f"--calib-size must be at least 1, found {self.calib_size}")
+        if not 1 <= self.tune_size <= MAX_TUNE_SIZE:
+            raise ConfigError(f"--tune-size must be between 1 and {MAX_TUNE_SIZE}, found {self.tune_size}")
+        if not 1 <= self.tune_epochs <= MAX_TUNE_EPOCHS:
+            raise ConfigError(f"--tune-epochs must be between 1 and {MAX_TUNE_EPOCHS}, found {self.tune_epochs}")
         if self.verify_size < 0:
             raise ConfigError(f"--verify-size must be 0 (all) or more, found {self.verify_size}")
         if not 0.0 <= self.min_agreement <= 1.0:

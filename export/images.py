@@ -29,6 +29,8 @@ class ImageSets:
     verification: tuple[Path, ...]
     calibration_source: str
     verification_source: str
+    tuning: tuple[Path, ...] = ()
+    """Photos for int8 tuning: the calibration pool's first ones, never a verification photo."""
 
 
 def find_images(folder: Path) -> list[Path]:
@@ -81,14 +83,15 @@ def choose_images(config: ExportConfig, train_data: str) -> ImageSets:
             raise ExportError(f"--verify-data {vroot}: no such folder")
         held_out, held_source = find_images(vroot), str(vroot)
     calibration = tuple(pool[:config.calib_size])
-    used = {p.resolve() for p in calibration} if config.quantize else set()
+    tuning = tuple(pool[:config.tune_size]) if config.quantize and config.tune else ()
+    used = {p.resolve() for p in calibration + tuning} if config.quantize else set()
     held_out = [p for p in held_out if p.resolve() not in used]
     if config.verify and not held_out:
         raise ExportError(
             f"no photos left to verify with in {held_source}; pass --verify-data DIR (or --no-verify)"
         )
     verification = tuple(held_out[:config.verify_size] if config.verify_size else held_out)
-    return ImageSets(calibration, verification, source, held_source)
+    return ImageSets(calibration, verification, source, held_source, tuning)
 
 
 def read_photos(paths: Iterable[Path], convert: Callable[[Image.Image], np.ndarray]) -> tuple[list[np.ndarray], list[str]]:

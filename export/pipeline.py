@@ -29,6 +29,7 @@ from flower_edge.runtime.image import normalize, pixels, preprocess
 
 from .config import ExportConfig
 from .images import ImageSets, choose_images, read_photos
+from .quantize import Int8Result
 from .verify import Parity, compare, onnx_logits, parity_table, torch_logits, torchscript_logits
 
 TORCHSCRIPT, ONNX, INT8, PREPROC = "model.pt", "model.onnx", "model.int8.onnx", "model.preproc.onnx"
@@ -47,6 +48,8 @@ class ExportResult:
     seconds: float
     skipped: list[str] = field(default_factory=list)
     """One line per broken calibration or verification photo."""
+    explain: list = field(default_factory=list)
+    """With ``explain``: the int8 error of every layer (export/explain.py LayerError rows)."""
 
     def to_dict(self) -> dict:
         return {
@@ -58,6 +61,7 @@ class ExportResult:
             "verification_source": self.images.verification_source if self.images else None,
             "skipped": self.skipped,
             "seconds": round(self.seconds, 1),
+            "explain": [r.to_dict() for r in self.explain],
         }
 
 
@@ -73,13 +77,16 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
 
     images = choose_images(config, ckpt["config"].data) if config.quantize or config.verify else None
     skipped: list[str] = []
-    calibration, verification, verification_pixels = [], np.zeros((0,)), []
+    calibration, tuning, verification, verification_pixels = [], [], np.zeros((0,)), []
     if images:
-        progress(f"reading {len(images.calibration) if config.quantize else 0} calibration and "
-                 f"{len(images.verification)} verification photos")
+        progress(f"reading {len(images.calibration) if config.quantize else 0} calibration, "
+                 f"{len(images.tuning)} tuning and {len(images.verification)} verification photos")
         if config.quantize:
             calibration, broken = read_photos(images.calibration, lambda img: preprocess(img, card))
             skipped += broken
+        if images.tuning:
+            tuning, broken = read_photos(images.tuning, lambda img: preprocess(img, card))
+            skipped += [line for line in broken if line not in skipped]
         verification_pixels, broken = read_photos(images.verification, lambda img: pixels(img, card))
         skipped += broken
         if config.verify and not verification_pixels:
@@ -88,7 +95,7 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
 
     staging = Path(tempfile.mkdtemp(prefix=".flower-export-", dir=output))
     try:
-        written, int8_card = _write_all(config, model, card, staging, calibration, images, progress)
+        written, int8 = _write_all(config, model, card, staging, calibration, tuning, images, progress)
         parity: list[Parity] = []
         if config.verify:
             progress(f"verifying against PyTorch on {len(verification)} photos")
@@ -101,17 +108,18 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
             final.append(output / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    result = ExportResult(output, final, parity, card, int8_card, images, time.perf_counter() - start, skipped)
+    result = ExportResult(output, final, parity, card, int8.card if int8 else None, images,
+                          time.perf_counter() - start, skipped, (int8.explain or []) if int8 else [])
     report = {"config": config.to_dict(), **result.to_dict()}
     atomic_write(output / REPORT, lambda f: f.write(json.dumps(report, indent=2).encode()))
     result.files.append(output / REPORT)
     return result
 
 
-def _write_all(config: ExportConfig, model, card: ModelCard, staging: Path, calibration,
-               images: ImageSets | None, progress) -> tuple[list[str], ModelCard | None]:
+def _write_all(config: ExportConfig, model, card: ModelCard, staging: Path, calibration, tuning,
+               images: ImageSets | None, progress) -> tuple[list[str], Int8Result | None]:
     written: list[str] = []
-    int8_card = None
+    int8 = None
     if config.torchscript:
         from .torchscript import export_torchscript
 
@@ -129,12 +137,19 @@ def _write_all(config: ExportConfig, model, card: ModelCard, staging: Path, cali
             export_onnx(model, card, staging / PREPROC, config.opset, embed_preprocessing=True)
             written.append(PREPROC)
         if config.quantize:
-            from .quantize import quantize_int8
+            from .quantize import Tuning, quantize_int8
 
             progress(f"int8: calibrating ({config.calib_method}) on {len(calibration)} photos, quantizing")
-            int8_card = quantize_int8(staging / ONNX, staging / INT8, card, calibration,
-                                      method=config.calib_method, reduce_range=config.reduce_range,
-                                      source=images.calibration_source if images else "")
+            tune = None
+            if config.tune:
+                progress(f"int8: tuning on {len(tuning)} photos and their mirror images, {config.tune_epochs} epochs")
+                tune = Tuning(tuning, lambda x: torch_logits(model, x), epochs=config.tune_epochs,
+                              source=images.calibration_source if images else "",
+                              progress=_every_tenth(progress, "int8 tuning"))
+            int8 = quantize_int8(staging / ONNX, staging / INT8, card, calibration,
+                                 method=config.calib_method, reduce_range=config.reduce_range,
+                                 source=images.calibration_source if images else "", tuning=tune,
+                                 explain=calibration if config.explain else ())
             written.append(INT8)
         if config.ort_format:
             progress("ORT format copies for ONNX Runtime Mobile")
@@ -142,7 +157,23 @@ def _write_all(config: ExportConfig, model, card: ModelCard, staging: Path, cali
     (staging / CARD).write_text(card.to_json())
     (staging / LABELS).write_text(json.dumps(list(card.labels), indent=2, ensure_ascii=False))
     written += [CARD, LABELS]
-    return written, int8_card
+    return written, int8
+
+
+def _every_tenth(progress: Callable[[str], None], what: str) -> Callable[[int, int, float], None]:
+    """A step callback that reports about every tenth of the work, with the rate and time left."""
+    start = time.perf_counter()
+    reported = [0]
+
+    def report(step: int, steps: int, loss: float) -> None:
+        if step * 10 // steps > reported[0] or step == steps:
+            reported[0] = step * 10 // steps
+            elapsed = time.perf_counter() - start
+            left = elapsed / step * (steps - step)
+            progress(f"{what}: step {step}/{steps}, loss {loss:.4f}, {step / elapsed:.2f} steps/s, "
+                     f"{left:.0f} s left")
+
+    return report
 
 
 def _ort_copies(staging: Path, onnx_names: list[str]) -> list[str]:

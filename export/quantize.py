@@ -1,18 +1,21 @@
-"""int8: onnxruntime's static QDQ quantization, calibrated on real photos.
+"""int8: onnxruntime's static QDQ quantization, calibrated on real photos, optionally tuned.
 
     quantize_int8("model.onnx", "model.int8.onnx", card, photos, method="minmax")
+    quantize_int8(..., tuning=Tuning(photos, teacher))      # distillation into the float answers
 
-What it does, and why (measured on the default Lite0 model, flowers5 valid, 2-core AMD EPYC):
+What it does, and why (measured on the default Lite0 models, flowers5 and Flowers102 valid):
 - QDQ format: what ONNX Runtime Mobile and onnxruntime-web take.
 - Activations uint8 (asymmetric), weights int8 per output channel (symmetric). x86 CPUs only have
-  fast kernels for uint8 x int8; int8 activations ran slower than float here (0.83x).
+  fast kernels for uint8 x int8; int8 activations ran slower than float (0.83x).
 - ``quant_pre_process`` first (shape inference and graph optimization). The exporter already
   folded BatchNorm, and ReLU6 (Clip) is absorbed into the uint8 range of the convolution's output.
+- The logits stay float (``float_output``): rounded to 8 bits they tie and flip close answers.
 - 8-bit weights by default. x86 CPUs without VNNI (AVX2) multiply uint8 by int8 with a 16-bit
-  saturating instruction whose sums overflow with 8-bit weights (top-1 agreement 94% -> 82%
-  here); flower-edge sessions ask onnxruntime for its exact path (see runtime/session.py), so the
-  verdict of verification holds on phones too. ``reduce_range`` (7-bit weights) cannot overflow
-  and keeps the fast kernels on such CPUs, but costs precision (agreement 90%).
+  saturating instruction whose sums overflow with 8-bit weights, so flower-edge runs such models on
+  onnxruntime's exact path there (runtime/session.py). ``reduce_range`` (7-bit weights) cannot
+  overflow and keeps the fast kernels on such CPUs, at some cost in precision that tuning recovers.
+- ``Tuning``: the quantized graph's weights are trained to reproduce the float model's logits
+  (export/tune.py), with the quantizer's scales unchanged.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ import io
 import logging
 import os
 import tempfile
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import onnx
@@ -66,15 +70,40 @@ class CardCalibrationReader(CalibrationDataReader):
         self._next = iter(self.inputs)
 
 
+@dataclass(frozen=True)
+class Tuning:
+    """Distillation of the int8 graph into the float model's answers (see export/tune.py)."""
+
+    photos: Sequence[np.ndarray]
+    """Preprocessed photos (never a verification photo); each is also seen mirrored."""
+    teacher: Callable[[np.ndarray], np.ndarray]
+    """Float logits (N, classes) of a batch of photos: the PyTorch model."""
+    epochs: int = 2
+    lr: float = 2e-3
+    source: str = ""
+    progress: Callable[[int, int, float], None] = lambda step, steps, loss: None
+
+
+@dataclass
+class Int8Result:
+    card: ModelCard
+    explain: list | None = None
+    """Per-layer error (export/explain.py) when asked for."""
+    tune_losses: list[float] = field(default_factory=list)
+
+
 def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, card: ModelCard,
                   calibration: Sequence[np.ndarray], *, method: str = "minmax",
-                  reduce_range: bool = False, source: str = "") -> ModelCard:
-    """Quantize a float ONNX model; returns the int8 card (stored in the file too)."""
+                  reduce_range: bool = False, source: str = "", tuning: Tuning | None = None,
+                  explain: Sequence[np.ndarray] = ()) -> Int8Result:
+    """Quantize a float ONNX model, optionally tune it; the int8 card is stored in the file too.
+
+    ``explain``: photos on which to report the error of every layer (export/explain.py)."""
     if not calibration:
         raise ExportError("no readable calibration photos")
     quantization = {
         "format": "QDQ",
-        "activations": "uint8, per tensor, asymmetric",
+        "activations": "uint8, per tensor, asymmetric; logits float",
         "weights": f"int8, per channel, symmetric, {7 if reduce_range else 8}-bit",
         "reduce_range": reduce_range,
         "calibration_method": method,
@@ -82,31 +111,92 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, ca
         "calibration_size": len(calibration),
         "tool": "onnxruntime.quantization.quantize_static",
     }
-    int8_card = _with_quantization(card, quantization)
-    root = logging.getLogger()
-    level = root.level
+    result = Int8Result(card)
     with tempfile.TemporaryDirectory() as tmp:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
-        root.setLevel(logging.ERROR)  # the quantizer logs advice to the root logger
-        with contextlib.redirect_stdout(io.StringIO()):  # and prints histogram progress
-            try:
-                quant_pre_process(str(fp32_path), str(prepared))
-                quantize_static(
-                    str(prepared), str(quantized), CardCalibrationReader(calibration),
-                    quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=METHODS[method],
-                )
-            finally:
-                root.setLevel(level)
+        with _quiet():
+            quant_pre_process(str(fp32_path), str(prepared))
+            quantize_static(
+                str(prepared), str(quantized), CardCalibrationReader(calibration),
+                quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=METHODS[method],
+            )
         proto = onnx.load(str(quantized))
-    set_card(proto, int8_card)
-    onnx.checker.check_model(proto, full_check=True)
-    atomic_write(int8_path, lambda f: f.write(proto.SerializeToString()))
-    return int8_card
+        float_output(proto)
+        if tuning is not None:
+            result.tune_losses = _tune(proto, prepared, tuning)
+            quantization.update({
+                "tuning": "distillation: the QDQ graph's weights trained to match the float logits "
+                          "(straight-through rounding, KL at temperature 2)",
+                "tuning_data": tuning.source, "tuning_size": len(tuning.photos), "tuning_epochs": tuning.epochs,
+                "tuning_loss": [round(v, 5) for v in result.tune_losses],
+            })
+        result.card = replace(card, quantization=quantization)
+        set_card(proto, result.card)
+        onnx.checker.check_model(proto, full_check=True)
+        atomic_write(int8_path, lambda f: f.write(proto.SerializeToString()))
+        if explain:
+            from .explain import explain_int8
+
+            result.explain = explain_int8(prepared, int8_path, explain)
+    return result
 
 
-def _with_quantization(card: ModelCard, quantization: dict) -> ModelCard:
-    from dataclasses import replace
+def float_output(proto: onnx.ModelProto) -> None:
+    """Drop the QuantizeLinear/DequantizeLinear pair on the graph's output: the logits stay float.
 
-    return replace(card, quantization=quantization)
+    Rounding the logits to 256 levels over their calibrated range (steps of about 0.1) ties and
+    flips close answers for no gain in speed; onnxruntime still fuses the last layer (QGemm with a
+    float output)."""
+    graph = proto.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    output = graph.output[0].name
+    dq = producer.get(output)
+    q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+    if q is None or q.op_type != "QuantizeLinear":
+        return
+    consumers = [n for n in graph.node for i in n.input if i in (q.output[0], dq.output[0])]
+    if consumers != [dq]:
+        return  # the quantized logits feed something else too; leave the graph as it is
+    source = q.input[0]
+    graph.node.remove(dq)
+    graph.node.remove(q)
+    unused = set(q.input[1:]) | set(dq.input[1:])
+    unused -= {i for node in graph.node for i in node.input}
+    for init in [i for i in graph.initializer if i.name in unused]:
+        graph.initializer.remove(init)
+    for node in graph.node:
+        for i, name in enumerate(node.output):
+            if name == source:
+                node.output[i] = output
+        for i, name in enumerate(node.input):
+            if name == source:
+                node.input[i] = output
+
+
+def _tune(proto: onnx.ModelProto, prepared: Path, tuning: Tuning) -> list[float]:
+    from onnx import numpy_helper
+
+    from .tune import QDQGraph, tune
+
+    float_weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(prepared)).graph.initializer}
+    graph = QDQGraph(proto, float_weights)
+    x = np.stack(tuning.photos).astype(np.float32)
+    teacher = np.concatenate([tuning.teacher(x), tuning.teacher(np.ascontiguousarray(x[..., ::-1]))])
+    losses = tune(graph, x, teacher, epochs=tuning.epochs, lr=tuning.lr, progress=tuning.progress)
+    graph.write_into(proto)
+    return losses
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The quantizer logs advice to the root logger and prints histogram progress."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)

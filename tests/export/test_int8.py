@@ -1,0 +1,119 @@
+"""int8 quality tools: float logits, the PyTorch twin of the QDQ graph, tuning by distillation, --explain."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from typer.testing import CliRunner
+
+from flower_edge.export import ExportConfig, export
+from flower_edge.export.cli import app
+from flower_edge.export.tune import QDQGraph, tune
+from flower_edge.runtime.errors import ConfigError
+from flower_edge.runtime.session import open_session
+
+
+@pytest.fixture(scope="module")
+def inputs(tiny_export):
+    card = tiny_export.int8_card
+    return np.random.default_rng(0).uniform(-1, 1, (12, *card.input_size)).astype(np.float32)
+
+
+def test_logits_stay_float(tiny_export):
+    """Rounding the logits to 256 levels ties close answers: the last layer writes float logits."""
+    graph = onnx.load(tiny_export.output / "model.int8.onnx").graph
+    last = next(n for n in graph.node if graph.output[0].name in n.output)
+    assert last.op_type == "Gemm"
+    names = {i.name for i in graph.initializer}
+    assert not any(n.op_type == "QuantizeLinear" and n.input[0] == last.output[0] for n in graph.node)
+    assert {i for n in graph.node for i in n.input if i} >= names  # no initializer left unused
+    assert "logits float" in tiny_export.int8_card.quantization["activations"]
+
+
+def test_the_pytorch_twin_computes_what_onnxruntime_computes(tiny_export, inputs):
+    proto = onnx.load(tiny_export.output / "model.int8.onnx")
+    with torch.no_grad():
+        twin = QDQGraph(proto).eval()(torch.from_numpy(inputs)).numpy()
+    ort = open_session(tiny_export.output / "model.int8.onnx").run(None, {"image": inputs})[0]
+    # the same integer graph; only a rare rounding tie inside the kernels may differ by one step
+    assert (twin.argmax(1) == ort.argmax(1)).mean() >= 11 / 12
+    assert np.abs(twin - ort).max() < 0.05 * np.ptp(ort)
+
+
+def test_writing_back_untrained_weights_reproduces_the_quantizer(tiny_export):
+    """Built from the float weights, the twin rounds them exactly as onnxruntime's quantizer did."""
+    path = tiny_export.output / "model.int8.onnx"
+    proto = onnx.load(path)
+    float_weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(tiny_export.output / "model.onnx").graph.initializer}
+    twin = QDQGraph(proto, float_weights)
+    before = {i.name: numpy_helper.to_array(i).copy() for i in proto.graph.initializer}
+    twin.write_into(proto)
+    after = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    assert before.keys() == after.keys()
+    weights = [n for n in before if n.endswith("_quantized") and before[n].dtype == np.int8]
+    assert weights and all(np.array_equal(before[n], after[n]) for n in weights)
+    for name, value in before.items():  # int32 biases: within float32 precision of their tiny steps
+        value, new = value.astype(np.float64), after[name].astype(np.float64)
+        assert (np.abs(value - new) <= np.maximum(1, 1e-6 * np.abs(value))).all(), name
+
+
+def test_tuning_brings_the_int8_graph_closer_to_the_float_model(tiny_export, inputs):
+    proto = onnx.load(tiny_export.output / "model.int8.onnx")
+    float_weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(tiny_export.output / "model.onnx").graph.initializer}
+    twin = QDQGraph(proto, float_weights)
+    teacher = np.concatenate([inputs, inputs[..., ::-1]])
+    reference = open_session(tiny_export.output / "model.onnx").run(None, {"image": teacher})[0]
+
+    def distance(graph):
+        with torch.no_grad():
+            out = graph(torch.from_numpy(np.ascontiguousarray(teacher)))
+        return float(torch.nn.functional.mse_loss(out, torch.from_numpy(reference)))
+
+    start = distance(twin)
+    losses = tune(twin, inputs, reference, epochs=4, batch_size=8, lr=5e-3)
+    assert len(losses) == 4 and all(np.isfinite(losses))
+    assert distance(twin) < start
+    twin.write_into(proto)  # the file computes what was trained
+    path = tiny_export.output.parent / "tuned.onnx"
+    onnx.save(proto, path)
+    tuned = open_session(path).run(None, {"image": np.ascontiguousarray(teacher)})[0]
+    assert float(np.mean((tuned - reference) ** 2)) < start
+
+
+def test_tune_and_explain_through_the_export(tiny_checkpoint, synthetic_dir, tmp_path):
+    result = CliRunner().invoke(app, [
+        str(tiny_checkpoint), "-o", str(tmp_path), "--quantize", "--tune", "--tune-size", "16", "--tune-epochs", "1",
+        "--explain", "--calib-data", str(synthetic_dir), "--calib-size", "8", "--min-agreement", "0", "--no-ort",
+        "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "int8 error by layer" in result.stdout and "lowest local SQNR" in result.stdout
+    report = json.loads((tmp_path / "export.json").read_text())
+    q = report["quantization"]
+    assert q["tuning_size"] == 16 and q["tuning_epochs"] == 1 and len(q["tuning_loss"]) == 1
+    layers = report["explain"]
+    assert len(layers) > 20 and [r["index"] for r in layers] == sorted(r["index"] for r in layers)
+    convs = [r for r in layers if r["weight_db"] is not None]
+    assert convs and all(r["weight_db"] > 20 for r in convs)  # 8-bit weights: about 40 dB
+    assert all(r["accumulated_db"] is not None for r in layers)
+    assert all(r["local_db"] > 15 for r in layers)  # 8-bit rounding of one tensor, clipping excluded
+    card = json.loads((tmp_path / "card.json").read_text())
+    assert card.get("quantization") is None  # the float card stays float; the int8 file carries its own
+
+
+def test_tuning_photos_are_never_verification_photos(tiny_checkpoint, synthetic_dir):
+    from flower_edge.export.images import choose_images
+
+    config = ExportConfig(checkpoint=str(tiny_checkpoint), quantize=True, tune=True, tune_size=10_000,
+                          calib_data=str(synthetic_dir))
+    sets = choose_images(config, "synthetic")
+    assert sets.tuning and not set(sets.tuning) & set(sets.verification)
+    assert set(sets.calibration) <= set(sets.tuning)
+
+
+@pytest.mark.parametrize("field, value", [("tune_size", 0), ("tune_size", 10**6), ("tune_epochs", 0), ("tune_epochs", 51)])
+def test_tuning_resources_are_bounded(field, value):
+    with pytest.raises(ConfigError, match=f"--{field.replace('_', '-')} must be between"):
+        ExportConfig(checkpoint="x.pth", **{field: value})
