@@ -1,13 +1,16 @@
 """Exports of one checkpoint, their parity with PyTorch, valid accuracy and batch-1 latency.
 
-    python benchmarks/export_int8.py runs/bench-train/recipe0.pth ../shared/data/flowers5 --out runs/bench-export
+    python benchmarks/export_int8.py runs/flower.pth ../shared/data/flowers102 --out runs/bench-export
+    python benchmarks/export_int8.py runs/f5.pth ../shared/data/flowers5 --variants default,tune
 
-Each variant is a fresh ``flower-export`` process (what a user types) that calibrates on DATA/train
-and verifies on every DATA/valid photo (agreement threshold 0, so every variant reports). Latency is
-batch 1 on --threads threads, all models in one process, measured in interleaved rounds (each round
-times every model in turn), so that machine noise hits them alike; the table gives the median over
-all runs and the median of the per-round fp32/int8 ratios. Writes a Markdown table and the raw
-figures, with the machine, to --out.
+Each variant is a fresh ``flower-export`` process (what a user types) that calibrates (and tunes)
+on DATA/train and verifies on every DATA/valid photo (agreement threshold 0, so every variant
+reports). Every model then runs through flower-edge's own session (runtime/session.py: the int8
+kernel path this CPU gets), plus the default int8 model on the other path for comparison. Latency
+is batch 1 on --threads threads, all models in one process, measured in interleaved rounds (each
+round times every model in turn), so that machine noise hits them alike; the table gives the
+median over all runs and the median of the per-round fp32/model ratios. Writes a Markdown table
+and the raw figures, with the machine and its int8 features, to --out.
 """
 
 from __future__ import annotations
@@ -25,10 +28,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_recipe import cpu_name  # noqa: E402
 
+from flower_edge.runtime.session import kernel_path, open_session  # noqa: E402
+
 VARIANTS = {
-    "int8 (default: minmax, 8-bit weights)": [],
-    "int8 --reduce-range (7-bit weights)": ["--reduce-range"],
-    "int8 --calib-method percentile": ["--calib-method", "percentile"],
+    "default": ("int8 (default: minmax, 8-bit weights)", []),
+    "tune": ("int8 --tune", ["--tune"]),
+    "all-int8": ("int8 --float-layers 0 (the stem int8 too)", ["--float-layers", "0"]),
+    "reduce-range": ("int8 --reduce-range (7-bit weights)", ["--reduce-range"]),
+    "reduce-range-tune": ("int8 --reduce-range --tune", ["--reduce-range", "--tune"]),
+    "percentile": ("int8 --calib-method percentile", ["--calib-method", "percentile"]),
 }
 
 
@@ -40,17 +48,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--runs", type=int, default=100, help="timed runs per model per round")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated, from {', '.join(VARIANTS)}; the first is the reference int8 model")
+    parser.add_argument("--extra", default="", help="more flower-export options for every variant, e.g. '--tune-size 500'")
     args = parser.parse_args()
+    chosen = args.variants.split(",")
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
 
     from flower_edge.runtime.card import ModelCard
     from flower_edge.runtime.image import load_image, preprocess
 
     exports = {}
-    for i, (name, extra) in enumerate(VARIANTS.items()):
-        folder = args.out / f"variant{i}"
+    for key in chosen:
+        name, extra = VARIANTS[key]
+        folder = args.out / key
         cmd = ["flower-export", str(args.checkpoint), "-o", str(folder), "--quantize", "--calib-data", str(args.data),
                "--verify-data", str(args.data / "valid"), "--verify-size", "0", "--min-agreement", "0",
-               "--no-ort", "--json", "--quiet", *extra]
+               "--no-ort", "--json", "--quiet", *extra, *args.extra.split()]
         start = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
@@ -66,8 +82,12 @@ def main() -> None:
 
     models = {"onnx fp32": first / "model.onnx"}
     models.update({name: e["folder"] / "model.int8.onnx" for name, e in exports.items()})
-    sessions = {name: session(path, args.threads, exact=True) for name, path in models.items()}
-    sessions["int8 default, onnxruntime's fast x86 path (saturating)"] = session(models[next(iter(exports))], args.threads, exact=False)
+    sessions = {name: open_session(path, args.threads) for name, path in models.items()}
+    base = next(iter(exports))
+    other = "fast" if kernel_path(sessions[base]) == "exact" else "exact"
+    paths = {name: kernel_path(s) for name, s in sessions.items()}
+    forced = f"{base}, forced onto the {other} path"
+    sessions[forced], paths[forced] = open_session(models[base], args.threads, int8_path=other), other
     accuracy = {name: float((logits(s, x).argmax(1) == labels).mean()) for name, s in sessions.items()}
     reference = logits(sessions["onnx fp32"], x).argmax(1)
     agreement = {name: float((logits(s, x).argmax(1) == reference).mean()) for name, s in sessions.items()}
@@ -92,6 +112,7 @@ def main() -> None:
             ratios[name].append(medians["onnx fp32"] / medians[name])
 
     sizes = {name: path.stat().st_size / 1e6 for name, path in models.items()}
+    seconds = {name: e["seconds"] for name, e in exports.items()}
     rows = []
     for name in sessions:
         size = sizes.get(name, sizes[next(iter(exports))])
@@ -101,39 +122,33 @@ def main() -> None:
             "latency_ms_median": 1e3 * float(np.median(times[name])),
             "latency_ms_p95": 1e3 * float(np.percentile(times[name], 95)),
             "speedup_vs_fp32_median_of_rounds": float(np.median(ratios[name])),
+            "int8_path": paths.get(name, ""), "export_seconds": seconds.get(name),
         })
     parity = {name: e["report"]["parity"] for name, e in exports.items()}
     import onnxruntime
 
-    machine = {"cpu": cpu_name(), "threads": args.threads, "onnxruntime": onnxruntime.__version__,
+    from flower_edge.runtime.cpu import cpu_int8
+
+    machine = {"cpu": cpu_name(), "int8": cpu_int8().to_dict(), "threads": args.threads,
+               "onnxruntime": onnxruntime.__version__,
                "date": date.today().isoformat(), "valid_photos": len(photos),
                "rounds": args.rounds, "runs_per_round": args.runs}
-    table = ["| model | size MB | of fp32 | valid top-1 | top-1 agreement with fp32 | batch-1 ms (median / p95) | speed-up vs fp32 |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    table = ["| model | kernels | size MB | of fp32 | valid top-1 | top-1 agreement with fp32 | batch-1 ms (median / p95) | speed-up vs fp32 | export s |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
-        table.append(f"| {r['model']} | {r['size_mb']:.2f} | {r['size_vs_fp32']:.0%} | {r['valid_top1']:.2%} | "
+        table.append(f"| {r['model']} | {r['int8_path'] if 'int8' in r['model'] else ''} | {r['size_mb']:.2f} | "
+                     f"{r['size_vs_fp32']:.1%} | {r['valid_top1']:.2%} | "
                      f"{r['top1_agreement_fp32_onnx']:.2%} | {r['latency_ms_median']:.2f} / {r['latency_ms_p95']:.2f} | "
-                     f"{r['speedup_vs_fp32_median_of_rounds']:.2f}x |")
+                     f"{r['speedup_vs_fp32_median_of_rounds']:.2f}x | "
+                     f"{'' if r['export_seconds'] is None else round(r['export_seconds'])} |")
     text = "\n".join(table)
     args.out.mkdir(parents=True, exist_ok=True)
+    features = "VNNI" if machine["int8"]["vnni"] else "AVX2, no VNNI" if machine["int8"]["avx2"] else machine["int8"]["machine"]
     (args.out / "export_int8.md").write_text(
-        f"{machine['date']}, {machine['cpu']}, {args.threads} threads, onnxruntime {machine['onnxruntime']}, "
-        f"{len(photos)} valid photos\n\n{text}\n")
+        f"{machine['date']}, {machine['cpu']} ({features}), {args.threads} threads, onnxruntime "
+        f"{machine['onnxruntime']}, {len(photos)} valid photos\n\n{text}\n")
     (args.out / "export_int8.json").write_text(json.dumps({"machine": machine, "rows": rows, "parity": parity}, indent=2))
     print(text)
-
-
-def session(path: Path, threads: int, exact: bool):
-    import onnxruntime as ort
-
-    from flower_edge.runtime.session import open_session
-
-    if exact:
-        return open_session(path, threads)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def logits(session, x: np.ndarray) -> np.ndarray:

@@ -30,6 +30,8 @@ class ExportConfig:
     calib_method: str = "minmax"
     reduce_range: bool = False
     """7-bit weights, for onnxruntime's fast but saturating int8 path on x86 CPUs without VNNI."""
+    float_layers: int = 6
+    """The first N convolutions stay float in the int8 model (1: the stem; see export/quantize.py)."""
     tune: bool = False
     """Fine-tune the int8 graph's weights to reproduce the float logits (export/tune.py)."""
     tune_size: int = 1000
@@ -61,6 +63,8 @@ class ExportConfig:
             raise ConfigError(f"--opset must be {MIN_OPSET} or newer, found {self.opset}")
         if self.calib_size < 1:
             raise ConfigError(f"--calib-size must be at least 1, found {self.calib_size}")
+        if self.float_layers < 0:
+            raise ConfigError(f"--float-layers must be 0 (all int8) or more, found {self.float_layers}")
         if not 1 <= self.tune_size <= MAX_TUNE_SIZE:
             raise ConfigError(f"--tune-size must be between 1 and {MAX_TUNE_SIZE}, found {self.tune_size}")
         if not 1 <= self.tune_epochs <= MAX_TUNE_EPOCHS:

@@ -145,9 +145,10 @@ def _write_all(config: ExportConfig, model, card: ModelCard, staging: Path, cali
                 progress(f"int8: tuning on {len(tuning)} photos and their mirror images, {config.tune_epochs} epochs")
                 tune = Tuning(tuning, lambda x: torch_logits(model, x), epochs=config.tune_epochs,
                               source=images.calibration_source if images else "",
-                              progress=_every_tenth(progress, "int8 tuning"))
+                              progress=_every_tenth(progress, "int8 tuning"), say=progress)
             int8 = quantize_int8(staging / ONNX, staging / INT8, card, calibration,
                                  method=config.calib_method, reduce_range=config.reduce_range,
+                                 float_layers=config.float_layers,
                                  source=images.calibration_source if images else "", tuning=tune,
                                  explain=calibration if config.explain else ())
             written.append(INT8)
@@ -160,18 +161,20 @@ def _write_all(config: ExportConfig, model, card: ModelCard, staging: Path, cali
     return written, int8
 
 
-def _every_tenth(progress: Callable[[str], None], what: str) -> Callable[[int, int, float], None]:
-    """A step callback that reports about every tenth of the work, with the rate and time left."""
-    start = time.perf_counter()
-    reported = [0]
+def _every_tenth(progress: Callable[[str], None], what: str, seconds: float = 15.0) -> Callable[[int, int, float], None]:
+    """A step callback that reports each tenth of the work, or after ``seconds`` of silence, with
+    the rate and the time left."""
+    first: list[float] = []  # when step 1 ended: the rate leaves out the set-up before it
+    reported = [0, time.perf_counter()]
 
     def report(step: int, steps: int, loss: float) -> None:
-        if step * 10 // steps > reported[0] or step == steps:
-            reported[0] = step * 10 // steps
-            elapsed = time.perf_counter() - start
-            left = elapsed / step * (steps - step)
-            progress(f"{what}: step {step}/{steps}, loss {loss:.4f}, {step / elapsed:.2f} steps/s, "
-                     f"{left:.0f} s left")
+        now = time.perf_counter()
+        first[:] = first or [now]
+        if step * 10 // steps > reported[0] or step == steps or now - reported[1] >= seconds:
+            reported[0], reported[1] = step * 10 // steps, now
+            rate = (step - 1) / (now - first[0]) if step > 1 else 0.0
+            left = f", {(steps - step) / rate:.0f} s left" if rate else ""
+            progress(f"{what}: step {step}/{steps}, loss {loss:.4f}, {rate:.2f} steps/s{left}")
 
     return report
 

@@ -18,6 +18,7 @@ with knowledge distillation, applied after export rather than inside the trainin
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -104,6 +105,7 @@ class QDQGraph(nn.Module):
         # Each activation's QuantizeLinear -> DequantizeLinear pair is one fused fake-quantization
         # (PyTorch's, rounding half to even like onnxruntime, with a masked straight-through gradient).
         self.fake_quant: dict[str, tuple[float, int, int, int]] = {}
+        self._plans: dict[tuple[str, str | None], list[onnx.NodeProto] | None] = {}
         readers: dict[str, list[onnx.NodeProto]] = {}
         for node in self.nodes:
             for name in node.input:
@@ -119,12 +121,48 @@ class QDQGraph(nn.Module):
             lo, hi = _INT_RANGES[zero_point.dtype]
             self.fake_quant[node.output[0]] = (float(inits[node.input[1]]), int(zero_point), lo, hi)
 
-    def parameter_groups(self) -> list[nn.Parameter]:
-        return list(self.params.values())
+    def schedule(self, source: str, target: str | None = None) -> list[onnx.NodeProto] | None:
+        """The nodes that compute ``target`` (default: the output) from ``source`` and constants
+        alone, in order; None when ``target`` needs another activation too."""
+        needed, keep = {target or self.output_name}, []
+        for node in reversed(self.nodes):
+            if node.output[0] in needed and node.output[0] != source:
+                keep.append(node)
+                needed.update(i for i in node.input if i)
+        needed -= {source} | set(self.consts) | {n.output[0] for n in keep}
+        return None if needed else keep[::-1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        env: dict[str, torch.Tensor] = {self.input_name: x}
+    def cut(self, x: torch.Tensor, max_pixels: int) -> str:
+        """The first tensor that alone feeds the rest of the graph (no skip connection crosses it)
+        and whose feature map has at most ``max_pixels`` pixels: layers up to it stay as quantized,
+        their output is computed once, and only the layers after it train."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        with torch.no_grad():
+            self.forward(x[:1], shapes=shapes)
         for node in self.nodes:
+            name = node.output[0]
+            if (node.op_type == "DequantizeLinear" and node.input[0] in self.fake_quant
+                    and len(shapes.get(name, ())) == 4 and shapes[name][2] * shapes[name][3] <= max_pixels
+                    and self.schedule(name) is not None):
+                return name
+        return self.input_name
+
+    def parameter_groups(self, source: str | None = None) -> list[nn.Parameter]:
+        """The parameters that the graph from ``source`` to the output uses."""
+        nodes = self.schedule(source or self.input_name) or []
+        used = {n.output[0] for n in nodes}
+        keys = [w["param"] for out, w in {**self.weights, **self.biases}.items() if out in used]
+        return [self.params[k] for k in keys]
+
+    def forward(self, x: torch.Tensor, source: str | None = None, target: str | None = None,
+                shapes: dict | None = None) -> torch.Tensor:
+        """The graph's output (or ``target``) given the value ``x`` of ``source`` (default: its input)."""
+        source = source or self.input_name
+        env: dict[str, torch.Tensor] = {source: x}
+        if (source, target) not in self._plans:
+            self._plans[source, target] = self.schedule(source, target)
+        plan = self._plans[source, target]
+        for node in plan:
             out = node.output[0]
             if out in self.weights:
                 env[out] = self._weight(self.weights[out])
@@ -139,7 +177,9 @@ class QDQGraph(nn.Module):
             else:
                 args = [env[i] if i in env else self.consts.get(i) if i else None for i in node.input]
                 env[out] = _OPS[node.op_type](node, *args)
-        return env[self.output_name]
+            if shapes is not None:
+                shapes[out] = tuple(env[out].shape)
+        return env[target or self.output_name]
 
     def _weight(self, w: dict) -> torch.Tensor:
         units, scale = self.params[w["param"]], w["scale"]
@@ -164,22 +204,34 @@ class QDQGraph(nn.Module):
 
 
 def tune(graph: QDQGraph, inputs: np.ndarray, teacher: np.ndarray, *, epochs: int = 2, batch_size: int = 16,
-         lr: float = 2e-3, temperature: float = 2.0, seed: int = 0,
-         progress: Callable[[int, int, float], None] = lambda step, steps, loss: None) -> list[float]:
-    """Train ``graph`` to match ``teacher`` logits (N, classes) on ``inputs`` (N, ...) and their
-    horizontal mirror images (``teacher`` is then (2N, classes): plain first, mirrored second).
-    Returns the mean loss of each epoch. The loss is the KL divergence between the softened
-    distributions (Hinton et al.), which weighs the classes that compete for the top answer."""
+         lr: float = 2e-3, temperature: float = 2.0, seed: int = 0, from_pixels: float | None = 1 / 64,
+         progress: Callable[[int, int, float], None] = lambda step, steps, loss: None,
+         say: Callable[[str], None] = lambda message: None) -> TuneReport:
+    """Train ``graph`` to match ``teacher`` logits on ``inputs`` (N, C, H, W) and their horizontal
+    mirror images (``teacher`` is (2N, classes): plain first, mirrored second).
+
+    The loss is the KL divergence between the softened distributions (Hinton et al.), which weighs
+    the classes that compete for the top answer. Layers before the first cut whose feature map has
+    at most ``from_pixels`` of the input's pixels keep their quantized weights (None trains them
+    all): their output is computed once, which makes tuning several times faster; the trained
+    layers learn to make up for the error of the frozen ones too."""
     n = len(inputs)
     if teacher.shape[0] != 2 * n:
         raise ValueError(f"teacher logits must cover the {n} inputs and their mirrors, found {teacher.shape[0]}")
+    x_all = torch.from_numpy(np.ascontiguousarray(inputs))
+    pixels = x_all.shape[-1] * x_all.shape[-2]
+    source = graph.cut(x_all, int(pixels * from_pixels)) if from_pixels else graph.input_name
+    if source != graph.input_name:
+        say(f"int8 tuning: the layers after {source} train; computing what the layers before it give")
+    features = _features(graph, x_all, source, batch_size * 4)
+    params = graph.parameter_groups(source)
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(graph.parameter_groups(), lr=lr)
+    optimizer = torch.optim.Adam(params, lr=lr)
     steps = epochs * math.ceil(2 * n / batch_size)
     warmup = max(1, steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then cosine decay to zero
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps)))
-    x_all, t_all = torch.from_numpy(inputs), torch.from_numpy(teacher).float()
+    t_all = torch.from_numpy(teacher).float()
     history, step = [], 0
     graph.train()
     for _ in range(epochs):
@@ -187,11 +239,7 @@ def tune(graph: QDQGraph, inputs: np.ndarray, teacher: np.ndarray, *, epochs: in
         total = 0.0
         for i in range(0, 2 * n, batch_size):
             idx = order[i:i + batch_size]
-            x = x_all[idx % n]
-            mirrored = idx >= n
-            if mirrored.any():
-                x = torch.where(mirrored[:, None, None, None], x.flip(-1), x)  # (B, C, H, W)
-            student = graph(x)
+            student = graph(features.get(idx), source=source)
             loss = F.kl_div(F.log_softmax(student / temperature, 1), F.log_softmax(t_all[idx] / temperature, 1),
                             reduction="batchmean", log_target=True) * temperature ** 2
             optimizer.zero_grad(set_to_none=True)
@@ -203,7 +251,58 @@ def tune(graph: QDQGraph, inputs: np.ndarray, teacher: np.ndarray, *, epochs: in
             progress(step, steps, loss.item())
         history.append(total / (2 * n))
     graph.eval()
-    return history
+    trained = sum(p.numel() for p in params)
+    return TuneReport(history, source, trained, sum(p.numel() for p in graph.params.values()))
+
+
+@dataclass(frozen=True)
+class TuneReport:
+    losses: list[float]
+    """Mean loss of each epoch."""
+    start: str
+    """The tensor after which layers were trained (the graph's input: all of them)."""
+    trained_parameters: int
+    parameters: int
+
+
+class _Cache:
+    """The quantized tensor at the cut for every input and its mirror image, kept as its 8-bit codes."""
+
+    def __init__(self, codes: torch.Tensor, scale: float, zero_point: int) -> None:
+        self.codes, self.scale, self.zero_point = codes, scale, zero_point
+
+    def get(self, idx: torch.Tensor) -> torch.Tensor:
+        return _channels_last((self.codes[idx].float() - self.zero_point) * self.scale)
+
+
+def _features(graph: QDQGraph, x: torch.Tensor, source: str, batch: int):
+    """What the frozen start of the graph makes of each input and its mirror: (2N, ...)."""
+    mirrored = x.flip(-1)
+    if source == graph.input_name:
+        return _Stack(torch.cat([x, mirrored]))
+    producer = next(n for n in graph.nodes if n.output[0] == source)
+    scale, zero_point, lo, hi = graph.fake_quant[producer.input[0]]
+    dtype = torch.uint8 if (lo, hi) == (0, 255) else torch.int16
+    codes = []
+    with torch.no_grad():
+        for images in (x, mirrored):
+            for i in range(0, len(images), batch):
+                value = graph(images[i:i + batch], target=source)  # (B, C, h, w) on the quantized grid
+                codes.append(torch.round(value / scale + zero_point).to(dtype))
+    return _Cache(torch.cat(codes), scale, zero_point)
+
+
+class _Stack:
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+
+    def get(self, idx: torch.Tensor) -> torch.Tensor:
+        return _channels_last(self.x[idx])
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """oneDNN's convolutions, depthwise ones above all, train about twice as fast channels-last."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
 def _weight_range(q: np.ndarray) -> tuple[int, int]:

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from flower_edge.export import ExportConfig, export
 from flower_edge.export.cli import app
+from flower_edge.export.quantize import quantize_int8
 from flower_edge.export.tune import QDQGraph, tune
 from flower_edge.runtime.errors import ConfigError
 from flower_edge.runtime.session import open_session
@@ -60,27 +61,29 @@ def test_writing_back_untrained_weights_reproduces_the_quantizer(tiny_export):
         assert (np.abs(value - new) <= np.maximum(1, 1e-6 * np.abs(value))).all(), name
 
 
-def test_tuning_brings_the_int8_graph_closer_to_the_float_model(tiny_export, inputs):
-    proto = onnx.load(tiny_export.output / "model.int8.onnx")
+def test_tuning_brings_the_int8_graph_closer_to_the_float_model(tiny_export, inputs, tmp_path):
+    # everything int8, so that there is error to remove
+    path = tmp_path / "int8.onnx"
+    quantize_int8(tiny_export.output / "model.onnx", path, tiny_export.card, list(inputs), float_layers=0)
+    proto = onnx.load(path)
     float_weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(tiny_export.output / "model.onnx").graph.initializer}
     twin = QDQGraph(proto, float_weights)
-    teacher = np.concatenate([inputs, inputs[..., ::-1]])
-    reference = open_session(tiny_export.output / "model.onnx").run(None, {"image": teacher})[0]
+    both = np.ascontiguousarray(np.concatenate([inputs, inputs[..., ::-1]]))
+    reference = open_session(tiny_export.output / "model.onnx").run(None, {"image": both})[0]
 
-    def distance(graph):
-        with torch.no_grad():
-            out = graph(torch.from_numpy(np.ascontiguousarray(teacher)))
-        return float(torch.nn.functional.mse_loss(out, torch.from_numpy(reference)))
+    def divergence(logits):  # what tuning minimizes: KL between the softened answers
+        p, q = torch.log_softmax(torch.from_numpy(reference) / 2, 1), torch.log_softmax(torch.as_tensor(logits) / 2, 1)
+        return float(torch.nn.functional.kl_div(q, p, reduction="batchmean", log_target=True))
 
-    start = distance(twin)
-    losses = tune(twin, inputs, reference, epochs=4, batch_size=8, lr=5e-3)
-    assert len(losses) == 4 and all(np.isfinite(losses))
-    assert distance(twin) < start
+    with torch.no_grad():
+        start = divergence(twin(torch.from_numpy(both)))
+    report = tune(twin, inputs, reference, epochs=4, batch_size=8, lr=2e-3, from_pixels=None)
+    assert len(report.losses) == 4 and all(np.isfinite(report.losses))
+    assert report.start == "image" and report.trained_parameters == report.parameters
     twin.write_into(proto)  # the file computes what was trained
-    path = tiny_export.output.parent / "tuned.onnx"
-    onnx.save(proto, path)
-    tuned = open_session(path).run(None, {"image": np.ascontiguousarray(teacher)})[0]
-    assert float(np.mean((tuned - reference) ** 2)) < start
+    tuned = tmp_path / "tuned.onnx"
+    onnx.save(proto, tuned)
+    assert divergence(open_session(tuned).run(None, {"image": both})[0]) < start
 
 
 def test_tune_and_explain_through_the_export(tiny_checkpoint, synthetic_dir, tmp_path):
@@ -117,3 +120,22 @@ def test_tuning_photos_are_never_verification_photos(tiny_checkpoint, synthetic_
 def test_tuning_resources_are_bounded(field, value):
     with pytest.raises(ConfigError, match=f"--{field.replace('_', '-')} must be between"):
         ExportConfig(checkpoint="x.pth", **{field: value})
+
+
+def test_tuning_from_a_cut_keeps_the_start_of_the_graph_as_quantized(tiny_export, inputs):
+    proto = onnx.load(tiny_export.output / "model.int8.onnx")
+    twin = QDQGraph(proto)
+    reference = open_session(tiny_export.output / "model.onnx").run(
+        None, {"image": np.ascontiguousarray(np.concatenate([inputs, inputs[..., ::-1]]))})[0]
+    source = twin.cut(torch.from_numpy(inputs), 8 * 8)
+    assert source != "image" and twin.schedule(source) is not None
+    assert twin.schedule(twin.nodes[5].output[0]) is None  # early tensors do not carry the whole rest
+    before = {i.name: numpy_helper.to_array(i).copy() for i in proto.graph.initializer}
+    report = tune(twin, inputs, reference, epochs=2, batch_size=8, lr=5e-3)  # 64 px: cut at 8 x 8 or less
+    assert report.start == source and 0 < report.trained_parameters < report.parameters
+    twin.write_into(proto)
+    after = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    frozen = twin.schedule("image", source)
+    frozen_weights = {twin.weights[n.output[0]]["init"] for n in frozen if n.output[0] in twin.weights}
+    assert frozen_weights and all(np.array_equal(before[w], after[w]) for w in frozen_weights)
+    assert any(not np.array_equal(before[w], after[w]) for w in before if w.endswith("_quantized") and w not in frozen_weights)
