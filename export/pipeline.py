@@ -101,7 +101,12 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
             progress(f"verifying against PyTorch on {len(verification)} photos")
             parity = _verify(config, model, staging, written, verification, np.stack(verification_pixels))
             if not all(r.passed for r in parity):
-                raise ExportError("verification failed; no file was written\n" + parity_table(parity))
+                hint = ""
+                if any(not r.passed and ".int8." in f".{r.name}" for r in parity):
+                    hint = (" (int8 under --min-agreement: --tune makes it answer like the float model"
+                            if not config.tune else " (int8 under --min-agreement even tuned: try more --tune-epochs")
+                    hint += ", or lower --min-agreement)"
+                raise ExportError(f"verification failed{hint}; no file was written\n" + parity_table(parity))
         final = []
         for name in written:
             os.replace(staging / name, output / name)

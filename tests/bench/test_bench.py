@@ -50,6 +50,10 @@ def test_every_figure_is_present_and_typed(bench):
     for key in ("cpu", "cores", "threads", "matmul_peak_gflops", "python", "torch", "onnxruntime", "numpy", "date"):
         assert key in machine
     assert machine["matmul_peak_gflops"] > 1 and doc["model"]["gflops_per_image"] > 0
+    from flower_edge.runtime.cpu import cpu_int8
+
+    assert machine["int8"] == cpu_int8().to_dict()  # the CPU's int8 features, and the path they call for
+    assert rows["onnx-int8"]["int8_path"] == cpu_int8().int8_path and rows["torch"]["int8_path"] == ""
     assert doc["model"]["photos"] == 20 and doc["failed"] == []
 
 
@@ -57,6 +61,7 @@ def test_table_and_plot_are_written(bench):
     _, out = bench
     table = (out / "bench.md").read_text()
     assert table.startswith("| format | size MB | top-1") and table.count("\n| onnx") == 2
+    assert "int8 features:" in table and "int8 kernels: " in table
     with Image.open(out / "bench.png") as img:
         assert img.format == "PNG" and img.size == (WIDTH, HEIGHT)
 

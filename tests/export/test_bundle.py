@@ -14,11 +14,14 @@ from flower_edge.runtime.predict import Classifier
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PHOTOS = 20
-PROB_TOL = 1e-2
-"""int8 kernels are not bit-identical across CPUs and WebAssembly: a requantization rounds one step
-the other way now and then. Measured max |prob diff| on these photos: 3e-8 (AMD EPYC, AVX2, exact
-path), 5.9e-4 (AMD EPYC with AVX512-VNNI, fast path), 2.4e-3 (Intel Xeon with AVX512-VNNI, when the
-logits were still rounded to 8 bits). A wrong scale or preprocessing moves probabilities by far more."""
+PROB_TOL = 5e-2
+"""int8 kernels are not bit-identical across CPUs and WebAssembly, nor are the float layers before
+the first quantization: an 8-bit rounding falls the other way now and then, and the step carries
+to the end. Measured max |prob diff| on these photos, tiny 64-px model: 3e-8 (AMD EPYC, AVX2, exact
+path, all int8), 5.9e-4 (AMD EPYC with AVX512-VNNI, fast path, float logits), 2.4e-3 (Intel Xeon
+with AVX512-VNNI, logits still 8-bit), 2.4e-2 (AMD EPYC with VNNI, first 6 convolutions float:
+their float sums differ in the last bits between engines). A wrong scale or preprocessing moves
+probabilities by far more."""
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +80,9 @@ def test_phone_app_matches_flower_run_on_real_photos(web, flowers5, tmp_path, ca
             assert have["top_k"][0]["index"] == want.top_k[0].index, (want.image, have, want)
         theirs = {h["index"]: h["prob"] for h in have["top_k"]}
         diffs += [abs(theirs[t.index] - t.prob) for t in want.top_k if t.index in theirs]
-    assert len(got) == PHOTOS and max(diffs) <= PROB_TOL
+    assert len(got) == PHOTOS and max(diffs) <= PROB_TOL and np.median(diffs) <= PROB_TOL / 10
     with capsys.disabled():
         same = sum(h["top_k"][0]["index"] == w.top_k[0].index for w, h in zip(expected, got))
-        print(f"\nphone app: {PHOTOS} photos, top-1 equal to flower-run's on {same}, max |prob diff| {max(diffs):.1e}, "
+        print(f"\nphone app: {PHOTOS} photos, top-1 equal to flower-run's on {same}, max |prob diff| {max(diffs):.1e} "
+              f"(median {np.median(diffs):.1e}), "
               f"median {np.median([h['ms'] for h in got]):.0f} ms per photo in chromium; screenshot {shot}")
