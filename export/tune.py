@@ -39,8 +39,11 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
-def _per_axis(v: torch.Tensor, axis: int, ndim: int) -> torch.Tensor:
-    """A per-channel vector shaped to broadcast along ``axis`` of an ``ndim``-dimensional tensor."""
+def _per_axis(v, axis: int, ndim: int):
+    """A per-channel vector (tensor or array) shaped to broadcast along ``axis`` of an
+    ``ndim``-dimensional tensor; a scalar as it is."""
+    if v.ndim == 0:
+        return v
     shape = [1] * ndim
     shape[axis] = -1
     return v.reshape(shape)
@@ -82,7 +85,7 @@ class QDQGraph(nn.Module):
             if q.dtype == np.int8:
                 lo, hi = _weight_range(q)
                 start = float_weights.get(node.input[0].removesuffix("_quantized"))
-                units = q.astype(np.float32) if start is None else start / _bcast(scale, axis, q.ndim)
+                units = q.astype(np.float32) if start is None else start / _per_axis(scale, axis, q.ndim)
                 self.params[key] = nn.Parameter(torch.from_numpy(np.ascontiguousarray(units, np.float32)))
                 self.weights[node.output[0]] = dict(param=key, scale=torch.from_numpy(scale), axis=axis,
                                                     lo=lo, hi=hi, init=node.input[0],
@@ -183,7 +186,7 @@ class QDQGraph(nn.Module):
 
     def _weight(self, w: dict) -> torch.Tensor:
         units, scale = self.params[w["param"]], w["scale"]
-        if scale.dim() == 0:
+        if scale.ndim == 0:
             return torch.clamp(round_ste(units), w["lo"], w["hi"]) * scale
         return torch.fake_quantize_per_channel_affine(units * _per_axis(scale, w["axis"], units.dim()), scale,
                                                       w["zeros"], w["axis"], w["lo"], w["hi"])
@@ -309,14 +312,6 @@ def _weight_range(q: np.ndarray) -> tuple[int, int]:
     """onnxruntime's symmetric int8 weights use [-127, 127] (7-bit: [-64, 64])."""
     bound = 64 if int(np.abs(q).max(initial=0)) <= 64 else 127
     return -bound, bound
-
-
-def _bcast(scale: np.ndarray, axis: int, ndim: int) -> np.ndarray:
-    if scale.ndim == 0:
-        return scale
-    shape = [1] * ndim
-    shape[axis] = -1
-    return scale.reshape(shape)
 
 
 def _attr(node: onnx.NodeProto, name: str, default):
