@@ -94,12 +94,14 @@ def choose_images(config: ExportConfig, train_data: str) -> ImageSets:
     return ImageSets(calibration, verification, source, held_source, tuning)
 
 
-def read_photos(paths: Iterable[Path], convert: Callable[[Image.Image], np.ndarray]) -> tuple[list[np.ndarray], list[str]]:
-    """``convert`` applied to each readable photo, and one line for each broken one."""
-    arrays, broken = [], []
+def read_photos(paths: Iterable[Path], convert: Callable[[Image.Image], np.ndarray], keep_paths: bool = False):
+    """``convert`` applied to each readable photo (a list, or with ``keep_paths`` a dict by path),
+    and one line for each broken one."""
+    arrays: dict[Path, np.ndarray] = {}
+    broken = []
     for path in paths:
         try:
-            arrays.append(convert(load_image(path)))
+            arrays[path] = convert(load_image(path))
         except ImageError as e:
             broken.append(str(e))
-    return arrays, broken
+    return (arrays if keep_paths else list(arrays.values())), broken

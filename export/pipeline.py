@@ -81,12 +81,12 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
     if images:
         progress(f"reading {len(images.calibration) if config.quantize else 0} calibration, "
                  f"{len(images.tuning)} tuning and {len(images.verification)} verification photos")
-        if config.quantize:
-            calibration, broken = read_photos(images.calibration, lambda img: preprocess(img, card))
+        if config.quantize:  # the calibration photos are the tuning pool's first ones: read each once
+            pool = list(dict.fromkeys(images.calibration + images.tuning))
+            arrays, broken = read_photos(pool, lambda img: preprocess(img, card), keep_paths=True)
             skipped += broken
-        if images.tuning:
-            tuning, broken = read_photos(images.tuning, lambda img: preprocess(img, card))
-            skipped += [line for line in broken if line not in skipped]
+            calibration = [arrays[p] for p in images.calibration if p in arrays]
+            tuning = [arrays[p] for p in images.tuning if p in arrays]
         verification_pixels, broken = read_photos(images.verification, lambda img: pixels(img, card))
         skipped += broken
         if config.verify and not verification_pixels:
