@@ -26,6 +26,7 @@ from flower_edge.runtime.card import ModelCard
 from flower_edge.runtime.errors import ExportError
 from flower_edge.runtime.files import atomic_write
 from flower_edge.runtime.image import normalize, pixels, preprocess
+from flower_edge.runtime.progress import ProgressLines
 
 from .config import ExportConfig
 from .images import ImageSets, choose_images, read_photos
@@ -168,18 +169,16 @@ def _write_all(config: ExportConfig, model, card: ModelCard, staging: Path, cali
 
 def _every_tenth(progress: Callable[[str], None], what: str, seconds: float = 15.0) -> Callable[[int, int, float], None]:
     """A step callback that reports each tenth of the work, or after ``seconds`` of silence, with
-    the rate and the time left."""
-    first: list[float] = []  # when step 1 ended: the rate leaves out the set-up before it
-    reported = [0, time.perf_counter()]
+    the rate and the time left; the rate leaves out the set-up before step 1 ends."""
+    lines: list[ProgressLines] = []
 
     def report(step: int, steps: int, loss: float) -> None:
-        now = time.perf_counter()
-        first[:] = first or [now]
-        if step * 10 // steps > reported[0] or step == steps or now - reported[1] >= seconds:
-            reported[0], reported[1] = step * 10 // steps, now
-            rate = (step - 1) / (now - first[0]) if step > 1 else 0.0
-            left = f", {(steps - step) / rate:.0f} s left" if rate else ""
-            progress(f"{what}: step {step}/{steps}, loss {loss:.4f}, {rate:.2f} steps/s{left}")
+        if not lines:
+            lines.append(ProgressLines(what, steps, progress, unit="step", every=seconds, done=step))
+        else:
+            lines[0].advance(step - lines[0].done, loss=loss)
+        if step == steps:
+            lines[0].close(loss=loss)
 
     return report
 

@@ -9,6 +9,7 @@ never drift apart. Only Pillow and numpy: no torch.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -108,10 +109,25 @@ def center_crop(img: Image.Image, size: int) -> Image.Image:
 
 
 def normalize(rgb: np.ndarray, card: ModelCard) -> np.ndarray:
-    """uint8 (H, W, 3) -> float32 (3, H, W), scaled to [0, 1] then normalized by the card."""
-    x = rgb.astype(np.float32) / np.float32(255.0)
-    x = (x - np.asarray(card.mean, np.float32)) / np.asarray(card.std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    """uint8 (H, W, 3) -> float32 (3, H, W), scaled to [0, 1] then normalized by the card.
+
+    Each channel is a lookup in a 256-entry table of ``(v / 255 - mean) / std`` computed in float32:
+    the same numbers as the arithmetic on every pixel, several times faster.
+    """
+    table = _normalize_table(tuple(card.mean), tuple(card.std))  # (3, 256)
+    rgb = np.asarray(rgb, dtype=np.uint8)
+    out = np.empty((3, *rgb.shape[:2]), np.float32)
+    for c in range(3):
+        np.take(table[c], rgb[..., c], out=out[c])
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _normalize_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    values = np.arange(256, dtype=np.float32)[None, :] / np.float32(255.0)  # (1, 256)
+    table = (values - np.asarray(mean, np.float32)[:, None]) / np.asarray(std, np.float32)[:, None]
+    table.flags.writeable = False
+    return table
 
 
 def pixels(img: Image.Image, card: ModelCard) -> np.ndarray:
