@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-SHARED_FLOWERS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flowers5"
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_FLOWERS = SHARED_DATA / "flowers5"
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +47,15 @@ def flowers5() -> Path:
     if not (SHARED_FLOWERS / "valid").is_dir():
         pytest.skip(f"the shared flower photos are not at {SHARED_FLOWERS}")
     return SHARED_FLOWERS
+
+
+@pytest.fixture(scope="session")
+def flowers102() -> Path:
+    """Oxford Flowers102 in the seed projects' layout (train/, valid/, cat_to_name.json)."""
+    root = SHARED_DATA / "flowers102"
+    if not (root / "valid").is_dir():
+        pytest.skip(f"the shared Flowers102 photos are not at {root}")
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -18,10 +18,13 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.text import Text
 from rich.table import Table
 
 from flower_edge.runtime.errors import one_line_errors
+from flower_edge.runtime.progress import ProgressLines
 from flower_edge.train.config import TrainConfig, parse_hidden
 
 D = {f.name: f.default for f in fields(TrainConfig)}  # one place for every default
@@ -37,7 +40,7 @@ class RichReporter:
         self.console, self.quiet = console, quiet
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            _Rate(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
             console=console, transient=True, disable=quiet,
         )
 
@@ -55,9 +58,13 @@ class RichReporter:
         self.progress.stop()
 
     def task(self, description: str, total: int):
+        if self.quiet:
+            return _Silent()
+        if not self.console.is_terminal:  # a log file, CI, a notebook: lines, never silence
+            return ProgressLines(description, total, self.message)
         progress = self.progress
 
-        class _Task:
+        class _Bar:
             def __init__(self) -> None:
                 self.id = progress.add_task(description, total=total, info="")
 
@@ -68,7 +75,7 @@ class RichReporter:
             def close(self) -> None:
                 progress.remove_task(self.id)
 
-        return _Task()
+        return _Bar()
 
     def epoch(self, r: dict) -> None:
         self.message(
@@ -79,6 +86,17 @@ class RichReporter:
     def message(self, text: str) -> None:
         if not self.quiet:
             self.console.print(text, highlight=False, soft_wrap=True)
+
+
+class _Rate(ProgressColumn):
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:.0f} img/s" if task.speed else "")
+
+
+class _Silent:
+    def advance(self, n: int = 1, **fields: float) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def _list_archs() -> None:
@@ -119,10 +137,11 @@ def main(
     gamma: Annotated[float, typer.Option(help="Learning-rate factor at each drop with --scheduler step.")] = D["gamma"],
     label_smoothing: Annotated[float, typer.Option(help="Label smoothing of the cross-entropy loss.")] = D["label_smoothing"],
     image_size: Annotated[int, typer.Option(help="Side of the square model input (multiple of 32).")] = D["image_size"],
-    resize_size: Annotated[Optional[int], typer.Option(help="Shorter side before the evaluation centre crop (default: --image-size, no crop).")] = D["resize_size"],
+    resize_size: Annotated[Optional[int], typer.Option(help="Shorter side before the evaluation centre crop (default: --image-size: the shorter side fills the square, the longer is centre-cropped; the aspect ratio is always kept).")] = D["resize_size"],
     aug_scale: Annotated[float, typer.Option(help="Smallest area fraction kept by the random resized crop.")] = D["aug_scale"],
     rotation: Annotated[float, typer.Option(help="Largest random rotation of training images, in degrees.")] = D["rotation"],
     color_jitter: Annotated[float, typer.Option(help="Strength of random brightness, contrast and saturation changes.")] = D["color_jitter"],
+    ema: Annotated[float, typer.Option(help="Decay per step of a moving average of the weights that validation sees and the checkpoint keeps (e.g. 0.99); 0 turns it off.")] = D["ema"],
     cache_views: Annotated[int, typer.Option(help="Passes over the training set cached when the backbone's start is frozen: the first plain, the rest augmented; epoch e uses view e mod N.")] = D["cache_views"],
     cache_engine: Annotated[str, typer.Option(help="What computes the cached frozen features: auto (onnxruntime on CPU, PyTorch on GPU), torch, onnxruntime.")] = D["cache_engine"],
     valid_fraction: Annotated[float, typer.Option(help="Share of photos held out for validation when DATA has no valid/ folder.")] = D["valid_fraction"],
@@ -156,7 +175,7 @@ def main(
             backbone_lr_scale=backbone_lr_scale, epochs=epochs, batch_size=batch_size, lr=lr,
             optimizer=optimizer, weight_decay=weight_decay, scheduler=scheduler, step_size=step_size,
             gamma=gamma, label_smoothing=label_smoothing, image_size=image_size, resize_size=resize_size,
-            aug_scale=aug_scale, rotation=rotation, color_jitter=color_jitter, cache_views=cache_views, cache_engine=cache_engine,
+            aug_scale=aug_scale, rotation=rotation, color_jitter=color_jitter, ema=ema, cache_views=cache_views, cache_engine=cache_engine,
             valid_fraction=valid_fraction, labels=str(labels) if labels else None, device=device, amp=amp,
             workers=workers, seed=seed,
         )

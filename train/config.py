@@ -23,7 +23,7 @@ class TrainConfig:
     hidden: tuple[int, ...] = ()
     dropout: float = 0.2
     mode: str = "finetune"
-    finetune_blocks: int = 6
+    finetune_blocks: int = 4
     """Blocks trained at the end of the backbone in finetune mode; 0 trains them all."""
     backbone_lr_scale: float = 0.5
     bn_momentum: float = 0.1
@@ -38,13 +38,18 @@ class TrainConfig:
     label_smoothing: float = 0.1
     image_size: int = 224
     resize_size: int | None = None
-    """Shorter side before the centre crop at evaluation; None means image_size (no crop)."""
+    """Shorter side before the centre crop at evaluation; None means image_size (the longer side
+    alone is cropped). The aspect ratio is kept: squashing the whole photo into the square was
+    measured worse on Flowers102 (97.8% against 98.5% valid, benchmarks/README.md)."""
     interpolation: str = "bilinear"
     aug_scale: float = 0.6
     """Smallest area fraction of RandomResizedCrop."""
     rotation: float = 0.0
     """Largest random rotation, in degrees."""
     color_jitter: float = 0.0
+    ema: float = 0.0
+    """Decay per optimizer step of an exponential moving average of the weights, which validation
+    sees and the checkpoint keeps; 0 trains without one."""
     cache_views: int = 6
     """Augmented passes over the training set cached when the backbone's start is frozen."""
     cache_engine: str = "auto"
@@ -79,6 +84,8 @@ class TrainConfig:
             raise ConfigError(
                 f"--resize-size ({self.resize_size}) must be at least --image-size ({self.image_size})"
             )
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"--ema must be in [0, 1), found {self.ema}")
         if not 0 < self.aug_scale <= 1:
             raise ConfigError(f"--aug-scale must be in (0, 1], found {self.aug_scale}")
 

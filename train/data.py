@@ -11,6 +11,7 @@ one bad file never stops a long training run.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -20,13 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
 from flower_edge.runtime.card import ModelCard
 from flower_edge.runtime.errors import DataError, ImageError
-from flower_edge.runtime.image import is_image_file, load_image, preprocess
+from flower_edge.runtime.image import is_image_file, load_image, normalize, preprocess
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +64,17 @@ def default_cache_dir() -> Path:
 
 
 def open_data(spec: str, *, valid_fraction: float = 0.15, labels_file: Path | None = None,
-              cache_dir: Path | None = None, check_images: bool = True) -> DataSource:
-    """Resolve the DATA argument of flower-train into a DataSource."""
+              cache_dir: Path | None = None, check_images: bool = True, task=None) -> DataSource:
+    """Resolve the DATA argument of flower-train into a DataSource.
+
+    ``task(description, total)``, when given, makes a progress task (``advance(n)``, ``close()``) for
+    the check that decodes every image once."""
     cache_dir = cache_dir or default_cache_dir()
     if spec == "synthetic":
         from .synthetic import ensure_synthetic
 
         root = ensure_synthetic(cache_dir / "synthetic")
-        return _open_folder(root, "synthetic", valid_fraction, labels_file, check_images)
+        return _open_folder(root, "synthetic", valid_fraction, labels_file, check_images, task)
     if spec == "flowers102":
         return _open_flowers102(cache_dir / "flowers102", labels_file)
     root = Path(spec)
@@ -77,11 +82,11 @@ def open_data(spec: str, *, valid_fraction: float = 0.15, labels_file: Path | No
         raise DataError(f"{spec}: no such directory (expected a folder of photos, 'synthetic' or 'flowers102')")
     if not root.is_dir():
         raise DataError(f"{spec}: is a file; DATA must be a folder of photos, 'synthetic' or 'flowers102'")
-    return _open_folder(root, str(root), valid_fraction, labels_file, check_images)
+    return _open_folder(root, str(root), valid_fraction, labels_file, check_images, task)
 
 
 def _open_folder(root: Path, description: str, valid_fraction: float, labels_file: Path | None,
-                 check_images: bool) -> DataSource:
+                 check_images: bool, task=None) -> DataSource:
     if (root / "train").is_dir():
         class_ids = _class_dirs(root / "train")
         splits = {"train": _scan_split(root / "train", class_ids)}
@@ -100,7 +105,10 @@ def _open_folder(root: Path, description: str, valid_fraction: float, labels_fil
         splits = {"train": train, "valid": valid}
     skipped: list[str] = []
     if check_images:
-        splits = {name: _drop_broken(samples, skipped) for name, samples in splits.items()}
+        progress = task("checking images", sum(map(len, splits.values()))) if task else None
+        splits = {name: _drop_broken(samples, skipped, progress) for name, samples in splits.items()}
+        if progress:
+            progress.close()
     for name, samples in splits.items():
         if not samples and name != "test":
             raise DataError(f"{root}: the {name} split has no readable images")
@@ -149,9 +157,13 @@ def _check(sample: Sample) -> str | None:
     return None
 
 
-def _drop_broken(samples: list[Sample], skipped: list[str]) -> list[Sample]:
+def _drop_broken(samples: list[Sample], skipped: list[str], progress=None) -> list[Sample]:
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        problems = list(pool.map(_check, samples, chunksize=64))
+        problems = []
+        for problem in pool.map(_check, samples, chunksize=64):
+            problems.append(problem)
+            if progress:
+                progress.advance(1)
     kept = []
     for sample, problem in zip(samples, problems):
         if problem is None:
@@ -200,24 +212,62 @@ def _open_flowers102(root: Path, labels_file: Path | None) -> DataSource:
     return DataSource("flowers102", root, class_ids, labels, splits)
 
 
-class ImageDataset(Dataset):
-    """(image tensor, label) pairs; ``transform`` maps an RGB PIL image to a (3, H, W) tensor."""
+DECODED_BUDGET = 4 << 30
+"""Bytes of decoded pixels that training keeps in memory to read each photo once (Flowers102's
+train split at 256 px: 1.7 GB); a larger data set is decoded again on each pass."""
 
-    def __init__(self, samples: Sequence[Sample], transform: Callable[[Image.Image], torch.Tensor]) -> None:
+
+def decode_all(samples: Sequence[Sample], budget: int = DECODED_BUDGET, task=None) -> list[Image.Image] | None:
+    """Every photo decoded once, in threads (Pillow decodes outside the GIL), for passes that read
+    each photo several times; None, and nothing kept, once they would take more than ``budget``
+    bytes of memory."""
+    images: list[Image.Image] = []
+    used = 0
+    progress = task("decoding photos once", len(samples)) if task else None
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for image in pool.map(lambda s: load_image(s.path), samples):
+            used += image.width * image.height * 3
+            if used > budget:
+                log.info("the decoded photos would take over %d bytes; decoding on each pass", budget)
+                return None
+            images.append(image)
+            if progress:
+                progress.advance(1)
+    if progress:
+        progress.close()
+    return images
+
+
+class ImageDataset(Dataset):
+    """(image tensor, label) pairs; ``transform`` maps an RGB PIL image to a (3, H, W) tensor.
+    ``images``, when given, are the samples' photos already decoded (``decode_all``)."""
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable[[Image.Image], torch.Tensor],
+                 images: Sequence[Image.Image] | None = None) -> None:
         self.samples = list(samples)
         self.transform = transform
+        self.images = images
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         s = self.samples[i]
-        return self.transform(load_image(s.path)), s.label
+        image = self.images[i] if self.images is not None else load_image(s.path)
+        return self.transform(image), s.label
 
 
 def eval_transform(card: ModelCard) -> Callable[[Image.Image], torch.Tensor]:
     """Exactly the card's preprocessing: the runtime's numpy definition, as a tensor."""
-    return lambda img: torch.from_numpy(preprocess(img, card))
+    return functools.partial(_preprocessed, card=card)  # a partial, not a lambda: loader workers pickle it
+
+
+def _preprocessed(img: Image.Image, card: ModelCard) -> torch.Tensor:
+    return torch.from_numpy(preprocess(img, card))
+
+
+def _augmented(img: Image.Image, augment: Callable, card: ModelCard) -> torch.Tensor:
+    return torch.from_numpy(normalize(np.asarray(augment(img)), card))
 
 
 def train_transform(card: ModelCard, scale: tuple[float, float] = (0.35, 1.0),
@@ -234,5 +284,5 @@ def train_transform(card: ModelCard, scale: tuple[float, float] = (0.35, 1.0),
     ]
     if color_jitter:
         steps.append(v2.ColorJitter(color_jitter, color_jitter, color_jitter))
-    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(card.mean, card.std)]
-    return v2.Compose(steps)
+    # The PIL image is augmented, then normalized by the card's own definition, as at evaluation.
+    return functools.partial(_augmented, augment=v2.Compose(steps), card=card)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from flower_edge.runtime.card import ModelCard
@@ -38,7 +39,7 @@ from flower_edge.runtime.errors import CheckpointError, ConfigError
 from .backbones import check_weights, get_backbone
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import DataSource, ImageDataset, eval_transform, open_data, train_transform
+from .data import DataSource, ImageDataset, decode_all, eval_transform, open_data, train_transform
 from .distributed import Dist, setup, teardown
 from .model import FlowerNet, build_model
 
@@ -181,7 +182,7 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
         device = torch.device("cuda", world.local_rank)
 
     source = open_data(config.data, valid_fraction=config.valid_fraction,
-                       labels_file=Path(config.labels) if config.labels else None)
+                       labels_file=Path(config.labels) if config.labels else None, task=reporter.task)
     reporter.source(source)
     card = make_card(config, source)
     if ckpt is not None and ckpt["card"].class_ids != card.class_ids:
@@ -227,6 +228,11 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
             )
         reporter.message(f"resuming {resume} at epoch {first_epoch} of {config.epochs}")
 
+    # The averaged weights are what validation sees and what the checkpoint keeps (--ema).
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+           if config.ema else None)
+    if ema is not None and ckpt is not None and "ema_state" in ckpt["resume"]:
+        ema.load_state_dict(ckpt["resume"]["ema_state"])
     amp = _autocast(device, config.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp.get("dtype") == torch.float16)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -257,34 +263,35 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
             batches = _loader(source.splits["train"], _augment(card, config), config, workers, True, epoch, world)
         train_loss, train_acc = _train_one_epoch(
             trainable, model, start, batches, optimizer, scheduler, scaler, loss_fn, amp, device,
-            channels_last, reporter.task(f"epoch {epoch}/{config.epochs}", steps_per_epoch), world)
+            channels_last, reporter.task(f"epoch {epoch}/{config.epochs}", len(train_samples)), world, ema)
         world.sync_buffers(model)
-        valid = evaluate(model, start, valid_batches, device, amp, channels_last,
-                         reporter.task("validating", len(valid_batches)), world)
+        evaluated = ema.module if ema is not None else model
+        valid = evaluate(evaluated, start, valid_batches, device, amp, channels_last,
+                         reporter.task("validating", len(valid_samples)), world)
         record = {"epoch": epoch, "train_loss": train_loss, "train_top1": train_acc,
                   "valid_loss": valid["loss"], "valid_top1": valid["top1"], "valid_top5": valid["top5"],
                   "lr": optimizer.param_groups[0]["lr"]}
         history.append(record)
         if valid["top1"] > best_acc:
             best_acc, best_epoch = valid["top1"], epoch
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in evaluated.state_dict().items()}
         reporter.epoch(record)
         card = _with_metrics(card, history, best_epoch)
         if world.main:
             save_checkpoint(config.output, _payload(model, optimizer, scheduler, config, card, history,
-                                                    epoch, best_epoch, best_state))
+                                                    epoch, best_epoch, best_state, ema))
         world.barrier()  # the checkpoint is complete before any rank goes on
 
     if test_batches is not None and best_state is not None:
         latest = copy.deepcopy(model.state_dict())
         model.load_state_dict(best_state)
         test = evaluate(model, start, test_batches, device, amp, channels_last,
-                        reporter.task("testing", len(test_batches)), world)
+                        reporter.task("testing", len(test_samples)), world)
         model.load_state_dict(latest)
         card = _with_metrics(card, history, best_epoch, test)
         if world.main:
             save_checkpoint(config.output, _payload(model, optimizer, scheduler, config, card, history,
-                                                    history[-1]["epoch"], best_epoch, best_state))
+                                                    history[-1]["epoch"], best_epoch, best_state, ema))
         world.barrier()
     return TrainResult(Path(config.output), card, history, best_epoch, time.perf_counter() - started)
 
@@ -320,8 +327,9 @@ def _with_metrics(card: ModelCard, history: list[dict], best_epoch: int,
     return replace(card, metrics=metrics)
 
 
-def _payload(model, optimizer, scheduler, config, card, history, epoch, best_epoch, best_state) -> dict:
-    return {
+def _payload(model, optimizer, scheduler, config, card, history, epoch, best_epoch, best_state,
+             ema: AveragedModel | None = None) -> dict:
+    payload = {
         "card": card.to_dict(),
         "config": config.to_dict(),
         "model_state": best_state,
@@ -335,6 +343,9 @@ def _payload(model, optimizer, scheduler, config, card, history, epoch, best_epo
             "torch_rng": torch.get_rng_state(),
         },
     }
+    if ema is not None:
+        payload["resume"]["ema_state"] = {k: v.detach().cpu() for k, v in ema.state_dict().items()}
+    return payload
 
 
 def _augment(card: ModelCard, config: TrainConfig):
@@ -349,8 +360,8 @@ def _autocast(device: torch.device, enabled: bool) -> dict[str, Any]:
 
 
 def _loader(samples, transform, config: TrainConfig, workers: int, shuffle: bool, epoch: int = 0,
-            world: Dist = Dist()) -> DataLoader:
-    dataset = ImageDataset(samples, transform)
+            world: Dist = Dist(), images=None) -> DataLoader:
+    dataset = ImageDataset(samples, transform, images)
     if shuffle and world.enabled:  # a fresh global shuffle each epoch, dealt out to the ranks
         sampler = DistributedSampler(dataset, world.world, world.rank, shuffle=True, seed=config.seed)
         sampler.set_epoch(epoch)
@@ -383,7 +394,7 @@ class _FromBlock(nn.Module):
 
 def _train_one_epoch(trainable: nn.Module, model: FlowerNet, start: int, batches, optimizer, scheduler,
                      scaler, loss_fn, amp: dict, device, channels_last: bool, task: Task,
-                     world: Dist) -> tuple[float, float]:
+                     world: Dist, ema: AveragedModel | None = None) -> tuple[float, float]:
     model.train()
     for block in list(model.features)[:start]:
         block.eval()  # frozen blocks keep their running statistics
@@ -399,11 +410,13 @@ def _train_one_epoch(trainable: nn.Module, model: FlowerNet, start: int, batches
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
         n = len(y)
         total_loss += loss.item() * n
         correct += (logits.argmax(1) == y).sum().item()
         seen += n
-        task.advance(1, loss=total_loss / seen, acc=correct / seen)
+        task.advance(n, loss=total_loss / seen, acc=correct / seen)
     task.close()
     total_loss, correct, seen = world.sum([total_loss, correct, seen], device)
     return total_loss / max(seen, 1), correct / max(seen, 1)
@@ -428,7 +441,7 @@ def evaluate(model: FlowerNet, start: int, batches, device, amp: dict, channels_
         top5 += (ranked == y[:, None]).any(1).sum().item()
         seen += len(y)
         if task:
-            task.advance(1)
+            task.advance(len(y))
     if task:
         task.close()
     loss_sum, top1, top5, seen = world.sum([loss_sum, top1, top5, seen], device)
@@ -472,14 +485,14 @@ class FeatureCache:
 
         return run
 
-    def _pass(self, samples, transform, description: str) -> tuple[torch.Tensor, torch.Tensor]:
-        loader = _loader(samples, transform, self.config, self.workers, False)
-        task = self.reporter.task(description, len(loader))
+    def _pass(self, samples, transform, description: str, images=None) -> tuple[torch.Tensor, torch.Tensor]:
+        loader = _loader(samples, transform, self.config, self.workers, False, images=images)
+        task = self.reporter.task(description, len(samples))
         xs, ys = [], []
         for x, y in loader:
             xs.append(self.run(x).to(self.store, torch.float16))
             ys.append(y.to(self.store))
-            task.advance(1)
+            task.advance(len(y))
         task.close()
         return torch.cat(xs), torch.cat(ys)
 
@@ -491,7 +504,8 @@ class FeatureCache:
         mild crops, 74.4% with heavily augmented views only).
         """
         transforms = [eval_transform(self.card)] + [_augment(self.card, self.config)] * (views - 1)
-        return [self._pass(samples, t, f"caching frozen features, view {v + 1}/{views}")
+        images = decode_all(samples, task=self.reporter.task) if views > 1 else None
+        return [self._pass(samples, t, f"caching frozen features, view {v + 1}/{views}", images)
                 for v, t in enumerate(transforms)]
 
     def eval_split(self, samples) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -126,3 +126,17 @@ def test_same_seed_same_model(synthetic_dir, tmp_path, make_config):
     state_b = load_checkpoint(b.checkpoint)["model_state"]
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
     assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
+
+
+def test_ema_weights_are_validated_kept_and_resumed(synthetic_dir, tmp_path, make_config):
+    out = tmp_path / "ema.pth"
+    train(make_config(synthetic_dir, out, epochs=1, ema=0.9))
+    first = load_checkpoint(out)
+    averaged, raw = first["resume"]["ema_state"], first["resume"]["model_state"]
+    # the checkpoint keeps (and validation saw) the average, not the last step's weights
+    assert torch.equal(first["model_state"]["head.1.weight"], averaged["module.head.1.weight"])
+    assert not torch.equal(first["model_state"]["head.1.weight"], raw["head.1.weight"])
+    steps = int(averaged["n_averaged"])
+    assert steps > 1
+    train(make_config(synthetic_dir, out, epochs=2, ema=0.9), resume=str(out))
+    assert int(load_checkpoint(out)["resume"]["ema_state"]["n_averaged"]) == 2 * steps

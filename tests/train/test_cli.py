@@ -96,3 +96,18 @@ def test_list_archs():
     result = run("--list-archs")
     assert result.exit_code == 0
     assert "efficientnet_lite0" in result.stdout and "mobilenet_v3_small" in result.stdout
+
+
+def test_output_to_a_file_gets_progress_lines(synthetic_dir, tmp_path):
+    """Not a terminal (a log file, CI): every phase reports in lines, with a rate, then a summary."""
+    out = tmp_path / "model.pth"
+    result = run(synthetic_dir, "-o", out, "--image-size", "64", "--epochs", "2", "--finetune-blocks", "1",
+                 "--cache-views", "2", "--batch-size", "16")
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    for phase in ("checking images", "caching frozen features, view 1/2", "caching frozen features, view 2/2",
+                  "caching frozen features, evaluation", "epoch 1/2", "epoch 2/2", "validating"):
+        summary = [line for line in lines if line.startswith(f"{phase}: ") and " img in " in line]
+        assert summary, f"no summary line for {phase!r} in:\n{result.stderr}"
+        assert summary[0].endswith(" img/s") or " img/s, " in summary[0]
+    assert any(line.startswith("epoch   2  train loss") for line in lines)

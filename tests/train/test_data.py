@@ -123,3 +123,19 @@ def test_train_transform_yields_normalized_crops(synthetic_dir):
     x = data_module.train_transform(card)(img)
     assert x.shape == (3, 64, 64) and x.dtype == torch.float32
     assert -1.0 <= x.min() and x.max() <= 1.0
+
+
+def test_decode_all_reads_each_photo_once_within_a_memory_budget(synthetic_dir):
+    from flower_edge.train.data import ImageDataset, decode_all, eval_transform
+
+    samples = open_data(str(synthetic_dir)).splits["valid"]
+    images = decode_all(samples)
+    assert len(images) == len(samples)
+    assert all(np.array_equal(np.asarray(a), np.asarray(load_image(s.path))) for a, s in zip(images, samples))
+    one = images[0].width * images[0].height * 3
+    assert decode_all(samples, budget=one * (len(samples) - 1)) is None  # over budget: nothing kept
+    card = ModelCard(arch="x", labels=("a",), class_ids=("1",), input_size=(3, 64, 64), resize_size=64,
+                     crop_size=64, interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3)
+    from_memory, from_files = ImageDataset(samples, eval_transform(card), images), ImageDataset(samples, eval_transform(card))
+    assert all(torch.equal(from_memory[i][0], from_files[i][0]) and from_memory[i][1] == from_files[i][1]
+               for i in range(len(samples)))
