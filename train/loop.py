@@ -264,8 +264,10 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
         train_loss, train_acc = _train_one_epoch(
             trainable, model, start, batches, optimizer, scheduler, scaler, loss_fn, amp, device,
             channels_last, reporter.task(f"epoch {epoch}/{config.epochs}", len(train_samples)), world, ema)
-        world.sync_buffers(model)
         evaluated = ema.module if ema is not None else model
+        world.sync_buffers(model)
+        if ema is not None:
+            world.sync_buffers(ema.module)  # its averaged statistics came from each rank's own
         valid = evaluate(evaluated, start, valid_batches, device, amp, channels_last,
                          reporter.task("validating", len(valid_samples)), world)
         record = {"epoch": epoch, "train_loss": train_loss, "train_top1": train_acc,
