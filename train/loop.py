@@ -126,6 +126,13 @@ def frozen_until(model: FlowerNet, config: TrainConfig) -> int:
     return model.num_blocks - config.finetune_blocks
 
 
+def _what_is_trained(model: FlowerNet, start: int, config: TrainConfig) -> str:
+    if start == model.num_blocks:
+        return f"training: the head only ({config.arch} frozen)"
+    trained = "all blocks" if start == 0 else f"the last {model.num_blocks - start} of {model.num_blocks} blocks"
+    return f"training: the head and {trained} of {config.arch}"
+
+
 def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     """Learning-rate multiplier per optimizer step, for LambdaLR (its state is just the step)."""
     total = config.epochs * steps_per_epoch
@@ -184,6 +191,9 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
     source = open_data(config.data, valid_fraction=config.valid_fraction,
                        labels_file=Path(config.labels) if config.labels else None, task=reporter.task)
     reporter.source(source)
+    if ckpt is not None and config.finetune_blocks is None:  # the default resumes what it began
+        config = replace(config, finetune_blocks=ckpt["config"].finetune_blocks)
+    config = config.resolved(len(source.splits["train"]))
     card = make_card(config, source)
     if ckpt is not None and ckpt["card"].class_ids != card.class_ids:
         raise CheckpointError(
@@ -197,6 +207,7 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.momentum = config.bn_momentum
     start = frozen_until(model, config)
+    reporter.message(_what_is_trained(model, start, config))
     for block in list(model.features)[:start]:
         block.requires_grad_(False)
     # channels-last speeds up depthwise convolutions on CPU (1.5x measured here) as on GPU.
@@ -312,7 +323,7 @@ def _check_writable(output: Path) -> None:
 
 def _check_resumable(old: TrainConfig, new: TrainConfig) -> None:
     for name in ("arch", "hidden", "mode", "finetune_blocks", "image_size", "batch_size", "scheduler", "optimizer"):
-        if getattr(old, name) != getattr(new, name):
+        if getattr(new, name) is not None and getattr(old, name) != getattr(new, name):
             raise ConfigError(
                 f"--resume: the checkpoint was trained with {name}={getattr(old, name)!r}, "
                 f"not {getattr(new, name)!r}; resume with the same settings"

@@ -140,3 +140,30 @@ def test_ema_weights_are_validated_kept_and_resumed(synthetic_dir, tmp_path, mak
     assert steps > 1
     train(make_config(synthetic_dir, out, epochs=2, ema=0.9), resume=str(out))
     assert int(load_checkpoint(out)["resume"]["ema_state"]["n_averaged"]) == 2 * steps
+
+
+def test_default_depth_follows_the_training_set_and_resumes_as_begun(synthetic_dir, tmp_path, make_config):
+    from flower_edge.runtime import ConfigError
+    from flower_edge.train.config import SMALL_SET, auto_finetune_blocks
+
+    assert auto_finetune_blocks(SMALL_SET) == 6 and auto_finetune_blocks(SMALL_SET + 1) == 4
+    out = tmp_path / "auto.pth"
+    train(make_config(synthetic_dir, out, finetune_blocks=None))
+    ckpt = load_checkpoint(out)
+    assert ckpt["config"].finetune_blocks == 6  # the checkpoint records the depth it was trained at
+    trained = model_from_checkpoint(ckpt)
+    fresh = build_model_like(trained)
+    frozen = [k for k in fresh.state_dict() if k.startswith("features.") and int(k.split(".")[1]) < 12]
+    assert frozen and all(torch.equal(trained.state_dict()[k], fresh.state_dict()[k]) for k in frozen)
+    assert any(not torch.equal(p, fresh.state_dict()[k]) for k, p in trained.state_dict().items()
+               if k.startswith("features.12."))  # the 6th block from the end was trained
+    train(make_config(synthetic_dir, out, finetune_blocks=None, epochs=2), resume=str(out))
+    assert load_checkpoint(out)["config"].finetune_blocks == 6
+    with pytest.raises(ConfigError, match="finetune_blocks=6"):
+        train(make_config(synthetic_dir, out, finetune_blocks=4, epochs=3), resume=str(out))
+
+
+def build_model_like(model):
+    from flower_edge.train.model import build_model
+
+    return build_model("efficientnet_lite0", model.head[-1].out_features, weights="imagenet")
