@@ -25,12 +25,20 @@ from typing import Callable
 
 import numpy as np
 
+from flower_edge.export.formats import FORMATS as TABLE
 from flower_edge.runtime.errors import ConfigError, DataError
 from flower_edge.runtime.image import is_image_file
 from flower_edge.runtime.predict import softmax
 
-FORMATS = ("torch", "torchscript", "onnx", "onnx-int8")
-FILES = {"torchscript": "model.pt", "onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+REFERENCE = "torch"
+"""The eager PyTorch checkpoint: the row every format is compared with; the rest are export/formats.py's."""
+FORMATS = (REFERENCE, *TABLE)
+
+
+def default_formats() -> tuple[str, ...]:
+    """The reference and every format of ``--format all`` that this install can write and run."""
+    return (REFERENCE, *(f.key for f in TABLE.values()
+                         if f.in_all and f.missing("write") is None and f.missing("run") is None))
 
 
 @dataclass(frozen=True)
@@ -38,7 +46,7 @@ class BenchConfig:
     checkpoint: str
     data: str
     split: str = "valid"
-    formats: tuple[str, ...] = FORMATS
+    formats: tuple[str, ...] = field(default_factory=default_formats)
     threads: int = 2
     out: str = "runs/bench"
     models: str | None = None
@@ -53,6 +61,10 @@ class BenchConfig:
         unknown = [f for f in self.formats if f not in FORMATS]
         if unknown or not self.formats:
             raise ConfigError(f"--formats takes a comma-separated list of {', '.join(FORMATS)}, found {','.join(self.formats)!r}")
+        for key in self.formats:
+            problem = TABLE[key].missing("run") if key in TABLE else None
+            if problem:
+                raise ConfigError(problem)
         if self.split not in ("valid", "test", "train"):
             raise ConfigError(f"--split must be valid or test, found {self.split!r}")
         if not 0.0 <= self.fail_under_agreement <= 1.0:
@@ -107,24 +119,26 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
     progress(f"{len(photos)} photos in {config.data}/{config.split}")
     files = _model_files(config, progress)
 
-    from flower_edge.runtime.image import load_image, preprocess
+    from flower_edge.runtime.image import load_image, normalize, pixels
 
-    x = np.stack([preprocess(load_image(p), card) for p in photos])  # (N, 3, H, W)
+    raw = np.stack([pixels(load_image(p), card) for p in photos])  # (N, H, W, 3) uint8, resized and cropped
+    normalized = np.stack([normalize(p, card) for p in raw])  # (N, 3, H, W)
+    inputs = {f: raw if f in TABLE and TABLE[f].takes_pixels else normalized for f in config.formats}
     runners = {f: _runner(f, model, files.get(f), config.threads) for f in config.formats}
-    runners.setdefault("torch", _runner("torch", model, None, config.threads))
+    runners.setdefault(REFERENCE, _runner(REFERENCE, model, None, config.threads))
     paths = {f: getattr(run, "int8_path", "") for f, run in runners.items()}
-    reference = softmax(_logits(runners["torch"], x))
+    reference = softmax(_logits(runners[REFERENCE], normalized))
     flops = _flops_per_image(model, card)
     peak = _matmul_peak(config.threads)
     rows = []
     for fmt in config.formats:
         progress(f"{fmt}: accuracy, latency, throughput, cold start")
-        run = runners[fmt]
-        probs = reference if fmt == "torch" else softmax(_logits(run, x))
+        run, x = runners[fmt], inputs[fmt]
+        probs = reference if fmt == REFERENCE else softmax(_logits(run, x))
         order = np.argsort(-probs, 1)
         agreement = float((order[:, 0] == reference.argmax(1)).mean())
         median, p95 = _latency(run, x[:1], config.latency_runs)
-        path = Path(config.checkpoint) if fmt == "torch" else files[fmt]
+        path = Path(config.checkpoint) if fmt == REFERENCE else files[fmt]
         cold, rss = _cold_start(fmt, path, photos[0], config.cold_starts)
         gflops = flops / (median / 1e3) / 1e9
         rows.append(FormatRow(
@@ -136,7 +150,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
             throughput_ips=_throughput(run, x, config.throughput_batches),
             cold_start_s=cold, cold_start_peak_rss_mb=rss,
             gflops_per_s=gflops, fraction_of_peak=gflops / peak,
-            passed=fmt == "torch" or agreement >= config.fail_under_agreement,
+            passed=fmt == REFERENCE or agreement >= config.fail_under_agreement,
             int8_path=paths[fmt],
         ))
     machine = _machine(config.threads, peak)
@@ -158,40 +172,29 @@ def _split(root: Path, split: str, class_to_idx: dict[str, int]) -> tuple[list[P
 
 
 def _model_files(config: BenchConfig, progress) -> dict[str, Path]:
+    wanted = [f for f in config.formats if f in TABLE]
     if config.models:
         folder = Path(config.models)
-    else:
+    elif wanted:
         from flower_edge.export import ExportConfig, export
 
         folder = Path(config.out) / "export"
-        progress(f"exporting every format into {folder}")
-        export(ExportConfig(checkpoint=config.checkpoint, output=str(folder), format="all", quantize=True,
-                            calib_data=config.data, calib_size=config.calib_size, ort_format=False, verify=False))
-    files = {f: folder / FILES[f] for f in config.formats if f in FILES}
-    missing = [str(p) for p in files.values() if not p.is_file()]
+        progress(f"exporting {', '.join(wanted)} into {folder}")
+        export(ExportConfig(checkpoint=config.checkpoint, output=str(folder), format=",".join(wanted),
+                            calib_data=config.data, calib_size=config.calib_size, ort_format=False, verify=False,
+                            embed_preprocessing="onnx-preproc" in wanted))
+    files = {f: folder / TABLE[f].file for f in wanted}
+    missing = [(f, p) for f, p in files.items() if not p.is_file()]
     if missing:
-        raise DataError(f"{missing[0]}: no such model file (flower-export --format all --quantize writes it)")
+        f, p = missing[0]
+        raise DataError(f"{p}: no such model file (flower-export --format {f} writes it)")
     return files
 
 
 def _runner(fmt: str, model, path: Path | None, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    if fmt != REFERENCE:
+        return TABLE[fmt].open(path, threads)
     import torch
-
-    if fmt in ("onnx", "onnx-int8"):
-        from flower_edge.runtime.session import kernel_path, open_session
-
-        session = open_session(path, threads)
-        name = session.get_inputs()[0].name
-
-        def run_onnx(x: np.ndarray) -> np.ndarray:
-            return session.run(None, {name: x})[0]
-
-        run_onnx.int8_path = kernel_path(session)
-        return run_onnx
-    if fmt == "torchscript":
-        from flower_edge.export.torchscript import load_torchscript
-
-        model = load_torchscript(path)[0]
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -210,7 +213,7 @@ def _latency(run, one: np.ndarray, runs: int) -> tuple[float, float]:
 
 
 def _throughput(run, x: np.ndarray, batches: int) -> float:
-    batch = np.resize(x, (32, *x.shape[1:])) if len(x) < 32 else x[:32]
+    batch = np.resize(x, (32, *x.shape[1:])) if len(x) < 32 else x[:32]  # batch-1 formats loop over it
     return 32 / float(np.median(_times(run, batch, warmup=1, runs=batches)))
 
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import sys
@@ -17,7 +18,7 @@ from rich.console import Console
 
 from flower_edge.runtime.errors import one_line_errors
 
-from .bench import FORMATS, BenchConfig
+from .bench import FORMATS, BenchConfig, default_formats
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
 err = Console(stderr=True)
@@ -36,7 +37,7 @@ def main(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by flower-train.", show_default=False)],
     data: Annotated[Path, typer.Option(help="Folder in the classic layout (DATA/valid/<class-id>/*.jpg, ...).", show_default=False)],
     split: Annotated[str, typer.Option(help="Split to measure: valid or test.")] = D.split,
-    formats: Annotated[str, typer.Option(help=f"Comma-separated formats: {', '.join(FORMATS)}.")] = ",".join(D.formats),
+    formats: Annotated[str, typer.Option(help=f"Comma-separated formats: {', '.join(FORMATS)}; all: torch and every format this install can write and run.")] = "all",
     threads: Annotated[int, typer.Option(help="Threads for every format (torch and onnxruntime alike).")] = D.threads,
     out: Annotated[Path, typer.Option(help="Folder for bench.md, bench.json, bench.png (and the export, without --models).")] = Path(D.out),
     models: Annotated[Optional[Path], typer.Option(help="A flower-export folder to measure as it is (default: export into OUT/export first).")] = None,
@@ -48,12 +49,15 @@ def main(
     debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,
 ) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    with one_line_errors("flower-bench", debug):
+    with one_line_errors("flower-bench", debug, expected=(typer.BadParameter,)):
+        if importlib.util.find_spec("torch") is None:  # the reference every format is measured against
+            raise typer.BadParameter("flower-bench needs torch (the PyTorch reference): pip install 'flower-edge[train]'")
         from .bench import markdown_table, run_bench, write_outputs
 
         config = BenchConfig(
             checkpoint=str(checkpoint), data=str(data), split=split,
-            formats=tuple(f.strip() for f in formats.split(",") if f.strip()), threads=threads, out=str(out),
+            formats=default_formats() if formats.strip() == "all" else tuple(f.strip() for f in formats.split(",") if f.strip()),
+            threads=threads, out=str(out),
             models=str(models) if models else None, fail_under_agreement=fail_under_agreement,
             latency_runs=latency_runs, cold_starts=cold_starts,
         )

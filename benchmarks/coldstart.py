@@ -2,9 +2,11 @@
 
     python -m flower_edge.bench.coldstart onnx-int8 model.int8.onnx rose.jpg
 
-Imports only what the format needs (torch for torch and torchscript, onnxruntime otherwise), loads
-the model, predicts the top-5 of one image and prints it, then its own peak resident memory in MB
-(VmHWM: the parent's wait4() figure would count the memory of the process it was forked from).
+Imports only what the format needs (the format table's runner: onnxruntime for ONNX files, the
+LiteRT interpreter for .tflite, ExecuTorch for .pte, torch for the checkpoint and TorchScript),
+reads the card from the file, predicts the top-5 of one image and prints it, then its own peak
+resident memory in MB (VmHWM: the parent's wait4() figure would count the memory of the process
+it was forked from).
 """
 
 import sys
@@ -19,28 +21,24 @@ def peak_rss_mb() -> float:
 
 
 def main(fmt: str, path: str, image: str) -> None:
-    if fmt in ("onnx", "onnx-int8"):
-        from flower_edge.runtime.predict import Classifier
-
-        top = Classifier(path).predict(image, k=5)
-        print([t.label for t in top])
-        print(peak_rss_mb())
-        return
-    import torch
-
-    from flower_edge.runtime.image import load_image, preprocess
+    from flower_edge.runtime.image import load_image, pixels, preprocess
 
     if fmt == "torch":
+        import torch
+
         from flower_edge.train.checkpoint import load_model
 
         model, card, _ = load_model(path)
+        with torch.no_grad():
+            logits = model(torch.from_numpy(preprocess(load_image(image), card))[None]).numpy()
     else:
-        from flower_edge.export.torchscript import load_torchscript
+        from flower_edge.export.formats import FORMATS
 
-        model, card = load_torchscript(path)
-    with torch.no_grad():
-        logits = model(torch.from_numpy(preprocess(load_image(image), card))[None])[0]
-    print([card.labels[i] for i in logits.topk(min(5, len(logits))).indices.tolist()])
+        row = FORMATS[fmt]
+        card = row.read_card(path)
+        prepare = pixels if row.takes_pixels else preprocess
+        logits = row.open(path, threads=2)(prepare(load_image(image), card)[None])
+    print([card.labels[i] for i in (-logits[0]).argsort()[:5]])
     print(peak_rss_mb())
 
 

@@ -3,7 +3,7 @@
     python benchmarks/reproduce.py ../shared/data/flowers102 --checkpoint runs/f102.pth
 
 Without --checkpoint it first trains the default recipe (``flower-train DATA``, about 9 minutes on
-2 CPU cores for Flowers102). Then: ``flower-bench`` over all four formats on DATA/valid, and
+2 CPU cores for Flowers102). Then: ``flower-bench`` over every format this install writes (export/formats.py) on DATA/valid, and
 ``benchmarks/cold_start.py`` (flower-run against a seed-style torch predictor). The tables replace
 the text between the markers in benchmarks/README.md; the raw JSON stays in --out.
 """

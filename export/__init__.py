@@ -1,6 +1,6 @@
-"""flower_edge.export: a checkpoint to TorchScript, ONNX and int8 ONNX, each verified.
+"""flower_edge.export: a checkpoint to every deployable format (formats.py's table), each verified.
 
-Needs the ``[train]`` extra (torch, onnx). Names are imported on first use, so that
+Needs the ``[train]`` extra (torch, onnx); LiteRT files need ``[litert]``, ExecuTorch ``[executorch]``. Names are imported on first use, so that
 ``flower-export --help`` works without torch.
 """
 
@@ -15,6 +15,7 @@ _EXPORTS = {
     "load_torchscript": "torchscript",
     "quantize_int8": "quantize",
     "CardCalibrationReader": "quantize",
+    "FORMATS": "formats",
     "Parity": "verify",
     "parity_table": "verify",
 }

@@ -40,7 +40,10 @@ def bundle(export_dir: str | os.PathLike, output: str | os.PathLike, model: str 
     from flower_edge.runtime.card import ModelCard
 
     export_dir, output = Path(export_dir), Path(output)
-    names = [model] if model else ["model.int8.onnx", "model.onnx"]
+    from .formats import FORMATS
+
+    web = sorted((f for f in FORMATS.values() if f.web), key=lambda f: not f.int8)  # int8 first
+    names = [model] if model else [f.file for f in web]
     found = next((export_dir / n for n in names if (export_dir / n).is_file()), None)
     if found is None:
         raise ExportError(f"{export_dir}: no {' or '.join(names)} (write one with flower-export --quantize)")

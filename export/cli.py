@@ -1,6 +1,7 @@
-"""flower-export: a checkpoint to TorchScript, ONNX and int8 ONNX, each verified against PyTorch.
+"""flower-export: a checkpoint to every deployable format, each verified against PyTorch.
 
-    flower-export runs/flower.pth --format all --quantize
+    flower-export runs/flower.pth --format all
+    flower-export runs/flower.pth --format tflite-int8,pte-int8
     flower-export runs/flower.pth --quantize --calib-data flowers/ -o dist/ --json
 """
 
@@ -17,7 +18,8 @@ from rich.console import Console
 
 from flower_edge.runtime.errors import one_line_errors
 
-from .config import CALIB_METHODS, DEFAULT_OPSET, FORMATS, MIN_OPSET, ExportConfig
+from .config import CALIB_METHODS, DEFAULT_OPSET, MIN_OPSET, ExportConfig
+from .formats import FORMATS
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
 err = Console(stderr=True)
@@ -26,36 +28,38 @@ D = ExportConfig(checkpoint="")
 
 @app.command(help=(
     "Export a flower-train checkpoint for deployment and prove each file matches it.\n\n"
-    "Writes into the output folder: model.pt (TorchScript), model.onnx (float), model.int8.onnx "
-    "(with --quantize), their .ort copies with required_operators.config (for ONNX Runtime Mobile "
-    "builds), card.json (the model card: labels and preprocessing), labels.json and export.json "
-    "(this run's figures). After writing, every file is run against the PyTorch model on real "
-    "photos the calibration did not see, and a parity table is printed. A float file that differs "
-    "by more than --atol, or an int8 file under --min-agreement, fails the export: exit 1, and no "
-    "file is left behind."
+    "Formats (--format, comma-separated, or all): "
+    + "; ".join(f"{f.key}: {f.file}, {f.description}" for f in FORMATS.values()) + ". "
+    "Beside them: card.json (the model card: labels and preprocessing, also inside every file), "
+    "labels.json, export.json (this run's figures) and, with .ort files, required_operators.config. "
+    "tflite needs the [litert] extra and pte the [executorch] extra; --format all writes what this "
+    "install can and names what it skipped. After writing, every file is run by its own runtime "
+    "against the PyTorch model on real photos the calibration did not see, and a parity table is "
+    "printed. A float file that differs by more than --atol, or an int8 file under --min-agreement, "
+    "fails the export: exit 1, and no file is left behind."
 ))
 def main(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by flower-train.", show_default=False)],
-    format: Annotated[str, typer.Option("--format", "-f", help=f"What to write: {', '.join(FORMATS)}. torchscript is model.pt (traced and frozen; PyTorch Mobile's lite interpreter is deprecated, so phones get the ONNX files).")] = D.format,
-    quantize: Annotated[bool, typer.Option("--quantize", help="Also write model.int8.onnx: onnxruntime static quantization, QDQ, uint8 activations, int8 per-channel weights, calibrated on real photos.")] = D.quantize,
+    format: Annotated[str, typer.Option("--format", "-f", help="What to write: comma-separated format keys (above) or all.")] = D.format,
+    quantize: Annotated[bool, typer.Option("--quantize", help="Also write the int8 counterpart of each float format asked for (onnx -> onnx-int8, tflite -> tflite-int8, pte -> pte-int8), all calibrated on the same real photos.")] = D.quantize,
     calib_data: Annotated[Optional[Path], typer.Option(help="Folder of calibration photos (class folders or loose images). A classic layout calibrates on train/ and verifies on valid/. Default: the checkpoint's training data, when it is still on this machine.")] = None,
     calib_size: Annotated[int, typer.Option(help="Photos to calibrate on.")] = D.calib_size,
     calib_method: Annotated[str, typer.Option(help=f"How activation ranges are chosen: {', '.join(CALIB_METHODS)}.")] = D.calib_method,
     reduce_range: Annotated[bool, typer.Option("--reduce-range/--full-range", help="7-bit int8 weights. The default 8-bit weights are the more precise model, run by onnxruntime's fast kernels on phones, browsers and VNNI CPUs, and by its slower exact path on x86 CPUs without VNNI (AVX2 only), whose fast kernel would saturate. 7-bit weights cannot saturate, so there they take the fast kernels too, at a loss of precision that --tune recovers.")] = D.reduce_range,
-    float_layers: Annotated[int, typer.Option(help="Keep the first N convolutions of the int8 model float. The default 6 is EfficientNet-Lite's stem and first two blocks (the 112 x 112 part at 224 px): the stem reads raw pixels through a few weights that cancel each other, so rounding them costs more than anywhere else, and keeping these float costs little time. 0 quantizes everything (faster, less faithful).")] = D.float_layers,
+    float_layers: Annotated[int, typer.Option(help="Keep the first N convolutions of the int8 model float. The default 6 is EfficientNet-Lite's stem and first two blocks (the 112 x 112 part at 224 px): the stem reads raw pixels through a few weights that cancel each other, so rounding them costs more than anywhere else, and keeping these float costs little time. 0 quantizes everything (faster, less faithful). tflite-int8 and pte-int8 keep the whole blocks that hold these convolutions float, and their classifier too.")] = D.float_layers,
     tune: Annotated[bool, typer.Option("--tune", help="Fine-tune the int8 model to answer like the float one: the quantized graph's weights are trained by distillation from the PyTorch model on --tune-size training photos and their mirror images (no labels needed), keeping onnxruntime's scales. For models that are unsure of many photos, where plain quantization flips answers. Minutes on a CPU (about 5 for Lite0, 1000 photos, 2 epochs, 2 cores); the layers before the first 28 x 28 feature map keep their rounding and are computed once.")] = D.tune,
     tune_size: Annotated[int, typer.Option(help="Photos to tune on: the calibration source's, never a verification photo.")] = D.tune_size,
     tune_epochs: Annotated[int, typer.Option(help="Passes over the tuning photos.")] = D.tune_epochs,
     explain: Annotated[bool, typer.Option("--explain", help="Print where int8 loses: the quantization error (SQNR) of every layer, from onnxruntime's qdq_loss_debug, on the calibration photos; also in export.json.")] = D.explain,
     opset: Annotated[int, typer.Option(help=f"ONNX opset ({MIN_OPSET} or newer; {DEFAULT_OPSET} runs on current onnxruntime and onnxruntime-web).")] = D.opset,
-    ort_format: Annotated[bool, typer.Option("--ort/--no-ort", help="Also write .ort copies for ONNX Runtime Mobile.")] = D.ort_format,
+    ort_format: Annotated[bool, typer.Option("--ort/--no-ort", help="Also write the .ort copies (ort, ort-int8) of the ONNX files, for ONNX Runtime Mobile.")] = D.ort_format,
     embed_preprocessing: Annotated[bool, typer.Option(help="Also write model.preproc.onnx, which takes uint8 RGB pixels (batch, height, width, 3) already resized and cropped, and normalizes inside the graph: a phone passes raw pixels.")] = D.embed_preprocessing,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder (default: the checkpoint's folder).")] = None,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check every file against PyTorch after writing (recommended).")] = D.verify,
     verify_data: Annotated[Optional[Path], typer.Option(help="Folder of photos to verify on (default: the held-out photos of the calibration source; never a calibration photo).")] = None,
     verify_size: Annotated[int, typer.Option(help="Most photos to verify on; 0 takes them all.")] = D.verify_size,
     min_agreement: Annotated[float, typer.Option(help="Least share of int8 top-1 answers that must equal PyTorch's.")] = D.min_agreement,
-    atol: Annotated[float, typer.Option(help="Largest |logit difference| allowed for float ONNX (TorchScript: a tenth of it).")] = D.atol,
+    atol: Annotated[float, typer.Option(help="Largest |logit difference| allowed for float files (TorchScript: a tenth of it).")] = D.atol,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result (files, sizes, parity) as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
     debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,

@@ -7,7 +7,6 @@ from typing import Any
 
 from flower_edge.runtime.errors import ConfigError
 
-FORMATS = ("torchscript", "onnx", "all")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 MAX_TUNE_SIZE = 20_000
 """Tuning keeps its photos in memory: 0.6 MB each at 224 px."""
@@ -23,7 +22,9 @@ class ExportConfig:
     output: str | None = None
     """Folder for the files; None means the checkpoint's folder."""
     format: str = "onnx"
+    """Comma-separated keys of export/formats.py's table, or all."""
     quantize: bool = False
+    """Shorthand: also the int8 counterpart of each float format asked for."""
     calib_data: str | None = None
     """Folder of calibration photos; None means the checkpoint's training data."""
     calib_size: int = 200
@@ -53,8 +54,9 @@ class ExportConfig:
     """Largest |logit difference| accepted for the float ONNX model (TorchScript: atol / 10)."""
 
     def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, found {self.format!r}")
+        from .formats import parse_keys
+
+        parse_keys(self.format)
         if self.calib_method not in CALIB_METHODS:
             raise ConfigError(
                 f"--calib-method must be one of {', '.join(CALIB_METHODS)}, found {self.calib_method!r}"
@@ -74,13 +76,12 @@ class ExportConfig:
         if not 0.0 <= self.min_agreement <= 1.0:
             raise ConfigError(f"--min-agreement must be between 0 and 1, found {self.min_agreement}")
 
-    @property
-    def torchscript(self) -> bool:
-        return self.format in ("torchscript", "all")
+    def formats(self):
+        """The formats to write (export/formats.py rows) and a note per format ``all`` skipped."""
+        from .formats import select
 
-    @property
-    def onnx(self) -> bool:
-        return self.format in ("onnx", "all") or self.quantize or self.embed_preprocessing
+        return select(self.format, quantize=self.quantize, ort=self.ort_format,
+                      preprocessing=self.embed_preprocessing)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

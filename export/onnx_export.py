@@ -77,3 +77,16 @@ def set_card(proto: onnx.ModelProto, card: ModelCard) -> None:
     props = {p.key: p.value for p in proto.metadata_props}
     props[ONNX_METADATA_KEY] = card.to_json()
     onnx.helper.set_model_props(proto, props)
+
+
+def write(job, fmt) -> list[str]:
+    """The format table's writer (export/formats.py)."""
+    job.progress(f"ONNX: exporting at opset {job.config.opset}, checking, optimizing")
+    export_onnx(job.model, job.card, job.staging / fmt.file, job.config.opset)
+    return []
+
+
+def write_preprocessing(job, fmt) -> list[str]:
+    job.progress("ONNX: the variant that takes uint8 pixels")
+    export_onnx(job.model, job.card, job.staging / fmt.file, job.config.opset, embed_preprocessing=True)
+    return []

@@ -10,7 +10,6 @@ PyTorch model, and only then renamed into place: a failed check leaves nothing b
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -26,16 +25,13 @@ from flower_edge.runtime.card import ModelCard
 from flower_edge.runtime.errors import ExportError
 from flower_edge.runtime.files import atomic_write
 from flower_edge.runtime.image import normalize, pixels, preprocess
-from flower_edge.runtime.progress import ProgressLines
 
 from .config import ExportConfig
+from .formats import Format, WriteJob, logits
 from .images import ImageSets, choose_images, read_photos
-from .quantize import Int8Result
-from .verify import Parity, compare, onnx_logits, parity_table, torch_logits, torchscript_logits
+from .verify import Parity, compare, parity_table, torch_logits
 
-TORCHSCRIPT, ONNX, INT8, PREPROC = "model.pt", "model.onnx", "model.int8.onnx", "model.preproc.onnx"
 CARD, LABELS, REPORT = "card.json", "labels.json", "export.json"
-ORT_CONFIG = "required_operators.config"
 
 
 @dataclass
@@ -47,6 +43,8 @@ class ExportResult:
     int8_card: ModelCard | None
     images: ImageSets | None
     seconds: float
+    formats: list[str] = field(default_factory=list)
+    """The keys of the formats written (export/formats.py)."""
     skipped: list[str] = field(default_factory=list)
     """One line per broken calibration or verification photo."""
     explain: list = field(default_factory=list)
@@ -55,6 +53,7 @@ class ExportResult:
     def to_dict(self) -> dict:
         return {
             "output": str(self.output),
+            "formats": self.formats,
             "files": {p.name: p.stat().st_size for p in self.files},
             "parity": [r.to_dict() for r in self.parity],
             "quantization": dict(self.int8_card.quantization) if self.int8_card else None,
@@ -70,19 +69,23 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
     from flower_edge.train.checkpoint import load_model
 
     start = time.perf_counter()
+    formats, notes = config.formats()
+    for note in notes:
+        progress(note)
     model, card, ckpt = load_model(config.checkpoint)
     card = replace(card, provenance={**card.provenance, "exported_from": Path(config.checkpoint).name,
                                      "export_date": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     output = Path(config.output) if config.output else Path(config.checkpoint).resolve().parent
     _check_writable(output)
 
-    images = choose_images(config, ckpt["config"].data) if config.quantize or config.verify else None
+    int8 = any(f.int8 for f in formats)
+    images = choose_images(config, ckpt["config"].data) if int8 or config.verify else None
     skipped: list[str] = []
     calibration, tuning, verification, verification_pixels = [], [], np.zeros((0,)), []
     if images:
-        progress(f"reading {len(images.calibration) if config.quantize else 0} calibration, "
-                 f"{len(images.tuning)} tuning and {len(images.verification)} verification photos")
-        if config.quantize:  # the calibration photos are the tuning pool's first ones: read each once
+        progress(f"reading {len(images.calibration) if int8 else 0} calibration, "
+                 f"{len(images.tuning) if int8 else 0} tuning and {len(images.verification)} verification photos")
+        if int8:  # the calibration photos are the tuning pool's first ones: read each once
             pool = list(dict.fromkeys(images.calibration + images.tuning))
             arrays, broken = read_photos(pool, lambda img: preprocess(img, card), keep_paths=True)
             skipped += broken
@@ -96,17 +99,20 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
 
     staging = Path(tempfile.mkdtemp(prefix=".flower-export-", dir=output))
     try:
-        written, int8 = _write_all(config, model, card, staging, calibration, tuning, images, progress)
+        job = WriteJob(model, card, config, staging, calibration, tuning, images, progress)
+        written = _write_all(job, formats)
         parity: list[Parity] = []
         if config.verify:
-            progress(f"verifying against PyTorch on {len(verification)} photos")
-            parity = _verify(config, model, staging, written, verification, np.stack(verification_pixels))
-            if not all(r.passed for r in parity):
+            parity = _verify(config, model, staging, formats, verification, np.stack(verification_pixels), progress)
+            failed = {r.name for r in parity if not r.passed}
+            if failed:
                 hint = ""
-                if any(not r.passed and ".int8." in f".{r.name}" for r in parity):
+                if failed & {"onnx-int8", "ort-int8"}:
                     hint = (" (int8 under --min-agreement: --tune makes it answer like the float model"
                             if not config.tune else " (int8 under --min-agreement even tuned: try more --tune-epochs")
                     hint += ", or lower --min-agreement)"
+                elif failed & {f.key for f in formats if f.int8}:
+                    hint = " (int8 under --min-agreement: lower it, or use onnx-int8 with --tune)"
                 raise ExportError(f"verification failed{hint}; no file was written\n" + parity_table(parity))
         final = []
         for name in written:
@@ -114,122 +120,38 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
             final.append(output / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    result = ExportResult(output, final, parity, card, int8.card if int8 else None, images,
-                          time.perf_counter() - start, skipped, (int8.explain or []) if int8 else [])
+    quantized = job.int8
+    result = ExportResult(output, final, parity, card, quantized.card if quantized else None, images,
+                          time.perf_counter() - start, [f.key for f in formats], skipped,
+                          (quantized.explain or []) if quantized else [])
     report = {"config": config.to_dict(), **result.to_dict()}
     atomic_write(output / REPORT, lambda f: f.write(json.dumps(report, indent=2).encode()))
     result.files.append(output / REPORT)
     return result
 
 
-def _write_all(config: ExportConfig, model, card: ModelCard, staging: Path, calibration, tuning,
-               images: ImageSets | None, progress) -> tuple[list[str], Int8Result | None]:
+def _write_all(job: WriteJob, formats: list[Format]) -> list[str]:
+    """Each format's file into the staging folder, in the table's order (sources first)."""
     written: list[str] = []
-    int8 = None
-    if config.torchscript:
-        from .torchscript import export_torchscript
-
-        progress("TorchScript: tracing and freezing")
-        export_torchscript(model, card, staging / TORCHSCRIPT)
-        written.append(TORCHSCRIPT)
-    if config.onnx:
-        from .onnx_export import export_onnx
-
-        progress(f"ONNX: exporting at opset {config.opset}, checking, optimizing")
-        export_onnx(model, card, staging / ONNX, config.opset)
-        written.append(ONNX)
-        if config.embed_preprocessing:
-            progress("ONNX: the variant that takes uint8 pixels")
-            export_onnx(model, card, staging / PREPROC, config.opset, embed_preprocessing=True)
-            written.append(PREPROC)
-        if config.quantize:
-            from .quantize import Tuning, quantize_int8
-
-            progress(f"int8: calibrating ({config.calib_method}) on {len(calibration)} photos, quantizing")
-            tune = None
-            if config.tune:
-                progress(f"int8: tuning on {len(tuning)} photos and their mirror images, {config.tune_epochs} epochs")
-                tune = Tuning(tuning, lambda x: torch_logits(model, x), epochs=config.tune_epochs,
-                              source=images.calibration_source if images else "",
-                              progress=_every_tenth(progress, "int8 tuning"), say=progress)
-            int8 = quantize_int8(staging / ONNX, staging / INT8, card, calibration,
-                                 method=config.calib_method, reduce_range=config.reduce_range,
-                                 float_layers=config.float_layers,
-                                 source=images.calibration_source if images else "", tuning=tune,
-                                 explain=calibration if config.explain else ())
-            written.append(INT8)
-        if config.ort_format:
-            progress("ORT format copies for ONNX Runtime Mobile")
-            written += _ort_copies(staging, [n for n in written if n.endswith(".onnx")])
-    (staging / CARD).write_text(card.to_json())
-    (staging / LABELS).write_text(json.dumps(list(card.labels), indent=2, ensure_ascii=False))
-    written += [CARD, LABELS]
-    return written, int8
+    for fmt in formats:
+        written += [fmt.file, *fmt.function("write")(job, fmt)]
+    (job.staging / CARD).write_text(job.card.to_json())
+    (job.staging / LABELS).write_text(json.dumps(list(job.card.labels), indent=2, ensure_ascii=False))
+    return list(dict.fromkeys(written + [CARD, LABELS]))
 
 
-def _every_tenth(progress: Callable[[str], None], what: str, seconds: float = 15.0) -> Callable[[int, int, float], None]:
-    """A step callback that reports each tenth of the work, or after ``seconds`` of silence, with
-    the rate and the time left; the rate leaves out the set-up before step 1 ends."""
-    lines: list[ProgressLines] = []
-
-    def report(step: int, steps: int, loss: float) -> None:
-        if not lines:
-            lines.append(ProgressLines(what, steps, progress, unit="step", every=seconds, done=step))
-        else:
-            lines[0].advance(step - lines[0].done, loss=loss)
-        if step == steps:
-            lines[0].close(loss=loss)
-
-    return report
-
-
-def _ort_copies(staging: Path, onnx_names: list[str]) -> list[str]:
-    """``.ort`` copies and their ``required_operators.config``, as onnxruntime's
-    convert_onnx_models_to_ort makes them (fixed optimizations, no x86-only NCHWc layout), plus
-    the exact int8 arithmetic that the ONNX files get at load time: the .ort file bakes in the
-    kernels chosen while it is written."""
-    import onnxruntime as ort
-    from onnxruntime.tools.ort_format_model import create_config_from_models
-
-    made = []
-    for name in onnx_names:
-        target = staging / name.replace(".onnx", ".ort")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.optimized_model_filepath = str(target)
-        options.add_session_config_entry("session.save_model_format", "ORT")
-        options.add_session_config_entry("session.x64quantprecision", "1")
-        options.add_session_config_entry("session.qdqisint8allowed", "0")
-        ort.InferenceSession(str(staging / name), options, providers=["CPUExecutionProvider"],
-                             disabled_optimizers=["NchwcTransformer"])
-        made.append(target)
-    logging.disable(logging.INFO)  # it logs each file at INFO
-    try:
-        create_config_from_models(made, staging / ORT_CONFIG, enable_type_reduction=False)
-    finally:
-        logging.disable(logging.NOTSET)
-    config = staging / ORT_CONFIG  # its header names the models by their staging paths
-    config.write_text(config.read_text().replace(f"{staging}{os.sep}", ""))
-    return [p.name for p in made] + [ORT_CONFIG]
-
-
-def _verify(config: ExportConfig, model, staging: Path, written: list[str], x: np.ndarray,
-            raw: np.ndarray) -> list[Parity]:
+def _verify(config: ExportConfig, model, staging: Path, formats: list[Format], x: np.ndarray,
+            raw: np.ndarray, progress: Callable[[str], None]) -> list[Parity]:
+    """Every written format run by its own runtime on the verification photos, against PyTorch."""
     reference = torch_logits(model, x)
     rows = []
-    for name in written:
-        path = staging / name
-        if name == TORCHSCRIPT:
-            rows.append(compare("torchscript", reference, torchscript_logits(path, x), atol=config.atol / 10))
-        elif name.endswith((".onnx", ".ort")):
-            is_int8, is_preproc = ".int8." in name, ".preproc." in name
-            logits = onnx_logits(path, raw if is_preproc else x)
-            label = name.removeprefix("model.")
-            if is_int8:
-                rows.append(compare(label, reference, logits, min_agreement=config.min_agreement))
-            else:
-                rows.append(compare(label, reference, logits, atol=config.atol))
+    for fmt in formats:
+        progress(f"verifying {fmt.key} on {len(x)} photos")
+        out = logits(fmt.open(staging / fmt.file), raw if fmt.takes_pixels else x)
+        if fmt.int8:
+            rows.append(compare(fmt.key, reference, out, min_agreement=config.min_agreement))
+        else:
+            rows.append(compare(fmt.key, reference, out, atol=config.atol * fmt.atol_scale))
     return rows
 
 

@@ -48,6 +48,7 @@ from onnxruntime.quantization import (
 from flower_edge.runtime.card import ModelCard
 from flower_edge.runtime.errors import ExportError
 from flower_edge.runtime.files import atomic_write
+from flower_edge.runtime.progress import ProgressLines
 
 from .onnx_export import INPUT_NAME, set_card
 
@@ -214,3 +215,40 @@ def _quiet():
             yield
     finally:
         root.setLevel(level)
+
+
+def write(job, fmt) -> list[str]:
+    """The format table's writer (export/formats.py): int8 ONNX from the float file in staging."""
+    from .formats import FORMATS
+
+    config = job.config
+    job.progress(f"int8: calibrating ({config.calib_method}) on {len(job.calibration)} photos, quantizing")
+    tune = None
+    if config.tune:
+        from .verify import torch_logits
+
+        job.progress(f"int8: tuning on {len(job.tuning)} photos and their mirror images, {config.tune_epochs} epochs")
+        tune = Tuning(job.tuning, lambda x: torch_logits(job.model, x), epochs=config.tune_epochs,
+                      source=job.calibration_source, progress=step_lines(job.progress, "int8 tuning"),
+                      say=job.progress)
+    job.int8 = quantize_int8(job.staging / FORMATS[fmt.source].file, job.staging / fmt.file, job.card,
+                             job.calibration, method=config.calib_method, reduce_range=config.reduce_range,
+                             float_layers=config.float_layers, source=job.calibration_source, tuning=tune,
+                             explain=job.calibration if config.explain else ())
+    return []
+
+
+def step_lines(progress: Callable[[str], None], what: str, seconds: float = 15.0) -> Callable[[int, int, float], None]:
+    """A step callback that reports each tenth of the work, or after ``seconds`` of silence, with
+    the rate and the time left; the rate leaves out the set-up before step 1 ends."""
+    lines: list[ProgressLines] = []
+
+    def report(step: int, steps: int, loss: float) -> None:
+        if not lines:
+            lines.append(ProgressLines(what, steps, progress, unit="step", every=seconds, done=step))
+        else:
+            lines[0].advance(step - lines[0].done, loss=loss)
+        if step == steps:
+            lines[0].close(loss=loss)
+
+    return report

@@ -40,3 +40,26 @@ def load_torchscript(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, M
         warnings.simplefilter("ignore")
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     return module, ModelCard.from_json(extra[CARD_FILE])
+
+
+def write(job, fmt) -> list[str]:
+    """The format table's writer (export/formats.py)."""
+    job.progress("TorchScript: tracing and freezing")
+    export_torchscript(job.model, job.card, job.staging / fmt.file)
+    return []
+
+
+def runner(path: str | os.PathLike, threads: int | None = None):
+    module = load_torchscript(path)[0]
+    if threads:
+        torch.set_num_threads(threads)
+
+    def run(x):
+        with torch.no_grad():
+            return module(torch.from_numpy(x)).numpy()
+
+    return run
+
+
+def read_card(path: str | os.PathLike) -> ModelCard:
+    return load_torchscript(path)[1]

@@ -1,6 +1,7 @@
 """Parity: every exported file against the PyTorch model it came from, on real photos.
 
-    rows = [compare("onnx", reference, onnx_logits("model.onnx", x), atol=1e-4)]
+    run = FORMATS["onnx"].open("model.onnx")                       # export/formats.py
+    rows = [compare("onnx", torch_logits(model, x), logits(run, x), atol=1e-4)]
     print(parity_table(rows))
 
 Float formats must match the logits within ``atol`` and agree on every top-1; int8 must agree on
@@ -9,7 +10,6 @@ at least ``min_agreement`` of the top-1 answers.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -40,20 +40,6 @@ def torch_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return np.concatenate([model(torch.from_numpy(x[i:i + BATCH])).numpy()
                                for i in range(0, len(x), BATCH)])
-
-
-def torchscript_logits(path: str | os.PathLike, x: np.ndarray) -> np.ndarray:
-    from .torchscript import load_torchscript
-
-    return torch_logits(load_torchscript(path)[0], x)
-
-
-def onnx_logits(path: str | os.PathLike, x: np.ndarray) -> np.ndarray:
-    from flower_edge.runtime.session import open_session
-
-    session = open_session(path)
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: x[i:i + BATCH]})[0] for i in range(0, len(x), BATCH)])
 
 
 def compare(name: str, reference: np.ndarray, logits: np.ndarray, *, atol: float | None = None,

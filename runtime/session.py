@@ -70,3 +70,16 @@ def _load(path: str | os.PathLike, options: ort.SessionOptions) -> ort.Inference
     except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile kinds
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise FlowerEdgeError(f"{path}: onnxruntime cannot load this model ({reason[:300]})") from None
+
+
+def onnx_runner(path: str | os.PathLike, threads: int | None = None):
+    """A function from an input batch to the model's first output, for ``.onnx`` and ``.ort`` files
+    (the format table's runner; ``.int8_path`` says which int8 kernels it took)."""
+    session = open_session(path, threads)
+    name = session.get_inputs()[0].name
+
+    def run(x):
+        return session.run(None, {name: x})[0]
+
+    run.int8_path = kernel_path(session)
+    return run

@@ -10,6 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from flower_edge.bench.cli import app
+from flower_edge.export.formats import FORMATS
 from flower_edge.bench.plot import HEIGHT, WIDTH
 
 runner = CliRunner()
@@ -23,8 +24,9 @@ def run(*args):
 @pytest.fixture(scope="module")
 def bench(tiny_checkpoint, tiny_export, synthetic_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
+    every = ",".join(["torch", *(f.key for f in FORMATS.values() if not f.missing("write") and not f.missing("run"))])
     result = run(tiny_checkpoint, "--data", synthetic_dir, "--models", tiny_export.output, "--out", out,
-                 "--fail-under-agreement", "0", "--json", *FAST)
+                 "--formats", every, "--fail-under-agreement", "0", "--json", *FAST)
     return result, out
 
 
@@ -33,7 +35,9 @@ def test_every_figure_is_present_and_typed(bench):
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert json.loads((out / "bench.json").read_text()) == doc
-    assert [r["format"] for r in doc["rows"]] == ["torch", "torchscript", "onnx", "onnx-int8"]
+    # the reference, then every row of the format table (that this install writes and runs)
+    expected = ["torch", *(f.key for f in FORMATS.values() if not f.missing("write") and not f.missing("run"))]
+    assert [r["format"] for r in doc["rows"]] == expected
     floats = ("size_mb", "top1", "top5", "agreement", "max_prob_diff", "latency_ms_median", "latency_ms_p95",
               "throughput_ips", "cold_start_s", "cold_start_peak_rss_mb", "gflops_per_s", "fraction_of_peak")
     for row in doc["rows"]:
@@ -44,6 +48,9 @@ def test_every_figure_is_present_and_typed(bench):
         assert row["cold_start_peak_rss_mb"] > 20 and row["passed"] is True
     rows = {r["format"]: r for r in doc["rows"]}
     assert rows["torch"]["agreement"] == 1.0 and rows["torch"]["max_prob_diff"] == 0.0
+    for key, row in rows.items():  # float formats answer as PyTorch does, whatever their runtime
+        if key != "torch" and not FORMATS[key].int8:
+            assert row["agreement"] == 1.0 and row["max_prob_diff"] < 1e-4, key
     assert rows["onnx"]["agreement"] == 1.0 and rows["onnx"]["max_prob_diff"] < 1e-4
     assert rows["onnx-int8"]["size_mb"] < rows["onnx"]["size_mb"]
     machine = doc["machine"]
@@ -60,7 +67,7 @@ def test_every_figure_is_present_and_typed(bench):
 def test_table_and_plot_are_written(bench):
     _, out = bench
     table = (out / "bench.md").read_text()
-    assert table.startswith("| format | size MB | top-1") and table.count("\n| onnx") == 2
+    assert table.startswith("| format | size MB | top-1") and table.count("\n| onnx") == 3
     assert "int8 features:" in table and "int8 kernels: " in table
     with Image.open(out / "bench.png") as img:
         assert img.format == "PNG" and img.size == (WIDTH, HEIGHT)
@@ -89,8 +96,18 @@ def test_bad_inputs_are_one_line(tiny_checkpoint, tiny_export, synthetic_dir, tm
     for args, fragment in (
         (("--data", tmp_path, "--models", tiny_export.output), "no such folder"),
         (("--data", synthetic_dir, "--models", tmp_path), "no such model file"),
-        (("--data", synthetic_dir, "--formats", "tflite"), "--formats takes"),
+        (("--data", synthetic_dir, "--formats", "gif"), "--formats takes"),
     ):
         result = run(tiny_checkpoint, *args, "--out", tmp_path / "out", "--quiet")
         assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
         assert fragment in result.stderr
+
+
+def test_without_torch_the_extra_is_named(monkeypatch, tiny_checkpoint, synthetic_dir, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    result = run(tiny_checkpoint, "--data", synthetic_dir, "--out", tmp_path, "--quiet")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert "pip install 'flower-edge[train]'" in result.stderr and "internal error" not in result.stderr

@@ -33,7 +33,8 @@ def test_help_explains_the_contract_options():
     result = run("--help")
     assert result.exit_code == 0
     for option in ("--format", "--quantize", "--calib-data", "--calib-size", "--calib-method", "--opset",
-                   "--output", "--no-verify", "--min-agreement", "--embed-preprocessing", "lite interpreter"):
+                   "--output", "--no-verify", "--min-agreement", "--embed-preprocessing", "model.int8.tflite",
+                   "model.pte", "[litert]", "[executorch]"):
         assert option in result.output
 
 
@@ -77,7 +78,7 @@ def test_missing_training_data_needs_calib_data(tiny_checkpoint, tmp_path, monke
 
 
 def test_bad_option_values(tiny_checkpoint, tmp_path):
-    one_error_line(run(tiny_checkpoint, "--format", "tflite"), "--format must be one of")
+    one_error_line(run(tiny_checkpoint, "--format", "onnx,gif"), "--format takes", "tflite-int8", "'onnx,gif'")
     one_error_line(run(tiny_checkpoint, "--opset", "13"), "--opset must be 17 or newer")
 
 

@@ -9,7 +9,11 @@ import pytest
 import torch
 
 from flower_edge.export.images import find_images
-from flower_edge.export.pipeline import INT8, ONNX, PREPROC, TORCHSCRIPT
+from flower_edge.export.formats import FORMATS
+
+TORCHSCRIPT, ONNX, INT8, PREPROC = (FORMATS[k].file for k in ("torchscript", "onnx", "onnx-int8", "onnx-preproc"))
+INSTALLED = [f.key for f in FORMATS.values() if f.missing() is None]
+"""Every row of the format table this install can write (CI installs every extra: all of them)."""
 from flower_edge.export.verify import compare
 from flower_edge.runtime.card import ModelCard
 from flower_edge.runtime.image import load_image, pixels, preprocess
@@ -33,23 +37,47 @@ def run(path, x):
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
-def test_every_file_is_written_and_nothing_else(tiny_export):
+def test_every_table_row_is_written_verified_and_nothing_else(tiny_export):
     names = {p.name for p in tiny_export.output.iterdir()}
-    assert names == {TORCHSCRIPT, ONNX, INT8, PREPROC, "model.ort", "model.int8.ort", "model.preproc.ort",
-                     "required_operators.config", "card.json", "labels.json", "export.json"}
+    assert names == {FORMATS[k].file for k in INSTALLED} | {
+        "required_operators.config", "card.json", "labels.json", "export.json"}
+    assert tiny_export.formats == INSTALLED  # in the table's order
+    assert [r.name for r in tiny_export.parity] == INSTALLED  # the same keys in the parity table
+    report = json.loads((tiny_export.output / "export.json").read_text())
+    assert report["formats"] == INSTALLED and [r["name"] for r in report["parity"]] == INSTALLED
 
 
 def test_float_formats_pass_parity_and_int8_is_reported(tiny_export):
     rows = {r.name: r for r in tiny_export.parity}
-    assert set(rows) == {"torchscript", "onnx", "int8.onnx", "preproc.onnx", "ort", "int8.ort", "preproc.ort"}
-    for name in ("torchscript", "onnx", "preproc.onnx", "ort", "preproc.ort"):
-        assert rows[name].passed and rows[name].top1_agreement == 1.0
-        assert rows[name].max_abs_diff <= 1e-4
+    for key in INSTALLED:
+        if not FORMATS[key].int8:
+            assert rows[key].passed and rows[key].top1_agreement == 1.0, key
+            assert rows[key].max_abs_diff <= 1e-4, key
+        assert rows[key].images == 20  # synthetic valid: 4 per class
     assert rows["torchscript"].max_abs_diff <= 1e-5
-    assert rows["int8.onnx"].images == rows["onnx"].images == 20  # synthetic valid: 4 per class
     # int8 on a one-epoch 64-px model: worse than float, but still the same model
-    assert rows["int8.onnx"].top1_agreement >= 0.6
-    assert rows["int8.onnx"].max_abs_diff > rows["onnx"].max_abs_diff
+    assert rows["onnx-int8"].top1_agreement >= 0.6
+    assert rows["onnx-int8"].max_abs_diff > rows["onnx"].max_abs_diff
+
+
+@pytest.mark.parametrize("key", [k for k in FORMATS if k not in ("onnx", "onnx-int8")])
+def test_each_format_round_trips_card_and_logits(key, tiny_export, reference):
+    """Each file read back by its own runtime: the card inside it, and the logits of 7 photos."""
+    fmt = FORMATS[key]
+    problem = fmt.missing("run")
+    if problem:
+        pytest.skip(problem)
+    card, raw, x, logits = reference
+    path = tiny_export.output / fmt.file
+    stored = fmt.read_card(path)
+    assert stored.labels == card.labels and stored.crop_size == card.crop_size
+    assert (stored.quantization is not None) == fmt.int8
+    out = fmt.open(path, threads=1)(raw if fmt.takes_pixels else x)
+    assert out.shape == logits.shape and out.dtype == np.float32
+    if fmt.int8:
+        assert np.abs(out - logits).max() < 0.5 * np.abs(logits).max()  # a model, not noise
+    else:
+        np.testing.assert_allclose(out, logits, atol=1e-4 * fmt.atol_scale if key == "torchscript" else 1e-4)
 
 
 def test_card_read_back_from_onnx_equals_the_checkpoints(tiny_export, tiny_checkpoint):

@@ -1,0 +1,208 @@
+"""The table of deployable files: one row per format, and everything else reads it.
+
+    fmt = FORMATS["tflite-int8"]
+    fmt.file                                  # 'model.int8.tflite'
+    run = fmt.runner("out/model.int8.tflite", threads=2)
+    logits = run(x)                           # (N, 3, H, W) float32 -> (N, classes)
+    fmt.card("out/model.int8.tflite")         # the model card stored inside the file
+
+A row names its key (the one name used by ``--format``, parity tables, flower-bench rows and JSON),
+its file, the function that writes it, the function that runs it, the function that reads the card
+back, its parity requirement (float: largest |logit difference|; int8: top-1 agreement) and the
+extra that installs what it needs. Functions are "module:function" strings resolved on first use,
+so this module imports nothing heavy: flower-run's cold start and ``--help`` stay torch-free.
+
+Adding a format: a row here and one module holding its ``write``, ``runner`` and ``card``.
+Export (pipeline.py), verification, flower-bench, its cold start and flower-bundle take it from here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from flower_edge.runtime.card import ModelCard
+from flower_edge.runtime.errors import ConfigError
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Format:
+    key: str
+    file: str
+    write: str
+    """"module:function" taking (job, format): writes ``job.staging / file``; returns other files it wrote."""
+    runner: str
+    """"module:function" taking (path, threads): returns a function from an input batch to logits."""
+    card: str
+    """"module:function" taking a path: the model card stored in the file."""
+    description: str
+    int8: bool = False
+    """int8 files are held to top-1 agreement; float files to the largest |logit difference|."""
+    atol_scale: float = 1.0
+    """The float requirement is ``atol * atol_scale`` (TorchScript runs PyTorch's own kernels: 1/10)."""
+    source: str | None = None
+    """A format written first, from whose file this one is made (int8 ONNX from float ONNX)."""
+    int8_of: str | None = None
+    """The float format whose ``--quantize`` counterpart this is."""
+    extra: str = "train"
+    write_needs: tuple[str, ...] = ("torch", "onnx")
+    run_needs: tuple[str, ...] = ("onnxruntime",)
+    takes_pixels: bool = False
+    """Input is uint8 pixels (B, H, W, 3), already resized and cropped, instead of the normalized tensor."""
+    in_all: bool = True
+    """Part of ``--format all``; the preprocessing variants are asked for by their own flag."""
+    ort_copy: str | None = None
+    """The ONNX Runtime Mobile (.ort) format made from this one when ``--ort`` is on."""
+    web: bool = False
+    """flower-bundle can ship it to onnxruntime-web."""
+
+    def function(self, role: str) -> Callable[..., Any]:
+        module, name = getattr(self, role).split(":")
+        found: Any = importlib.import_module(module)
+        for part in name.split("."):
+            found = getattr(found, part)
+        return found
+
+    def open(self, path: str | Path, threads: int = 2) -> Runner:
+        return self.function("runner")(path, threads)
+
+    def read_card(self, path: str | Path) -> ModelCard:
+        return self.function("card")(path)
+
+    def missing(self, purpose: str = "write") -> str | None:
+        """None when this machine can write (or run) the format, else the one line that says what to install."""
+        needs = self.write_needs if purpose == "write" else self.run_needs
+        absent = [m for m in needs if importlib.util.find_spec(m) is None]
+        if not absent:
+            return None
+        return (f"{self.key} needs {', '.join(absent)}, from the [{self.extra}] extra: "
+                f"pip install 'flower-edge[{self.extra}]'")
+
+
+_ONNX, _TS, _TFL, _PTE = "flower_edge.export.onnx_export", "flower_edge.export.torchscript", \
+    "flower_edge.export.tflite", "flower_edge.export.pte"
+_ORT_RUN, _ONNX_CARD = "flower_edge.runtime.session:onnx_runner", "flower_edge.runtime.card:ModelCard.from_onnx"
+_LITERT = dict(extra="litert", write_needs=("torch", "litert_torch", "ai_edge_litert"), run_needs=("ai_edge_litert",))
+_EXECUTORCH = dict(extra="executorch", write_needs=("torch", "executorch"), run_needs=("torch", "executorch"))
+
+FORMATS: dict[str, Format] = {f.key: f for f in (
+    Format("torchscript", "model.pt", f"{_TS}:write", f"{_TS}:runner", f"{_TS}:read_card",
+           "TorchScript, traced and frozen (servers, libtorch)", atol_scale=0.1,
+           run_needs=("torch",)),
+    Format("onnx", "model.onnx", f"{_ONNX}:write", _ORT_RUN, _ONNX_CARD,
+           "ONNX, float (onnxruntime, onnxruntime-web)", ort_copy="ort", web=True),
+    Format("onnx-int8", "model.int8.onnx", "flower_edge.export.quantize:write", _ORT_RUN, _ONNX_CARD,
+           "ONNX, int8 QDQ, calibrated on photos", int8=True, source="onnx", int8_of="onnx",
+           ort_copy="ort-int8", web=True),
+    Format("onnx-preproc", "model.preproc.onnx", f"{_ONNX}:write_preprocessing", _ORT_RUN, _ONNX_CARD,
+           "ONNX, float, taking uint8 pixels (--embed-preprocessing)", takes_pixels=True, in_all=False,
+           ort_copy="ort-preproc"),
+    Format("ort", "model.ort", "flower_edge.export.ort:write", _ORT_RUN, _ONNX_CARD,
+           "ONNX Runtime Mobile copy of model.onnx", source="onnx"),
+    Format("ort-int8", "model.int8.ort", "flower_edge.export.ort:write", _ORT_RUN, _ONNX_CARD,
+           "ONNX Runtime Mobile copy of model.int8.onnx", int8=True, source="onnx-int8"),
+    Format("ort-preproc", "model.preproc.ort", "flower_edge.export.ort:write", _ORT_RUN, _ONNX_CARD,
+           "ONNX Runtime Mobile copy of model.preproc.onnx", takes_pixels=True, in_all=False,
+           source="onnx-preproc"),
+    Format("tflite", "model.tflite", f"{_TFL}:write", f"{_TFL}:runner", f"{_TFL}:read_card",
+           "LiteRT (TensorFlow Lite), float, for Android", **_LITERT),
+    Format("tflite-int8", "model.int8.tflite", f"{_TFL}:write", f"{_TFL}:runner", f"{_TFL}:read_card",
+           "LiteRT, int8 (PT2E static, calibrated on photos)", int8=True, int8_of="tflite", **_LITERT),
+    Format("pte", "model.pte", f"{_PTE}:write", f"{_PTE}:runner", f"{_PTE}:read_card",
+           "ExecuTorch program, XNNPACK delegate, float", **_EXECUTORCH),
+    Format("pte-int8", "model.int8.pte", f"{_PTE}:write", f"{_PTE}:runner", f"{_PTE}:read_card",
+           "ExecuTorch, XNNPACK, int8 (PT2E static, calibrated on photos)", int8=True, int8_of="pte",
+           **_EXECUTORCH),
+)}
+
+
+@dataclass
+class WriteJob:
+    """What a writer gets: the model, its card, the export's options and photos, the staging folder."""
+    model: Any
+    card: ModelCard
+    config: Any
+    """export/config.py ExportConfig."""
+    staging: Path
+    calibration: list[np.ndarray]
+    """Normalized photos (3, H, W) to calibrate int8 formats on: the same for every format."""
+    tuning: list[np.ndarray]
+    images: Any
+    """export/images.py ImageSets, or None."""
+    progress: Callable[[str], None]
+    int8: Any = None
+    """export/quantize.py Int8Result, once the int8 ONNX file is written."""
+
+    @property
+    def calibration_source(self) -> str:
+        return self.images.calibration_source if self.images else ""
+
+
+def parse_keys(text: str) -> tuple[str, ...]:
+    """'onnx, tflite' -> ('onnx', 'tflite'); unknown names fail with the list of known ones."""
+    keys = tuple(k.strip().lower() for k in text.split(",") if k.strip())
+    unknown = [k for k in keys if k != "all" and k not in FORMATS]
+    if unknown or not keys:
+        raise ConfigError(f"--format takes a comma-separated list of {', '.join(FORMATS)} or all, "
+                          f"found {text!r}")
+    return keys
+
+
+def select(text: str, *, quantize: bool = False, ort: bool = True,
+           preprocessing: bool = False) -> tuple[list[Format], list[str]]:
+    """The formats to write, in the table's order (sources first), and one note per format that
+    ``all`` left out because its extra is missing. A format named on its own whose extra is missing
+    fails with the line that names the extra."""
+    keys = parse_keys(text)
+    named = {k for k in keys if k != "all"}
+    chosen = set(named)
+    notes = []
+    if "all" in keys:
+        for f in FORMATS.values():
+            if f.in_all and f.key not in named:
+                if f.missing() is None:
+                    chosen.add(f.key)
+                else:
+                    notes.append(f"skipped {f.key}: {f.missing()}")
+    if quantize:
+        chosen |= {f.key for f in FORMATS.values() if f.int8_of in chosen}
+    if preprocessing:
+        chosen.add("onnx-preproc")
+    copies = {f.ort_copy for f in FORMATS.values() if f.ort_copy}
+    if ort:
+        chosen |= {FORMATS[k].ort_copy for k in list(chosen) if FORMATS[k].ort_copy}
+    else:
+        chosen -= copies - named
+    while True:  # a format's source is written first
+        sources = {FORMATS[k].source for k in chosen if FORMATS[k].source} - chosen
+        if not sources:
+            break
+        chosen |= sources
+    for key in sorted(chosen, key=list(FORMATS).index):
+        problem = FORMATS[key].missing()
+        if problem:
+            raise ConfigError(problem)
+    return [f for f in FORMATS.values() if f.key in chosen], notes
+
+
+def by_file(path: str | Path) -> Format:
+    """The row whose file name ``path`` has (``model.int8.tflite`` -> tflite-int8)."""
+    name = Path(path).name
+    for f in FORMATS.values():
+        if f.file == name:
+            return f
+    for f in sorted(FORMATS.values(), key=lambda f: -len(f.file)):  # renamed files: by suffix
+        if name.endswith(f.file.removeprefix("model")):
+            return f
+    raise ConfigError(f"{name}: not a file flower-export writes ({', '.join(f.file for f in FORMATS.values())})")
+
+
+def logits(run: Runner, x: np.ndarray, batch: int = 32) -> np.ndarray:
+    return np.concatenate([run(x[i:i + batch]) for i in range(0, len(x), batch)])
