@@ -37,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", metavar="JSON", help="cat_to_name.json (class id -> name) overriding the card's labels")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.add_argument("--plot", metavar="PNG", help="write a PNG: each image beside a bar chart of its top-k")
-    p.add_argument("--threads", type=int, help="onnxruntime threads (default: one per core)")
+    p.add_argument("--threads", type=int, help="onnxruntime threads, 1 to the number of cores (default: one per core)")
     p.add_argument("--batch-size", type=int, default=16, help="images per onnxruntime call (default: 16)")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     return p

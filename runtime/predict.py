@@ -62,6 +62,10 @@ class Classifier:
             raise FlowerEdgeError(f"{self.path}: no such model file")
         self.session = open_session(self.path, threads)
         self.card = ModelCard.from_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
+        outputs = self.session.get_outputs()[0].shape[-1]  # (batch, classes); the batch may be symbolic
+        if isinstance(outputs, int) and outputs != self.card.num_classes:
+            raise CardError(f"{self.path}: its card names {self.card.num_classes} classes but the model "
+                            f"gives {outputs} outputs; the card does not belong to this model")
         self.input_name = self.session.get_inputs()[0].name
         self.labels = self.card.labels if labels is None else _override_labels(self.card, labels)
 

@@ -21,12 +21,21 @@ import onnxruntime as ort
 
 from .card import ONNX_METADATA_KEY
 from .cpu import int8_path as choose_int8_path
-from .errors import FlowerEdgeError
+from .errors import ConfigError, FlowerEdgeError
 
 _PATH_KEY = "flower_edge.int8_path"  # remembered on the session for kernel_path()
 
 
+def check_threads(threads: int | None) -> None:
+    """None is onnxruntime's default (one per core); more threads than cores only oversubscribe
+    (256 took 40x longer and 100,000 asked for 16 GB), so the bound is this machine's cores."""
+    cores = os.cpu_count() or 1
+    if threads is not None and not 1 <= threads <= cores:
+        raise ConfigError(f"--threads must be between 1 and {cores} (the cores of this machine), found {threads}")
+
+
 def session_options(threads: int | None = None, exact_int8: bool = False) -> ort.SessionOptions:
+    check_threads(threads)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:

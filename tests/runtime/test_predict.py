@@ -222,3 +222,32 @@ def test_prediction_never_imports_torch(model, photos):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["results"][0]["top_k"][0]["rank"] == 1
+
+
+@pytest.mark.parametrize("threads", ["0", "-1", "100000"])
+def test_threads_out_of_bounds_are_one_line(model, photos, run, threads):
+    result = run(model, photos[0], "--threads", threads)
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert "--threads must be between 1 and" in result.stderr and "cores of this machine" in result.stderr
+
+
+@pytest.mark.parametrize("labels", [3, 7])
+def test_a_card_that_names_other_classes_than_the_graph_is_refused(model, photos, tmp_path, run, labels):
+    """A 5-output graph with a card of 3 (an IndexError before) or 7 labels (silently accepted)."""
+    from dataclasses import replace
+
+    import onnx
+
+    from flower_edge.export.onnx_export import set_card
+    from flower_edge.runtime import CardError, ModelCard
+
+    card = ModelCard.from_onnx(model)
+    assert card.num_classes == 5
+    proto = onnx.load(model)
+    names = [f"flower {i}" for i in range(labels)]
+    set_card(proto, replace(card, labels=tuple(names), class_ids=tuple(str(i) for i in range(labels))))
+    onnx.save(proto, tmp_path / "mislabelled.onnx")
+    with pytest.raises(CardError, match=f"names {labels} classes but the model gives 5 outputs"):
+        Classifier(tmp_path / "mislabelled.onnx")
+    result = run(tmp_path / "mislabelled.onnx", photos[0], "--top-k", "3")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1 and "5 outputs" in result.stderr
