@@ -23,7 +23,7 @@ import numpy as np
 
 from flower_edge.runtime.card import ModelCard
 from flower_edge.runtime.errors import ExportError
-from flower_edge.runtime.files import atomic_write
+from flower_edge.runtime.files import atomic_write, remove_stale
 from flower_edge.runtime.image import normalize, pixels, preprocess
 
 from .config import ExportConfig
@@ -32,6 +32,8 @@ from .images import ImageSets, choose_images, read_photos
 from .verify import Parity, compare, parity_table, torch_logits
 
 CARD, LABELS, REPORT = "card.json", "labels.json", "export.json"
+STAGING = ".flower-export-"
+"""The hidden staging folder's prefix, followed by the exporting process's id."""
 
 
 @dataclass
@@ -77,6 +79,8 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
                                      "export_date": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     output = Path(config.output) if config.output else Path(config.checkpoint).resolve().parent
     _check_writable(output)
+    for stale in remove_stale(output, STAGING) + remove_stale(output, f".{REPORT}."):
+        progress(f"removed {stale.name}, left in {output} by an export that was killed")
 
     int8 = any(f.int8 for f in formats)
     images = choose_images(config, ckpt["config"].data) if int8 or config.verify else None
@@ -97,7 +101,7 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
             raise ExportError(f"{images.verification_source}: none of its photos could be read")
         verification = np.stack([normalize(p, card) for p in verification_pixels]) if verification_pixels else verification
 
-    staging = Path(tempfile.mkdtemp(prefix=".flower-export-", dir=output))
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-", dir=output))
     try:
         job = WriteJob(model, card, config, staging, calibration, tuning, images, progress)
         written = _write_all(job, formats)

@@ -57,32 +57,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths = expand_inputs(args.inputs)
         if not paths:
             raise FlowerEdgeError("no images found in " + " ".join(args.inputs))
+        if args.plot and os.path.isdir(args.plot):
+            raise FlowerEdgeError(f"--plot {args.plot}: is a folder; give a file name like "
+                                  f"{os.path.join(args.plot, 'predictions.png')}")
         classifier = Classifier(args.model, labels=args.labels, threads=args.threads)
         results = classifier.predict_many(paths, k=args.top_k, batch_size=args.batch_size)
-        if args.plot:
-            from .plot import plot_results
-
-            plot_results(results, args.plot)
     except (FlowerEdgeError, OSError) as e:
-        if args.debug:
-            raise
-        print(f"flower-run: error: {e}", file=sys.stderr)
-        return 1
+        return _fail(args, e)
     except Exception as e:  # a bug of ours: still one line, the traceback behind --debug
-        if args.debug:
-            raise
-        print(f"flower-run: internal error: {type(e).__name__}: {e} (rerun with --debug)", file=sys.stderr)
-        return 1
+        return _fail(args, e, internal=True)
 
     try:
-        _print(args, results)
+        _print(args, results)  # before the plot: a plot that cannot be written loses no prediction
     except BrokenPipeError:  # flower-run ... | head: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
     failed = [r for r in results if r.error is not None]
     for r in failed:
         print(f"flower-run: error: {r.error}", file=sys.stderr)
+    if args.plot:
+        try:
+            from .plot import plot_results
+
+            plot_results(results, args.plot)
+        except (FlowerEdgeError, OSError) as e:
+            return _fail(args, e, what=f"--plot {args.plot}: ")
+        except Exception as e:
+            return _fail(args, e, internal=True)
     return 1 if failed else 0
+
+
+def _fail(args, e: Exception, internal: bool = False, what: str = "") -> int:
+    if args.debug:
+        raise e
+    if internal:
+        print(f"flower-run: internal error: {type(e).__name__}: {e} (rerun with --debug)", file=sys.stderr)
+    else:
+        print(f"flower-run: error: {what}{e}", file=sys.stderr)
+    return 1
 
 
 def _print(args, results) -> None:

@@ -6,7 +6,7 @@ as a single line and exit with code 1.
 
 import sys
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 class FlowerEdgeError(Exception):
@@ -39,11 +39,12 @@ class ExportError(FlowerEdgeError):
 
 @contextmanager
 def one_line_errors(prog: str, debug: bool = False, expected: tuple[type[BaseException], ...] = (),
-                    interrupted: str = "interrupted") -> Iterator[None]:
+                    interrupted: str | Callable[[], str] = "interrupted") -> Iterator[None]:
     """A command's failures as one line on stderr and an exit code, never a traceback (unless
     ``debug``). FlowerEdgeError, OSError and ``expected`` are the user's to fix: "PROG: error: ..."
     (further lines of the message, such as a parity table, follow it); anything else is a bug of
-    ours: "PROG: internal error: ...". Ctrl-C exits 130 with ``interrupted``."""
+    ours: "PROG: internal error: ...". Ctrl-C exits 130 with ``interrupted`` (or what it returns
+    then, when it is a function: what was saved depends on when the user pressed it)."""
     try:
         yield
     except (FlowerEdgeError, OSError, *expected) as e:
@@ -53,7 +54,7 @@ def one_line_errors(prog: str, debug: bool = False, expected: tuple[type[BaseExc
         print("\n".join([f"{prog}: error: {first}", *rest]), file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
-        print(f"{prog}: {interrupted}", file=sys.stderr)
+        print(f"{prog}: {interrupted() if callable(interrupted) else interrupted}", file=sys.stderr)
         raise SystemExit(130) from None
     except Exception as e:
         if debug:

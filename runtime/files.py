@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import sys
+from glob import escape as glob_escape
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -15,7 +18,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     """Call ``write`` on a temporary file beside ``path``, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -25,6 +28,33 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale(folder: str | os.PathLike, prefix: str) -> list[Path]:
+    """Remove what a killed run left in ``folder``: files or folders named ``PREFIX<pid>...`` whose
+    process is gone (a SIGKILL skips every cleanup). Those of live processes are left alone, so two
+    runs can share a folder. Returns what was removed."""
+    removed = []
+    for entry in Path(folder).glob(glob_escape(prefix) + "*"):
+        pid = re.match(r"(\d+)[.-]", entry.name[len(prefix):])
+        if pid is None or _alive(int(pid.group(1))):
+            continue
+        try:
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            removed.append(entry)
+        except OSError:
+            pass  # not ours to remove after all (permissions): leave it
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def _umask() -> int:

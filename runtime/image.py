@@ -22,6 +22,10 @@ from .errors import ImageError
 MAX_PIXELS = 64_000_000
 """Images larger than this are refused before they are decoded (decompression bombs)."""
 
+MAX_ASPECT = 20
+"""Longest side over shortest side. Resizing scales the shorter side up to the model's size, so a
+1 x 8,000 strip would become 224 x 1.8 million pixels (1.7 GB); a 20:1 panorama stays under 5 MP."""
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 _RESAMPLE = {
@@ -51,13 +55,16 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
                     f"{path}: {w}x{h} pixels is over the limit of {max_pixels:,} "
                     "(decompression bomb guard)"
                 )
+            check_aspect(w, h, path)
             img.load()
             img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
+            return to_rgb(img)
     except ImageError:
         raise
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied (not readable by this user)") from None
     except IsADirectoryError:
         raise ImageError(f"{path}: is a directory, not an image") from None
     except UnidentifiedImageError:
@@ -67,7 +74,14 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
         raise ImageError(f"{path}: cannot decode image ({e})") from None
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def check_aspect(w: int, h: int, source: str | os.PathLike = "image") -> None:
+    if min(w, h) < 1 or max(w, h) > MAX_ASPECT * min(w, h):
+        raise ImageError(f"{source}: {w}x{h} pixels is narrower than the limit of {MAX_ASPECT}:1 "
+                         "(resizing it would blow the long side up)")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode as 8-bit RGB: 16-bit and float grayscale scaled, transparency on white."""
     if img.mode == "RGB":
         return img
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
@@ -132,6 +146,7 @@ def _normalize_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndar
 
 def pixels(img: Image.Image, card: ModelCard) -> np.ndarray:
     """An RGB image resized and centre-cropped as the card says: uint8 (crop, crop, 3)."""
+    check_aspect(*img.size)
     img = resize_shorter(img, card.resize_size, card.interpolation)
     img = center_crop(img, card.crop_size)
     return np.asarray(img, dtype=np.uint8)

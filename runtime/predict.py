@@ -23,7 +23,7 @@ from PIL import Image
 
 from .card import ModelCard
 from .errors import CardError, FlowerEdgeError, ImageError
-from .image import load_image, preprocess
+from .image import MAX_PIXELS, load_image, preprocess, to_rgb
 from .session import open_session
 
 ImageInput = Union[str, os.PathLike, Image.Image]
@@ -99,8 +99,15 @@ class Classifier:
         return results  # type: ignore[return-value]
 
     def _input(self, image: ImageInput) -> np.ndarray:
-        img = image if isinstance(image, Image.Image) else load_image(image)
-        return preprocess(img, self.card)
+        if not isinstance(image, Image.Image):
+            return preprocess(load_image(image), self.card)
+        w, h = image.size
+        if w * h > MAX_PIXELS:
+            raise ImageError(f"image: {w}x{h} pixels is over the limit of {MAX_PIXELS:,}")
+        try:  # an in-memory image of any mode (L, RGBA, CMYK, P, I;16...) is taken as a viewer shows it
+            return preprocess(to_rgb(image), self.card)
+        except (OSError, ValueError) as e:
+            raise ImageError(f"image: cannot use this {image.mode} image ({e})") from None
 
     def _probabilities(self, x: np.ndarray) -> np.ndarray:
         out = self.session.run(None, {self.input_name: x})[0]  # (B, classes)
@@ -154,7 +161,8 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
         if path.is_dir():
             out += sorted(str(p) for p in path.rglob("*") if p.is_file() and is_image_file(p))
         elif not path.exists() and glob.has_magic(item):
-            out += sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            # a pattern that matches nothing stays, so it is reported instead of vanishing
+            out += sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file()) or [item]
         else:
             out.append(item)
     seen: set[str] = set()

@@ -38,6 +38,7 @@ class RichReporter:
 
     def __init__(self, console: Console, quiet: bool = False) -> None:
         self.console, self.quiet = console, quiet
+        self.last_saved: tuple[str, int] | None = None
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             _Rate(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -82,6 +83,16 @@ class RichReporter:
             f"epoch {r['epoch']:>3}  train loss {r['train_loss']:.4f} acc {r['train_top1']:.2%}  "
             f"valid loss {r['valid_loss']:.4f} top-1 {r['valid_top1']:.2%} top-5 {r['valid_top5']:.2%}"
         )
+
+    def saved(self, path: str, epoch: int) -> None:
+        self.last_saved = (path, epoch)
+
+    def interrupted(self) -> str:
+        """The Ctrl-C line: what this run left on disk, and nothing it did not."""
+        if self.last_saved is None:
+            return "interrupted before the first epoch finished; no checkpoint was written by this run"
+        path, epoch = self.last_saved
+        return f"interrupted; {path} holds epoch {epoch} (--resume {path} goes on from there)"
 
     def message(self, text: str) -> None:
         if not self.quiet:
@@ -158,8 +169,10 @@ def main(
     debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,
 ) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    with one_line_errors("flower-train", debug, expected=(typer.BadParameter,),
-                         interrupted="interrupted; the last finished epoch is in the checkpoint"):
+    # Under torchrun only rank 0 reports, plots and prints; the others train quietly.
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    reporter = RichReporter(err, quiet or not main_rank)
+    with one_line_errors("flower-train", debug, expected=(typer.BadParameter,), interrupted=reporter.interrupted):
         if importlib.util.find_spec("torch") is None or importlib.util.find_spec("torchvision") is None:
             raise typer.BadParameter("training needs torch and torchvision: pip install 'flower-edge[train]'")
         if list_archs:
@@ -179,9 +192,7 @@ def main(
             valid_fraction=valid_fraction, labels=str(labels) if labels else None, device=device, amp=amp,
             workers=workers, seed=seed,
         )
-        # Under torchrun only rank 0 reports, plots and prints; the others train quietly.
-        main_rank = int(os.environ.get("RANK", "0")) == 0
-        with RichReporter(err, quiet or not main_rank) as reporter:
+        with reporter:
             result = train(config, reporter, resume=str(resume) if resume else None)
         if not main_rank:
             return

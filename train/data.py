@@ -88,7 +88,7 @@ def open_data(spec: str, *, valid_fraction: float = 0.15, labels_file: Path | No
 def _open_folder(root: Path, description: str, valid_fraction: float, labels_file: Path | None,
                  check_images: bool, task=None) -> DataSource:
     if (root / "train").is_dir():
-        class_ids = _class_dirs(root / "train")
+        class_ids = _at_least_two(_class_dirs(root / "train"), root / "train")
         splits = {"train": _scan_split(root / "train", class_ids)}
         for name in ("valid", "test"):
             if (root / name).is_dir():
@@ -99,7 +99,7 @@ def _open_folder(root: Path, description: str, valid_fraction: float, labels_fil
         if "valid" not in splits:
             splits["train"], splits["valid"] = _split_off(splits["train"], valid_fraction)
     else:
-        class_ids = _class_dirs(root)
+        class_ids = _at_least_two(_class_dirs(root), root)
         everything = _scan_split(root, class_ids)
         train, valid = _split_off(everything, valid_fraction)
         splits = {"train": train, "valid": valid}
@@ -114,6 +114,13 @@ def _open_folder(root: Path, description: str, valid_fraction: float, labels_fil
             raise DataError(f"{root}: the {name} split has no readable images")
     labels = _read_labels(labels_file or root / LABELS_FILE, class_ids, required=labels_file is not None)
     return DataSource(description, root, class_ids, labels, splits, skipped)
+
+
+def _at_least_two(class_ids: tuple[str, ...], folder: Path) -> tuple[str, ...]:
+    """One class trains a model that is always right and knows nothing ("100% valid")."""
+    if len(class_ids) < 2:
+        raise DataError(f"{folder}: one class folder ({class_ids[0]}); a classifier needs at least two")
+    return class_ids
 
 
 def _class_dirs(folder: Path) -> tuple[str, ...]:

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from flower_edge.runtime.card import ModelCard
 from flower_edge.runtime.errors import CheckpointError, ConfigError
+from flower_edge.runtime.files import remove_stale
 
 from .backbones import check_weights, get_backbone
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -55,6 +56,9 @@ class Reporter:
         return Task()
 
     def epoch(self, record: dict[str, float]) -> None: ...
+
+    def saved(self, path: str, epoch: int) -> None:
+        """The checkpoint at ``path`` now holds ``epoch`` (written whole, atomically)."""
 
     def message(self, text: str) -> None: ...
 
@@ -171,6 +175,8 @@ def train(config: TrainConfig, reporter: Reporter | None = None, resume: str | N
     get_backbone(config.arch)  # an unknown arch fails before any slow work
     check_weights(config.weights)
     _check_writable(Path(config.output))
+    for stale in remove_stale(Path(config.output).parent, f".{Path(config.output).name}."):
+        reporter.message(f"removed {stale.name}: a checkpoint write that a killed run left unfinished")
     ckpt = load_checkpoint(resume) if resume else None
     if ckpt is not None:
         _check_resumable(ckpt["config"], config)
@@ -293,6 +299,7 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
         if world.main:
             save_checkpoint(config.output, _payload(model, optimizer, scheduler, config, card, history,
                                                     epoch, best_epoch, best_state, ema))
+            reporter.saved(config.output, epoch)
         world.barrier()  # the checkpoint is complete before any rank goes on
 
     if test_batches is not None and best_state is not None:

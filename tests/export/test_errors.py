@@ -126,3 +126,26 @@ def test_a_corrupted_export_is_caught_and_nothing_is_left(tiny_checkpoint, synth
         pipeline.export(config)
     assert "onnx" in str(failure.value) and "FAILED" in str(failure.value)
     assert list(out.iterdir()) == []  # no model, no staging folder
+
+
+def test_a_killed_exports_leftovers_are_removed_and_a_live_ones_kept(tiny_checkpoint, synthetic_dir, tmp_path):
+    import os
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a process id that no longer runs: a SIGKILLed export's
+    stale = tmp_path / f".flower-export-{dead.pid}-abc"
+    stale.mkdir()
+    (stale / "model.onnx").write_bytes(b"half")
+    stale_report = tmp_path / f".export.json.{dead.pid}.xyz.tmp"
+    stale_report.write_text("{")
+    live = tmp_path / f".flower-export-{os.getpid()}-def"  # this process: alive, maybe exporting
+    live.mkdir()
+    lines = []
+    config = ExportConfig(checkpoint=str(tiny_checkpoint), output=str(tmp_path), format="onnx",
+                          calib_data=str(synthetic_dir), ort_format=False, verify=False)
+    from flower_edge.export import export
+
+    export(config, lines.append)
+    assert not stale.exists() and not stale_report.exists() and live.is_dir()
+    assert sum("left in" in line and "killed" in line for line in lines) == 2

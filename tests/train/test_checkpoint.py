@@ -167,3 +167,15 @@ def build_model_like(model):
     from flower_edge.train.model import build_model
 
     return build_model("efficientnet_lite0", model.head[-1].out_features, weights="imagenet")
+
+
+def test_a_killed_runs_half_written_checkpoint_is_removed(synthetic_dir, tmp_path, make_config):
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    half = tmp_path / f".run.pth.{dead.pid}.k3j.tmp"
+    half.write_bytes(b"PK\x03\x04half")
+    train(make_config(synthetic_dir, tmp_path / "run.pth"))
+    assert not half.exists() and (tmp_path / "run.pth").is_file()
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -111,3 +111,32 @@ def test_output_to_a_file_gets_progress_lines(synthetic_dir, tmp_path):
         assert summary, f"no summary line for {phase!r} in:\n{result.stderr}"
         assert summary[0].endswith(" img/s") or " img/s, " in summary[0]
     assert any(line.startswith("epoch   2  train loss") for line in lines)
+
+
+def test_one_class_is_refused(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "only").mkdir()
+    for i in range(4):
+        Image.new("RGB", (16, 16), (i * 50, 0, 0)).save(tmp_path / "only" / f"{i}.png")
+    result = run(tmp_path, "-o", tmp_path / "x.pth")
+    assert_one_error_line(result, "flower-train", "one class folder (only); a classifier needs at least two")
+    assert not (tmp_path / "x.pth").exists()
+
+
+def test_ctrl_c_says_what_this_run_left_on_disk(tmp_path, monkeypatch):
+    from flower_edge.train import loop
+    from flower_edge.train.cli import RichReporter
+
+    reporter = RichReporter(None, quiet=True)
+    assert "no checkpoint was written by this run" in reporter.interrupted()
+    reporter.saved("runs/x.pth", 3)
+    assert reporter.interrupted() == "interrupted; runs/x.pth holds epoch 3 (--resume runs/x.pth goes on from there)"
+
+    def stopped(config, reporter, resume=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "train", stopped)
+    result = run("synthetic", "-o", tmp_path / "x.pth")
+    assert result.exit_code == 130
+    assert "interrupted before the first epoch finished; no checkpoint was written" in result.stderr
