@@ -28,8 +28,20 @@ import typer
 from flower_edge.runtime.errors import ExportError, FlowerEdgeError
 
 REPO = Path(__file__).resolve().parents[1]
-APP = REPO / "mobile_demo" / "app"
 ORT_WEB = REPO / "mobile_demo" / "node_modules" / "onnxruntime-web" / "dist"
+"""Where ``npm ci --prefix mobile_demo`` puts onnxruntime-web in a checkout; from a wheel, pass
+--ort-web (``npm install onnxruntime-web@1.30.0`` anywhere)."""
+ORT_WEB_VERSION = "1.30.0"
+
+
+def _app_folder() -> Path:
+    """The app's files: package data (flower_edge.mobile_app, mobile_demo/app in a checkout)."""
+    from importlib.resources import files
+
+    return Path(str(files("flower_edge.mobile_app")))
+
+
+APP = _app_folder()
 ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 APP_FILES = ("index.html", "app.js", "preprocess.js", "style.css", "icon.svg", "manifest.webmanifest")
 
@@ -51,9 +63,12 @@ def bundle(export_dir: str | os.PathLike, output: str | os.PathLike, model: str 
     ort_dir = Path(ort_web) if ort_web else ORT_WEB
     missing = [f for f in ORT_FILES if not (ort_dir / f).is_file()]
     if missing:
-        raise ExportError(f"{ort_dir}: no {missing[0]}; run 'npm ci --prefix mobile_demo' (or pass --ort-web DIR)")
+        where = f"{ort_dir}: no {missing[0]}" if ort_web or ORT_WEB.parent.parent.is_dir() else "onnxruntime-web not found"
+        raise ExportError(f"{where}; run 'npm ci --prefix mobile_demo' in a checkout, or "
+                          f"'npm install onnxruntime-web@{ORT_WEB_VERSION}' and pass "
+                          f"--ort-web node_modules/onnxruntime-web/dist")
     if not (APP / "index.html").is_file():
-        raise ExportError(f"{APP}: the app's files are not here; run flower-bundle from a flower-edge checkout")
+        raise ExportError(f"{APP}: the app's files are missing from this installation of flower-edge; reinstall it")
 
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))

@@ -18,7 +18,9 @@ from typing import Sequence
 HELP = (
     "Predict the top-k classes of images with a model written by flower-export (.onnx, .int8.onnx "
     "or their .ort copies). Labels and preprocessing come from the model card inside the file. "
-    "An image that cannot be read is reported on stderr and the rest go on; the exit code is then 1."
+    "An image that cannot be read is reported on stderr and the rest go on; the exit code is then 1. "
+    "Limits: images over 64 million pixels, or narrower than 20:1 (longest side over shortest), are "
+    "refused before they are resized; --threads is 1 to the number of cores."
 )
 JSON_HELP = ('one JSON document on stdout: {"model": PATH, "results": [{"image": PATH, "top_k": '
              '[{"rank", "index", "label", "prob"}, ...]} or {"image": PATH, "error": MESSAGE}, ...]}')

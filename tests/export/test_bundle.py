@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from flower_edge.export.bundle import ORT_FILES, ORT_WEB, bundle, server
+from flower_edge.export.bundle import ORT_FILES, ORT_WEB, REPO, bundle, server
 from flower_edge.export.images import find_images
 from flower_edge.runtime.predict import Classifier
 
@@ -86,3 +86,24 @@ def test_phone_app_matches_flower_run_on_real_photos(web, flowers5, tmp_path, ca
         print(f"\nphone app: {PHOTOS} photos, top-1 equal to flower-run's on {same}, max |prob diff| {max(diffs):.1e} "
               f"(median {np.median(diffs):.1e}), "
               f"median {np.median([h['ms'] for h in got]):.0f} ms per photo in chromium; screenshot {shot}")
+
+
+def test_the_wheel_carries_the_phone_app(tmp_path):
+    """flower-bundle from a plain pip install: the app's files are package data of the wheel."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from flower_edge.export.bundle import APP, APP_FILES
+
+    import importlib.util
+
+    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation,
+                    "-w", str(tmp_path), str(REPO)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("flower_edge-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in (*APP_FILES, "sw.js"):
+        assert f"flower_edge/mobile_app/{name}" in names, name
+        assert (APP / name).is_file()
+    assert "flower_edge/export/formats.py" in names and "flower_edge/runtime/cli.py" in names
