@@ -7,7 +7,9 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 from glob import escape as glob_escape
 import tempfile
 from pathlib import Path
@@ -28,6 +30,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Ctrl-C waits until the block ends, then raises KeyboardInterrupt: a write and the record
+    that it happened are never cut apart (torch.save interrupted mid-write raised a RuntimeError
+    from its zip writer instead). Only the main thread receives signals; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def remove_stale(folder: str | os.PathLike, prefix: str) -> list[Path]:

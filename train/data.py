@@ -88,7 +88,7 @@ def open_data(spec: str, *, valid_fraction: float = 0.15, labels_file: Path | No
 def _open_folder(root: Path, description: str, valid_fraction: float, labels_file: Path | None,
                  check_images: bool, task=None) -> DataSource:
     if (root / "train").is_dir():
-        class_ids = _at_least_two(_class_dirs(root / "train"), root / "train")
+        class_ids = _class_dirs(root / "train")
         splits = {"train": _scan_split(root / "train", class_ids)}
         for name in ("valid", "test"):
             if (root / name).is_dir():
@@ -99,10 +99,11 @@ def _open_folder(root: Path, description: str, valid_fraction: float, labels_fil
         if "valid" not in splits:
             splits["train"], splits["valid"] = _split_off(splits["train"], valid_fraction)
     else:
-        class_ids = _at_least_two(_class_dirs(root), root)
+        class_ids = _class_dirs(root)
         everything = _scan_split(root, class_ids)
         train, valid = _split_off(everything, valid_fraction)
         splits = {"train": train, "valid": valid}
+    _at_least_two(class_ids, root / "train" if (root / "train").is_dir() else root)
     skipped: list[str] = []
     if check_images:
         progress = task("checking images", sum(map(len, splits.values()))) if task else None

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from flower_edge.runtime.card import ModelCard
 from flower_edge.runtime.errors import CheckpointError, ConfigError
-from flower_edge.runtime.files import remove_stale
+from flower_edge.runtime.files import interrupts_deferred, remove_stale
 
 from .backbones import check_weights, get_backbone
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -297,9 +297,10 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
         reporter.epoch(record)
         card = _with_metrics(card, history, best_epoch)
         if world.main:
-            save_checkpoint(config.output, _payload(model, optimizer, scheduler, config, card, history,
-                                                    epoch, best_epoch, best_state, ema))
-            reporter.saved(config.output, epoch)
+            with interrupts_deferred():  # Ctrl-C during the write: after it, and reported truly
+                save_checkpoint(config.output, _payload(model, optimizer, scheduler, config, card, history,
+                                                        epoch, best_epoch, best_state, ema))
+                reporter.saved(config.output, epoch)
         world.barrier()  # the checkpoint is complete before any rank goes on
 
     if test_batches is not None and best_state is not None:
@@ -310,8 +311,9 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
         model.load_state_dict(latest)
         card = _with_metrics(card, history, best_epoch, test)
         if world.main:
-            save_checkpoint(config.output, _payload(model, optimizer, scheduler, config, card, history,
-                                                    history[-1]["epoch"], best_epoch, best_state, ema))
+            with interrupts_deferred():
+                save_checkpoint(config.output, _payload(model, optimizer, scheduler, config, card, history,
+                                                        history[-1]["epoch"], best_epoch, best_state, ema))
         world.barrier()
     return TrainResult(Path(config.output), card, history, best_epoch, time.perf_counter() - started)
 

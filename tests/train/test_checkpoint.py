@@ -179,3 +179,33 @@ def test_a_killed_runs_half_written_checkpoint_is_removed(synthetic_dir, tmp_pat
     train(make_config(synthetic_dir, tmp_path / "run.pth"))
     assert not half.exists() and (tmp_path / "run.pth").is_file()
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_ctrl_c_during_the_checkpoint_write_waits_for_it(synthetic_dir, tmp_path, make_config, monkeypatch):
+    """SIGINT in the middle of torch.save: the write finishes, then the run stops, and says so."""
+    import os
+    import signal
+
+    from flower_edge.train import checkpoint, loop
+
+    real = checkpoint.save_checkpoint
+    saved = []
+
+    def interrupted_save(path, payload):
+        os.kill(os.getpid(), signal.SIGINT)  # arrives while the write is under way
+        saved.append(real(path, payload))
+        return saved[-1]
+
+    monkeypatch.setattr(loop, "save_checkpoint", interrupted_save)
+
+    class Recorder(loop.Reporter):
+        last = None
+
+        def saved(self, path, epoch):
+            Recorder.last = (path, epoch)
+
+    out = tmp_path / "run.pth"
+    with pytest.raises(KeyboardInterrupt):
+        train(make_config(synthetic_dir, out, epochs=2), Recorder())
+    assert saved and load_checkpoint(out)["epoch"] == 1  # whole, and holding the epoch reported
+    assert Recorder.last == (str(out), 1)
