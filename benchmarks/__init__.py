@@ -3,6 +3,8 @@
     flower-bench runs/flower.pth --data flowers/ --split valid --out runs/bench
     python -m flower_edge.bench runs/flower.pth --data flowers/      # the same
 
-The scripts beside it (train_recipe.py, export_int8.py, cold_start.py, ...) reproduce the figures of
-benchmarks/README.md; ``reproduce.py`` regenerates its flower-bench table.
+The package is small: the measurement (``bench.py``), its outputs (``report.py``, ``plot.py``), the
+fresh process a cold start is timed in (``coldstart.py``) and the command (``cli.py``). The scripts
+that reproduce the other figures of benchmarks/README.md live in ``benchmarks/scripts/`` and are not
+installed; ``scripts/reproduce.py`` regenerates the flower-bench table.
 """

@@ -1,7 +1,7 @@
 """flower-bench's library call: every format of one checkpoint, measured side by side.
 
     result = run_bench(BenchConfig("runs/flower.pth", data="flowers/", split="valid"))
-    print(markdown_table(result))
+    print(markdown_table(result))             # flower_edge.bench.report
 
 Per format: file size; top-1 and top-5 accuracy on the split; top-1 agreement with the eager
 PyTorch fp32 model and the largest |probability difference|; batch-1 latency (median and p95 after
@@ -12,14 +12,10 @@ machine's measured fp32 matrix-multiply peak.
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -270,52 +266,7 @@ def _machine(threads: int, peak: float) -> dict:
     import onnxruntime
     import torch
 
-    cpu = platform.processor() or "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    from flower_edge.runtime.cpu import cpu_int8
+    from flower_edge.runtime.cpu import describe_machine
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "matmul_peak_gflops": peak,
-            "int8": cpu_int8().to_dict(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-
-
-def markdown_table(result: BenchResult) -> str:
-    lines = ["| format | size MB | top-1 | top-5 | agreement | max \\|prob diff\\| | batch-1 ms (median / p95) | "
-             "batch-32 img/s | cold start s | peak RSS MB | GFLOP/s | of peak |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in result.rows:
-        flag = "" if r.passed else " **FAIL**"
-        lines.append(
-            f"| {r.format} | {r.size_mb:.2f} | {r.top1:.2%} | {r.top5:.2%} | {r.agreement:.2%}{flag} | "
-            f"{r.max_prob_diff:.1e} | {r.latency_ms_median:.2f} / {r.latency_ms_p95:.2f} | {r.throughput_ips:.0f} | "
-            f"{r.cold_start_s:.2f} | {r.cold_start_peak_rss_mb:.0f} | {r.gflops_per_s:.1f} | {r.fraction_of_peak:.0%} |")
-    m = result.machine
-    int8 = m.get("int8") or {}
-    ran = sorted({r.int8_path for r in result.rows if r.int8_path and "int8" in r.format})
-    features = ", ".join(f for f, on in (("AVX2", int8.get("avx2")), ("VNNI", int8.get("vnni")),
-                                         ("Arm dot product", int8.get("arm_dot"))) if on) or "none"
-    lines.append("")
-    lines.append(f"{result.model['arch']}, {result.model['gflops_per_image']:.2f} GFLOPs per image, "
-                 f"{result.model['photos']} {result.model['split']} photos; {m['cpu']}, {m['threads']} threads, "
-                 f"fp32 matmul peak {m['matmul_peak_gflops']:.0f} GFLOP/s; int8 features: {features}; "
-                 f"int8 kernels: {', '.join(ran) or 'not run'}; {m['date'][:10]}")
-    return "\n".join(lines)
-
-
-def write_outputs(result: BenchResult, out: Path) -> list[Path]:
-    from flower_edge.runtime.files import atomic_write
-
-    from .plot import plot_accuracy_latency
-
-    out.mkdir(parents=True, exist_ok=True)
-    md, js, png = out / "bench.md", out / "bench.json", out / "bench.png"
-    atomic_write(md, lambda f: f.write((markdown_table(result) + "\n").encode()))
-    atomic_write(js, lambda f: f.write(json.dumps(result.to_dict(), indent=2).encode()))
-    plot_accuracy_latency(result.rows, png)
-    return [md, js, png]
+    return {**describe_machine(), "threads": threads, "matmul_peak_gflops": peak, "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}

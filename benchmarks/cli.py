@@ -52,7 +52,8 @@ def main(
     with one_line_errors("flower-bench", debug, expected=(typer.BadParameter,)):
         if importlib.util.find_spec("torch") is None:  # the reference every format is measured against
             raise typer.BadParameter("flower-bench needs torch (the PyTorch reference): pip install 'flower-edge[train]'")
-        from .bench import markdown_table, run_bench, write_outputs
+        from .bench import run_bench
+        from .report import markdown_table, write_outputs
 
         config = BenchConfig(
             checkpoint=str(checkpoint), data=str(data), split=split,

@@ -1,10 +1,13 @@
 """Which photos calibrate the int8 model and which verify the exports: never the same ones.
 
-    sets = choose_images(config, train_config)
+    sets = choose_images(config, train_config.data, train_config.valid_fraction)
     sets.calibration, sets.verification          # tuples of paths
 
-A folder in the classic layout calibrates on ``train/`` and verifies on ``valid/``. Any other
-folder of photos is split by a hash of each file's path, so the split is stable and repeatable.
+The checkpoint's own DATA is split exactly as training split it (``train/data.py: split_paths``):
+calibration from its ``train`` photos, verification on ``valid``, which the model never trained on.
+A ``--calib-data`` folder in the classic layout is read the same way; a folder of loose photos,
+which no training run could have used, is split by a hash of each file's path (a third verifies).
+Each list is in hash order, a stable pseudo-random mix of the classes.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Callable, Iterable
 import numpy as np
 from PIL import Image
 
-from flower_edge.runtime.errors import ExportError, ImageError
+from flower_edge.runtime.errors import DataError, ExportError, ImageError
 from flower_edge.runtime.image import is_image_file, load_image
 
 from .config import ExportConfig
@@ -37,45 +40,47 @@ def find_images(folder: Path) -> list[Path]:
     """Image files under ``folder``, recursively, in hash order (a stable pseudo-random order)."""
     found = [p for p in folder.rglob("*")
              if is_image_file(p) and p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
-    return sorted(found, key=lambda p: hashlib.sha1(str(p.relative_to(folder)).encode()).hexdigest())
+    return sorted(found, key=lambda p: _hash(p.relative_to(folder)))
 
 
-def training_data_folder(data: str) -> Path:
-    """Where a checkpoint's DATA argument left its photos on this machine."""
-    from flower_edge.train.data import default_cache_dir
-
-    if data == "synthetic":  # deterministic: regenerated if the cache was cleared
-        from flower_edge.train.synthetic import ensure_synthetic
-
-        return ensure_synthetic(default_cache_dir() / "synthetic")
-    if data == "flowers102":
-        return default_cache_dir() / data
-    return Path(data)
+def _hash(path: Path) -> str:
+    return hashlib.sha1(str(path).encode()).hexdigest()
 
 
-def choose_images(config: ExportConfig, train_data: str) -> ImageSets:
+def _hash_order(paths: list[Path]) -> list[Path]:
+    """Photos of class folders in ``find_images``' order: by the hash of <class>/<file name>."""
+    return sorted(paths, key=lambda p: _hash(Path(p.parent.name, p.name)))
+
+
+def choose_images(config: ExportConfig, train_data: str, valid_fraction: float = 0.15) -> ImageSets:
+    """Calibration, tuning and verification photos for an export of a model trained on ``train_data``."""
+    from flower_edge.train.data import split_paths
+
     if config.calib_data:
         root = Path(config.calib_data)
         if not root.is_dir():
             raise ExportError(f"--calib-data {root}: no such folder")
+        if (root / "train").is_dir():
+            splits = split_paths(str(root))
+            pool, held_out = _hash_order(splits["train"]), _hash_order(splits.get("valid", []))
+            source, held_source = str(root / "train"), str(root / "valid")
+        else:
+            everything = find_images(root)
+            n_held = len(everything) // 3
+            held_out, pool = everything[:n_held], everything[n_held:]
+            source, held_source = f"{root} (2/3 by path hash)", f"{root} (the other 1/3)"
     else:
-        root = training_data_folder(train_data)
-        if not root.is_dir():
+        try:
+            splits = split_paths(train_data, valid_fraction=valid_fraction)
+        except DataError as e:
             raise ExportError(
-                f"the checkpoint's training data ({train_data}) is not on this machine; "
+                f"the checkpoint's training data ({train_data}) is not on this machine ({e}); "
                 "pass --calib-data DIR, a folder of photos like the ones the model will see"
-            )
-    if (root / "train").is_dir():
-        pool = find_images(root / "train")
-        held_out = find_images(root / "valid") if (root / "valid").is_dir() else []
-        source, held_source = str(root / "train"), str(root / "valid")
-    else:
-        everything = find_images(root)
-        n_held = len(everything) // 3
-        held_out, pool = everything[:n_held], everything[n_held:]
-        source, held_source = f"{root} (2/3 by path hash)", f"{root} (the other 1/3)"
+            ) from None
+        pool, held_out = _hash_order(splits["train"]), _hash_order(splits["valid"])
+        source, held_source = f"{train_data} (its training photos)", f"{train_data} (its validation photos)"
     if not pool and (config.quantize or not config.verify_data):
-        raise ExportError(f"{root}: no images to calibrate on or verify with (.jpg, .png, ...)")
+        raise ExportError(f"{source}: no images to calibrate on or verify with (.jpg, .png, ...)")
 
     if config.verify_data:
         vroot = Path(config.verify_data)

@@ -83,7 +83,7 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
         progress(f"removed {stale.name}, left in {output} by an export that was killed")
 
     int8 = any(f.int8 for f in formats)
-    images = choose_images(config, ckpt["config"].data) if int8 or config.verify else None
+    images = choose_images(config, ckpt["config"].data, ckpt["config"].valid_fraction) if int8 or config.verify else None
     skipped: list[str] = []
     calibration, tuning, verification, verification_pixels = [], [], np.zeros((0,)), []
     if images:

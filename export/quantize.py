@@ -192,7 +192,8 @@ def float_output(proto: onnx.ModelProto) -> None:
 def _tune(proto: onnx.ModelProto, prepared: Path, tuning: Tuning):
     from onnx import numpy_helper
 
-    from .tune import QDQGraph, tune
+    from .qdq_graph import QDQGraph
+    from .tune import tune
 
     float_weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(prepared)).graph.initializer}
     graph = QDQGraph(proto, float_weights)

@@ -1,6 +1,7 @@
 """What this CPU offers int8 models, and which onnxruntime kernel path flower-edge picks for it.
 
     python -m flower_edge.runtime.cpu          # {"machine": "x86_64", "vnni": true, ..., "int8_path": "fast"}
+    describe_machine()                         # the CPU's name, cores, int8 features: what benchmarks record
 
 onnxruntime's x86 int8 kernels multiply uint8 activations by int8 weights. With VNNI (AVX512-VNNI,
 AVX-VNNI or AMX) the products are summed in 32 bits: exact and fast. Without it (AVX2 only) the fast
@@ -77,6 +78,16 @@ def cpu_int8() -> CpuInt8:
     else:
         path, why = "fast", f"{machine}: no saturating int8 kernel"
     return CpuInt8(machine, model or platform.processor() or "unknown", avx2, vnni, arm_dot, path, why)
+
+
+def describe_machine() -> dict:
+    """This machine as every benchmark records it: the CPU's name (as ``lscpu`` gives it), its
+    cores, its int8 features and path, the Python version and the date."""
+    from datetime import datetime, timezone
+
+    cpu = cpu_int8()
+    return {"cpu": cpu.model, "cores": os.cpu_count(), "machine": cpu.machine, "int8": cpu.to_dict(),
+            "python": platform.python_version(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def int8_path(requested: str | None = None) -> str:

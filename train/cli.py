@@ -9,12 +9,13 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import logging
 import os
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, get_type_hints
 
 import typer
 from rich.console import Console
@@ -25,9 +26,7 @@ from rich.table import Table
 
 from flower_edge.runtime.errors import one_line_errors
 from flower_edge.runtime.progress import ProgressLines
-from flower_edge.train.config import TrainConfig, parse_hidden
-
-D = {f.name: f.default for f in fields(TrainConfig)}  # one place for every default
+from flower_edge.train.config import TrainConfig
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
 err = Console(stderr=True)
@@ -120,53 +119,40 @@ def _list_archs() -> None:
     Console().print(table)
 
 
-@app.command(help=(
-    "Train a flower classifier and write a self-describing checkpoint.\n\n"
-    "DATA is a folder in the classic layout (DATA/train/<class-id>/*.jpg, DATA/valid/..., optional "
-    "DATA/test/... and DATA/cat_to_name.json), a plain folder of class folders (a validation split is "
-    "taken off), 'synthetic' (procedural flowers, offline) or 'flowers102' (downloads Oxford "
-    "Flowers102). The default recipe fine-tunes the last blocks of an ImageNet EfficientNet-Lite0, "
-    "caching the frozen blocks' output so that it runs in minutes on a CPU."
-))
+def _config_options() -> list[inspect.Parameter]:
+    """flower-train's DATA and options: one per TrainConfig field, from that field's declaration
+    (its default, help text and, where the command line spells it otherwise, flags and type)."""
+    hints = get_type_hints(TrainConfig)
+    parameters = []
+    for f in fields(TrainConfig):
+        meta = f.metadata
+        if meta.get("argument"):
+            info = typer.Argument(help=meta["help"], show_default=False)
+        else:
+            info = typer.Option(*meta.get("flags", ()), help=meta["help"], show_default=meta.get("show_default", True))
+        default = "" if f.default is MISSING else meta.get("shown", _same)(f.default)
+        annotation = Annotated[meta.get("cli_type", hints[f.name]), info]
+        parameters.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation))
+    return parameters
+
+
+def _same(value):
+    return value
+
+
+def _config(options: dict) -> TrainConfig:
+    """The TrainConfig that the command line's option values describe."""
+    return TrainConfig(**{f.name: f.metadata.get("parse", _same)(options[f.name]) for f in fields(TrainConfig)})
+
+
 def main(
-    data: Annotated[str, typer.Argument(help="Folder of photos, 'synthetic' or 'flowers102'.", show_default=False)] = "",
-    output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint to write (atomically).")] = Path(D["output"]),
-    arch: Annotated[str, typer.Option(help="Backbone; --list-archs shows them all.")] = D["arch"],
-    weights: Annotated[str, typer.Option(help="Backbone weights: imagenet, none, or a state-dict file.")] = D["weights"],
-    hidden: Annotated[str, typer.Option(help="Hidden layer sizes of the head: 256, 512,256 or none.")] = ",".join(map(str, D["hidden"])) or "none",
-    dropout: Annotated[float, typer.Option(help="Dropout before each linear layer of the head.")] = D["dropout"],
-    freeze: Annotated[bool, typer.Option("--freeze/--finetune", help="--freeze trains the head only (the seed projects' way); --finetune also trains the last --finetune-blocks blocks.")] = D["mode"] == "freeze",
-    finetune_blocks: Annotated[Optional[int], typer.Option(help="Blocks trained at the end of the backbone with --finetune; 0 trains all of them. Default: 6 for up to 4,000 training photos, 4 above (the 6th from the end costs as much as the last 4).", show_default=False)] = D["finetune_blocks"],
-    backbone_lr_scale: Annotated[float, typer.Option(help="Backbone learning rate as a fraction of --lr.")] = D["backbone_lr_scale"],
-    epochs: Annotated[int, typer.Option(help="Total epochs (with --resume: the epoch to stop after).")] = D["epochs"],
-    batch_size: Annotated[int, typer.Option(help="Images per optimizer step.")] = D["batch_size"],
-    lr: Annotated[float, typer.Option(help="Peak learning rate of the head.")] = D["lr"],
-    optimizer: Annotated[str, typer.Option(help="adamw or adam.")] = D["optimizer"],
-    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = D["weight_decay"],
-    scheduler: Annotated[str, typer.Option(help="onecycle (warm-up then cosine), cosine, or step (StepLR by --step-size epochs and --gamma).")] = D["scheduler"],
-    step_size: Annotated[int, typer.Option(help="Epochs between learning-rate drops with --scheduler step.")] = D["step_size"],
-    gamma: Annotated[float, typer.Option(help="Learning-rate factor at each drop with --scheduler step.")] = D["gamma"],
-    label_smoothing: Annotated[float, typer.Option(help="Label smoothing of the cross-entropy loss.")] = D["label_smoothing"],
-    image_size: Annotated[int, typer.Option(help="Side of the square model input (multiple of 32).")] = D["image_size"],
-    resize_size: Annotated[Optional[int], typer.Option(help="Shorter side before the evaluation centre crop (default: --image-size: the shorter side fills the square, the longer is centre-cropped; the aspect ratio is always kept).")] = D["resize_size"],
-    aug_scale: Annotated[float, typer.Option(help="Smallest area fraction kept by the random resized crop.")] = D["aug_scale"],
-    rotation: Annotated[float, typer.Option(help="Largest random rotation of training images, in degrees.")] = D["rotation"],
-    color_jitter: Annotated[float, typer.Option(help="Strength of random brightness, contrast and saturation changes.")] = D["color_jitter"],
-    ema: Annotated[float, typer.Option(help="Decay per step of a moving average of the weights that validation sees and the checkpoint keeps (e.g. 0.99); 0 turns it off.")] = D["ema"],
-    cache_views: Annotated[int, typer.Option(help="Passes over the training set cached when the backbone's start is frozen: the first plain, the rest augmented; epoch e uses view e mod N.")] = D["cache_views"],
-    cache_engine: Annotated[str, typer.Option(help="What computes the cached frozen features: auto (onnxruntime on CPU, PyTorch on GPU), torch, onnxruntime.")] = D["cache_engine"],
-    valid_fraction: Annotated[float, typer.Option(help="Share of photos held out for validation when DATA has no valid/ folder.")] = D["valid_fraction"],
-    labels: Annotated[Optional[Path], typer.Option(help="cat_to_name.json mapping class ids to names (default: DATA/cat_to_name.json).")] = None,
-    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = D["device"],
-    amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA (bf16 where supported).")] = D["amp"],
-    workers: Annotated[Optional[int], typer.Option(help="Data-loading processes (default: 0 on CPU, up to 8 on CUDA).")] = D["workers"],
-    seed: Annotated[int, typer.Option(help="Random seed: the same seed and data give the same model on a CPU.")] = D["seed"],
     resume: Annotated[Optional[Path], typer.Option(help="Continue a checkpoint: its weights, optimizer, scheduler and epoch.")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Write loss and accuracy curves per epoch to this PNG.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or epoch lines.")] = False,
     list_archs: Annotated[bool, typer.Option("--list-archs", help="List the backbones and exit.")] = False,
     debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,
+    **options,
 ) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # Under torchrun only rank 0 reports, plots and prints; the others train quietly.
@@ -178,20 +164,11 @@ def main(
         if list_archs:
             _list_archs()
             return
-        if not data:
+        if not options["data"]:
             raise typer.BadParameter("DATA is required: a folder of photos, 'synthetic' or 'flowers102'")
         from flower_edge.train.loop import train
 
-        config = TrainConfig(
-            data=data, output=str(output), arch=arch, weights=weights, hidden=parse_hidden(hidden),
-            dropout=dropout, mode="freeze" if freeze else "finetune", finetune_blocks=finetune_blocks,
-            backbone_lr_scale=backbone_lr_scale, epochs=epochs, batch_size=batch_size, lr=lr,
-            optimizer=optimizer, weight_decay=weight_decay, scheduler=scheduler, step_size=step_size,
-            gamma=gamma, label_smoothing=label_smoothing, image_size=image_size, resize_size=resize_size,
-            aug_scale=aug_scale, rotation=rotation, color_jitter=color_jitter, ema=ema, cache_views=cache_views, cache_engine=cache_engine,
-            valid_fraction=valid_fraction, labels=str(labels) if labels else None, device=device, amp=amp,
-            workers=workers, seed=seed,
-        )
+        config = _config(options)
         with reporter:
             result = train(config, reporter, resume=str(resume) if resume else None)
         if not main_rank:
@@ -210,6 +187,19 @@ def main(
         best = f"best valid top-1 {top1:.2%} at epoch {result.best_epoch}; " if top1 is not None else ""
         test = f"test top-1 {metrics['test_top1']:.2%}; " if "test_top1" in metrics else ""
         err.print(f"{best}{test}wrote {result.checkpoint} in {result.seconds:.0f} s", highlight=False, soft_wrap=True)
+
+
+_own = [p.replace(kind=p.KEYWORD_ONLY) for p in inspect.signature(main, eval_str=True).parameters.values()
+        if p.kind is not p.VAR_KEYWORD]
+main.__signature__ = inspect.Signature(_config_options() + _own)  # what typer reads: DATA, the config, the rest
+app.command(help=(
+    "Train a flower classifier and write a self-describing checkpoint.\n\n"
+    "DATA is a folder in the classic layout (DATA/train/<class-id>/*.jpg, DATA/valid/..., optional "
+    "DATA/test/... and DATA/cat_to_name.json), a plain folder of class folders (a validation split is "
+    "taken off), 'synthetic' (procedural flowers, offline) or 'flowers102' (downloads Oxford "
+    "Flowers102). The default recipe fine-tunes the last blocks of an ImageNet EfficientNet-Lite0, "
+    "caching the frozen blocks' output so that it runs in minutes on a CPU."
+))(main)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,14 @@
-"""TrainConfig: every choice of a training run, built by the CLI and stored in the checkpoint."""
+"""TrainConfig: every choice of a training run, built by the CLI and stored in the checkpoint.
+
+Each field is declared once, with its default and help text; flower-train's options are made
+from these declarations (``train/cli.py``), so adding a field adds its option.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Optional
 
 from flower_edge.runtime.errors import ConfigError
 
@@ -14,52 +19,70 @@ DEVICES = ("auto", "cpu", "cuda")
 CACHE_ENGINES = ("auto", "torch", "onnxruntime")
 
 
+def option(default: Any, help: str, **cli: Any) -> Any:
+    """A TrainConfig field and its flower-train option in one declaration: the default, the --help
+    text and, where the command line spells it differently, how (``flags``, ``cli_type`` with
+    ``parse`` from the command line's value and ``shown`` back to it; ``argument`` for DATA)."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    data: str
-    output: str = "flower.pth"
-    arch: str = "efficientnet_lite0"
-    weights: str = "imagenet"
-    hidden: tuple[int, ...] = ()
-    dropout: float = 0.2
-    mode: str = "finetune"
-    finetune_blocks: int | None = None
-    """Blocks trained at the end of the backbone in finetune mode; 0 trains them all; None picks by
-    the training set's size (``auto_finetune_blocks``)."""
-    backbone_lr_scale: float = 0.5
-    bn_momentum: float = 0.1
-    epochs: int = 8
-    batch_size: int = 64
-    lr: float = 2e-3
-    optimizer: str = "adamw"
-    weight_decay: float = 0.01
-    scheduler: str = "onecycle"
-    step_size: int = 4
-    gamma: float = 0.1
-    label_smoothing: float = 0.1
-    image_size: int = 224
-    resize_size: int | None = None
-    """Shorter side before the centre crop at evaluation; None means image_size (the longer side
-    alone is cropped). The aspect ratio is kept: squashing the whole photo into the square was
-    measured worse on Flowers102 (97.8% against 98.5% valid, benchmarks/README.md)."""
-    interpolation: str = "bilinear"
-    aug_scale: float = 0.6
-    """Smallest area fraction of RandomResizedCrop."""
-    rotation: float = 0.0
-    """Largest random rotation, in degrees."""
-    color_jitter: float = 0.0
-    ema: float = 0.0
-    """Decay per optimizer step of an exponential moving average of the weights, which validation
-    sees and the checkpoint keeps; 0 trains without one."""
-    cache_views: int = 6
-    """Augmented passes over the training set cached when the backbone's start is frozen."""
-    cache_engine: str = "auto"
-    valid_fraction: float = 0.15
-    labels: str | None = None
-    device: str = "auto"
-    amp: bool = True
-    workers: int | None = None
-    seed: int = 0
+    """Every choice of a training run. flower-train's options are these fields (train/cli.py)."""
+
+    data: str = option(MISSING, "Folder of photos, 'synthetic' or 'flowers102'.", argument=True)
+    output: str = option("flower.pth", "Checkpoint to write (atomically).", flags=("--output", "-o"),
+                         cli_type=Path, parse=str)
+    arch: str = option("efficientnet_lite0", "Backbone; --list-archs shows them all.")
+    weights: str = option("imagenet", "Backbone weights: imagenet, none, or a state-dict file.")
+    hidden: tuple[int, ...] = option((), "Hidden layer sizes of the head: 256, 512,256 or none.", cli_type=str,
+                                     parse=lambda text: parse_hidden(text),
+                                     shown=lambda sizes: ",".join(map(str, sizes)) or "none")
+    dropout: float = option(0.2, "Dropout before each linear layer of the head.")
+    mode: str = option("finetune", "--freeze trains the head only (the seed projects' way); --finetune also "
+                       "trains the last --finetune-blocks blocks.", flags=("--freeze/--finetune",), cli_type=bool,
+                       parse=lambda freeze: "freeze" if freeze else "finetune", shown=lambda mode: mode == "freeze")
+    finetune_blocks: int | None = option(
+        None, "Blocks trained at the end of the backbone with --finetune; 0 trains all of them. Default: 6 for "
+        "up to 4,000 training photos, 4 above (the 6th from the end costs as much as the last 4).",
+        show_default=False)
+    """None picks by the training set's size (``auto_finetune_blocks``)."""
+    backbone_lr_scale: float = option(0.5, "Backbone learning rate as a fraction of --lr.")
+    bn_momentum: float = option(0.1, "Momentum of the trained blocks' batch-norm running statistics.")
+    epochs: int = option(8, "Total epochs (with --resume: the epoch to stop after).")
+    batch_size: int = option(64, "Images per optimizer step.")
+    lr: float = option(2e-3, "Peak learning rate of the head.")
+    optimizer: str = option("adamw", "adamw or adam.")
+    weight_decay: float = option(0.01, "Weight decay.")
+    scheduler: str = option("onecycle", "onecycle (warm-up then cosine), cosine, or step (StepLR by "
+                            "--step-size epochs and --gamma).")
+    step_size: int = option(4, "Epochs between learning-rate drops with --scheduler step.")
+    gamma: float = option(0.1, "Learning-rate factor at each drop with --scheduler step.")
+    label_smoothing: float = option(0.1, "Label smoothing of the cross-entropy loss.")
+    image_size: int = option(224, "Side of the square model input (multiple of 32).")
+    resize_size: int | None = option(
+        None, "Shorter side before the evaluation centre crop (default: --image-size: the shorter side fills "
+        "the square, the longer is centre-cropped; the aspect ratio is always kept).")
+    """Squashing the whole photo into the square was measured worse on Flowers102 (97.8% against
+    98.5% valid, benchmarks/README.md)."""
+    interpolation: str = option("bilinear", "Resampling of photos to the input size: bilinear or bicubic.")
+    aug_scale: float = option(0.6, "Smallest area fraction kept by the random resized crop.")
+    rotation: float = option(0.0, "Largest random rotation of training images, in degrees.")
+    color_jitter: float = option(0.0, "Strength of random brightness, contrast and saturation changes.")
+    ema: float = option(0.0, "Decay per step of a moving average of the weights that validation sees and the "
+                        "checkpoint keeps (e.g. 0.99); 0 turns it off.")
+    cache_views: int = option(6, "Passes over the training set cached when the backbone's start is frozen: "
+                              "the first plain, the rest augmented; epoch e uses view e mod N.")
+    cache_engine: str = option("auto", "What computes the cached frozen features: auto (onnxruntime on CPU, "
+                               "PyTorch on GPU), torch, onnxruntime.")
+    valid_fraction: float = option(0.15, "Share of photos held out for validation when DATA has no valid/ folder.")
+    labels: str | None = option(None, "cat_to_name.json mapping class ids to names (default: "
+                                "DATA/cat_to_name.json).", cli_type=Optional[Path],
+                                parse=lambda path: str(path) if path else None)
+    device: str = option("auto", "auto (CUDA when present), cpu or cuda.")
+    amp: bool = option(True, "Mixed precision on CUDA (bf16 where supported).")
+    workers: int | None = option(None, "Data-loading processes (default: 0 on CPU, up to 8 on CUDA).")
+    seed: int = option(0, "Random seed: the same seed and data give the same model on a CPU.")
 
     def __post_init__(self) -> None:
         _choice("--optimizer", self.optimizer, OPTIMIZERS)

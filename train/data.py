@@ -11,7 +11,6 @@ one bad file never stops a long training run.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -21,14 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from flower_edge.runtime.card import ModelCard
 from flower_edge.runtime.errors import DataError, ImageError
-from flower_edge.runtime.image import is_image_file, load_image, normalize, preprocess
+from flower_edge.runtime.image import is_image_file, load_image
+
+from .distributed import Dist
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +82,16 @@ def open_data(spec: str, *, valid_fraction: float = 0.15, labels_file: Path | No
     if not root.is_dir():
         raise DataError(f"{spec}: is a file; DATA must be a folder of photos, 'synthetic' or 'flowers102'")
     return _open_folder(root, str(root), valid_fraction, labels_file, check_images, task)
+
+
+def split_paths(spec: str, *, valid_fraction: float = 0.15, cache_dir: Path | None = None) -> dict[str, list[Path]]:
+    """The photo files of each split of a DATA setting, divided exactly as training divides them
+    (by its folders, or by the file-name hash at ``valid_fraction``), without decoding a photo.
+
+    Export calibrates on ``train`` and verifies on ``valid`` through this, so a model is never
+    verified on a photo it was trained on."""
+    source = open_data(spec, valid_fraction=valid_fraction, cache_dir=cache_dir, check_images=False)
+    return {name: [s.path for s in samples] for name, samples in source.splits.items()}
 
 
 def _open_folder(root: Path, description: str, valid_fraction: float, labels_file: Path | None,
@@ -265,32 +274,16 @@ class ImageDataset(Dataset):
         return self.transform(image), s.label
 
 
-def eval_transform(card: ModelCard) -> Callable[[Image.Image], torch.Tensor]:
-    """Exactly the card's preprocessing: the runtime's numpy definition, as a tensor."""
-    return functools.partial(_preprocessed, card=card)  # a partial, not a lambda: loader workers pickle it
-
-
-def _preprocessed(img: Image.Image, card: ModelCard) -> torch.Tensor:
-    return torch.from_numpy(preprocess(img, card))
-
-
-def _augmented(img: Image.Image, augment: Callable, card: ModelCard) -> torch.Tensor:
-    return torch.from_numpy(normalize(np.asarray(augment(img)), card))
-
-
-def train_transform(card: ModelCard, scale: tuple[float, float] = (0.35, 1.0),
-                    rotation: float = 0.0, color_jitter: float = 0.0) -> Callable:
-    """Augmentation for training: random resized crop, flip, optional rotation and colour jitter."""
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import v2
-
-    interpolation = InterpolationMode(card.interpolation)
-    steps = [v2.RandomRotation(rotation, interpolation=interpolation)] if rotation else []
-    steps += [
-        v2.RandomResizedCrop(card.crop_size, scale=scale, interpolation=interpolation, antialias=True),
-        v2.RandomHorizontalFlip(),
-    ]
-    if color_jitter:
-        steps.append(v2.ColorJitter(color_jitter, color_jitter, color_jitter))
-    # The PIL image is augmented, then normalized by the card's own definition, as at evaluation.
-    return functools.partial(_augmented, augment=v2.Compose(steps), card=card)
+def make_loader(samples: Sequence[Sample], transform: Callable, batch_size: int, *, seed: int = 0,
+                workers: int = 0, shuffle: bool = False, epoch: int = 0, world: Dist = Dist(),
+                images: Sequence[Image.Image] | None = None) -> DataLoader:
+    """Batches of (inputs, labels); shuffled anew each epoch, and dealt out to the ranks when distributed."""
+    dataset = ImageDataset(samples, transform, images)
+    pin = torch.cuda.is_available()
+    if shuffle and world.enabled:  # a fresh global shuffle each epoch, dealt out to the ranks
+        sampler = DistributedSampler(dataset, world.world, world.rank, shuffle=True, seed=seed)
+        sampler.set_epoch(epoch)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin)
+    generator = torch.Generator().manual_seed(seed + len(samples) + epoch) if shuffle else None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, generator=generator,
+                      drop_last=False, pin_memory=pin, persistent_workers=False)

@@ -12,7 +12,8 @@ computed once and cached across epochs.
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -32,10 +33,35 @@ def make_head(in_features: int, hidden: Sequence[int], num_classes: int, dropout
     return nn.Sequential(*layers)
 
 
+@dataclass(frozen=True)
+class ModelArgs:
+    """What rebuilds a FlowerNet (nanoGPT's ``model_args``). A checkpoint declares it: the arch and
+    classes in its card, the head's shape beside it (``head()``), so loading needs no training option."""
+
+    arch: str
+    num_classes: int
+    hidden: tuple[int, ...] = ()
+    dropout: float = 0.2
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def head(self) -> dict[str, Any]:
+        """What the card does not say: the head's hidden layers and dropout."""
+        return {"hidden": list(self.hidden), "dropout": self.dropout}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelArgs":
+        return cls(str(data["arch"]), int(data["num_classes"]), tuple(int(h) for h in data.get("hidden", ())),
+                   float(data.get("dropout", 0.2)))
+
+
 class FlowerNet(nn.Module):
     def __init__(self, features: nn.Sequential, num_features: int, num_classes: int,
                  hidden: Sequence[int] = (), dropout: float = 0.2) -> None:
         super().__init__()
+        self.args: ModelArgs | None = None
+        """Set by ``build_model``: what rebuilds this model."""
         self.features = features
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = make_head(num_features, hidden, num_classes, dropout)
@@ -66,4 +92,6 @@ class FlowerNet(nn.Module):
 def build_model(arch: str, num_classes: int, hidden: Sequence[int] = (), dropout: float = 0.2,
                 weights: str = "none") -> FlowerNet:
     spec = get_backbone(arch)
-    return FlowerNet(spec.build(weights), spec.num_features, num_classes, hidden, dropout)
+    model = FlowerNet(spec.build(weights), spec.num_features, num_classes, hidden, dropout)
+    model.args = ModelArgs(arch, num_classes, tuple(hidden), dropout)
+    return model

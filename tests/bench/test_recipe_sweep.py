@@ -2,7 +2,7 @@
 
 import torch
 
-from flower_edge.bench.recipe_sweep import ensemble
+from benchmarks.scripts.recipe_sweep import ensemble
 
 
 def test_ensemble_averages_probabilities_before_taking_top1():

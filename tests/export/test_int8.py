@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from flower_edge.export import ExportConfig, export
 from flower_edge.export.cli import app
 from flower_edge.export.quantize import quantize_int8
-from flower_edge.export.tune import QDQGraph, tune
+from flower_edge.export.qdq_graph import QDQGraph
+from flower_edge.export.tune import tune
 from flower_edge.runtime.errors import ConfigError
 from flower_edge.runtime.session import open_session
 

@@ -29,7 +29,8 @@ def test_checkpoint_rebuilds_its_model_without_flags(tiny_checkpoint, synthetic_
 
 def test_best_weights_are_the_reported_ones(tiny_checkpoint):
     """The stored valid accuracy is what the stored weights score on the valid split."""
-    from flower_edge.train.data import ImageDataset, eval_transform, open_data
+    from flower_edge.train.data import ImageDataset, open_data
+    from flower_edge.train.transforms import eval_transform
     from flower_edge.train.loop import evaluate
 
     model, card, ckpt = load_model(tiny_checkpoint)
@@ -209,3 +210,26 @@ def test_ctrl_c_during_the_checkpoint_write_waits_for_it(synthetic_dir, tmp_path
         train(make_config(synthetic_dir, out, epochs=2), Recorder())
     assert saved and load_checkpoint(out)["epoch"] == 1  # whole, and holding the epoch reported
     assert Recorder.last == (str(out), 1)
+
+
+def test_the_model_is_rebuilt_from_the_card_and_head_not_the_training_options(synthetic_dir, tmp_path, make_config):
+    out = tmp_path / "head.pth"
+    train(make_config(synthetic_dir, out, hidden=(24,), dropout=0.3))
+    raw = torch.load(out, weights_only=True)
+    assert raw["head"] == {"hidden": [24], "dropout": 0.3}
+    expected = load_model(out)[0].state_dict()
+    # Training options that no longer say how the model was built change nothing...
+    raw["config"]["hidden"], raw["config"]["dropout"] = [999], 0.9
+    torch.save(raw, tmp_path / "options.pth")
+    model = load_model(tmp_path / "options.pth")[0]
+    assert [m.out_features for m in model.head if isinstance(m, torch.nn.Linear)] == [24, 5]
+    assert all(torch.equal(expected[k], v) for k, v in model.state_dict().items())
+    # ...and a file written before checkpoints declared their head still loads from its options.
+    del raw["head"]
+    raw["config"]["hidden"], raw["config"]["dropout"] = [24], 0.3
+    torch.save(raw, tmp_path / "older.pth")
+    assert all(torch.equal(expected[k], v) for k, v in load_model(tmp_path / "older.pth")[0].state_dict().items())
+    raw["head"] = "not a head"
+    torch.save(raw, tmp_path / "odd.pth")
+    with pytest.raises(CheckpointError, match="its head does not describe a model"):
+        load_checkpoint(tmp_path / "odd.pth")

@@ -140,3 +140,28 @@ def test_ctrl_c_says_what_this_run_left_on_disk(tmp_path, monkeypatch):
     result = run("synthetic", "-o", tmp_path / "x.pth")
     assert result.exit_code == 130
     assert "interrupted before the first epoch finished; no checkpoint was written" in result.stderr
+
+
+def test_every_training_option_is_declared_once_and_reaches_the_config(tmp_path, monkeypatch):
+    from dataclasses import fields
+
+    from flower_edge.train import TrainConfig, loop
+
+    help_text = run("--help").output
+    for f in fields(TrainConfig):  # each field is an option (or DATA), with its help text
+        if f.name != "data":
+            flag = f.metadata.get("flags", (f"--{f.name.replace('_', '-')}",))[0].split("/")[0]
+            assert flag in help_text, flag
+    seen = []
+
+    def record(config, reporter, resume=None):
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "train", record)
+    run("synthetic", "-o", tmp_path / "x.pth")
+    assert seen[-1] == TrainConfig("synthetic", output=str(tmp_path / "x.pth"))  # the CLI's defaults are the config's
+    run("synthetic", "--freeze", "--hidden", "512,256", "--labels", tmp_path / "names.json", "--bn-momentum", "0.05",
+        "--interpolation", "bicubic", "--finetune-blocks", "3")
+    assert seen[-1] == TrainConfig("synthetic", mode="freeze", hidden=(512, 256), labels=str(tmp_path / "names.json"),
+                                   bn_momentum=0.05, interpolation="bicubic", finetune_blocks=3)

@@ -7,7 +7,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from flower_edge.runtime import DataError, ModelCard, load_image, preprocess
-from flower_edge.train import data as data_module
+from flower_edge.train import transforms as transforms_module
 from flower_edge.train.data import open_data
 
 
@@ -120,13 +120,14 @@ def test_train_transform_yields_normalized_crops(synthetic_dir):
     card = ModelCard(arch="x", labels=("a",), class_ids=("1",), input_size=(3, 64, 64), resize_size=64,
                      crop_size=64, interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3)
     img = load_image(next((synthetic_dir / "train" / "1").iterdir()))
-    x = data_module.train_transform(card)(img)
+    x = transforms_module.train_transform(card)(img)
     assert x.shape == (3, 64, 64) and x.dtype == torch.float32
     assert -1.0 <= x.min() and x.max() <= 1.0
 
 
 def test_decode_all_reads_each_photo_once_within_a_memory_budget(synthetic_dir):
-    from flower_edge.train.data import ImageDataset, decode_all, eval_transform
+    from flower_edge.train.data import ImageDataset, decode_all
+    from flower_edge.train.transforms import eval_transform
 
     samples = open_data(str(synthetic_dir)).splits["valid"]
     images = decode_all(samples)

@@ -23,7 +23,8 @@ def torchrun(*args):
 def valid_accuracy(checkpoint, data):
     """Top-1 of the checkpoint's model on the whole valid split, in this one process."""
     from flower_edge.train.checkpoint import load_model
-    from flower_edge.train.data import ImageDataset, eval_transform, open_data
+    from flower_edge.train.data import ImageDataset, open_data
+    from flower_edge.train.transforms import eval_transform
 
     model, card, _ = load_model(checkpoint)
     samples = open_data(str(data)).splits["valid"]

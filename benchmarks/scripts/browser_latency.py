@@ -1,7 +1,7 @@
 """The phone app's per-photo time in chromium (onnxruntime-web, WASM SIMD) against flower-run's.
 
     flower-bundle runs/bench-export/default -o runs/web
-    python benchmarks/browser_latency.py runs/web ../shared/data/flowers5/valid --photos 40
+    python benchmarks/scripts/browser_latency.py runs/web ../shared/data/flowers5/valid --photos 40
 
 Both include decoding and preprocessing: the page times decode + preprocess + inference of each
 photo picked through its file input (iPhone 13 profile, 390x844, cross-origin isolated); flower-run's side is

@@ -1,12 +1,12 @@
 """Cold start: process start to printed top-5 for one image, and the process's peak memory.
 
-    python benchmarks/cold_start.py runs/bench-export/variant0 runs/bench-train/recipe0.pth rose.jpg --out runs/bench-run
+    python benchmarks/scripts/flower_run_vs_seed.py runs/bench-export/variant0 runs/bench-train/recipe0.pth rose.jpg --out runs/bench-run
 
 Times, side by side in one run and in turns (so that machine noise hits them alike):
 - ``flower-run model.int8.onnx IMAGE`` (the console script a user types),
 - the same with the ``.ort`` copy, when there is one,
-- a bare 10-line onnxruntime script (benchmarks/bare_onnxruntime.py), the floor,
-- a seed-style torch predictor (benchmarks/seed_predict.py): import torch and torchvision, load the
+- a bare 10-line onnxruntime script (benchmarks/scripts/bare_onnxruntime.py), the floor,
+- a seed-style torch predictor (benchmarks/scripts/seed_predict.py): import torch and torchvision, load the
   checkpoint, predict.
 Peak resident memory comes from wait4() on each process. Prints medians as a Markdown table.
 """
@@ -20,13 +20,11 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_recipe import cpu_name  # noqa: E402
+from flower_edge.runtime.cpu import describe_machine
 
 HERE = Path(__file__).resolve().parent
 
@@ -75,9 +73,9 @@ def main() -> None:
     lines = ["| command | cold start s (median) | peak RSS MB | seed torch time / this |", "| --- | ---: | ---: | ---: |"]
     lines += [f"| {r['command']} | {r['seconds_median']:.3f} | {r['peak_rss_mb_median']:.0f} | {r['torch_over_this']:.1f}x |" for r in rows]
     text = "\n".join(lines)
-    machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "date": date.today().isoformat(), "repeats": args.repeats}
+    machine = {**describe_machine(), "repeats": args.repeats}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "cold_start.md").write_text(f"{machine['date']}, {machine['cpu']}, {machine['cores']} cores, median of {args.repeats}\n\n{text}\n")
+    (args.out / "cold_start.md").write_text(f"{machine['date'][:10]}, {machine['cpu']}, {machine['cores']} cores, median of {args.repeats}\n\n{text}\n")
     (args.out / "cold_start.json").write_text(json.dumps({"machine": machine, "rows": rows,
                                                           "raw": {k: v for k, v in runs.items()}}, indent=2))
     print(text)

@@ -1,6 +1,6 @@
 """Steady state: many predictions from several threads through one Classifier, memory watched.
 
-    python benchmarks/steady_state.py runs/bench-export/variant0/model.int8.onnx ../shared/data/flowers5/valid
+    python benchmarks/scripts/steady_state.py runs/bench-export/variant0/model.int8.onnx ../shared/data/flowers5/valid
 
 4 threads share one Classifier (one onnxruntime session, one intra-op thread per call by default)
 and make 2,000 predictions over the photos in turn. Resident memory is read every 250 predictions;

@@ -1,10 +1,10 @@
 """Regenerate the flower-bench and cold-start tables of benchmarks/README.md for the default model.
 
-    python benchmarks/reproduce.py ../shared/data/flowers102 --checkpoint runs/f102.pth
+    python benchmarks/scripts/reproduce.py ../shared/data/flowers102 --checkpoint runs/f102.pth
 
 Without --checkpoint it first trains the default recipe (``flower-train DATA``, about 9 minutes on
 2 CPU cores for Flowers102). Then: ``flower-bench`` over every format this install writes (export/formats.py) on DATA/valid, and
-``benchmarks/cold_start.py`` (flower-run against a seed-style torch predictor). The tables replace
+``benchmarks/scripts/flower_run_vs_seed.py`` (flower-run against a seed-style torch predictor). The tables replace
 the text between the markers in benchmarks/README.md; the raw JSON stays in --out.
 """
 
@@ -37,14 +37,14 @@ def main() -> None:
         sys.exit(f"flower-bench failed:\n{bench.stderr}")
     verdict = bench.stderr.strip().splitlines()[-1].removeprefix("flower-bench: error: ") if bench.returncode else "every format passed its agreement threshold"
     photo = next(p for p in sorted((args.data / "valid").rglob("*")) if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    subprocess.run([sys.executable, str(HERE / "cold_start.py"), str(args.out / "export"), str(checkpoint), str(photo),
+    subprocess.run([sys.executable, str(HERE / "flower_run_vs_seed.py"), str(args.out / "export"), str(checkpoint), str(photo),
                     "--out", str(args.out)], check=True, capture_output=True)
 
     table = (args.out / "bench.md").read_text().strip()
     cold = (args.out / "cold_start.md").read_text().strip()
     machine = json.loads((args.out / "bench.json").read_text())["machine"]
     block = (f"<!-- flower-bench:start -->\n"
-             f"`python benchmarks/reproduce.py {args.data} --checkpoint {checkpoint}` "
+             f"`python benchmarks/scripts/reproduce.py {args.data} --checkpoint {checkpoint}` "
              f"({machine['date'][:10]}, {machine['cpu']}, {machine['cores']} cores, {machine['threads']} threads; "
              f"torch {machine['torch']}, onnxruntime {machine['onnxruntime']}). flower-bench's verdict: {verdict}.\n\n"
              f"{table}\n\nCold start, one image, process start to printed top-5 ({photo.name}):\n\n{cold}\n"

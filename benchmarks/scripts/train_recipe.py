@@ -1,8 +1,8 @@
 """Wall time and valid accuracy of the default training recipe, and of the seed-style frozen one.
 
-    python benchmarks/train_recipe.py ../shared/data/flowers102 --out runs/bench-train-f102
-    python benchmarks/train_recipe.py ../shared/data/flowers5 --only default --out runs/bench-train-f5
-    python benchmarks/train_recipe.py synthetic --epochs 2      # other options go to flower-train
+    python benchmarks/scripts/train_recipe.py ../shared/data/flowers102 --out runs/bench-train-f102
+    python benchmarks/scripts/train_recipe.py ../shared/data/flowers5 --only default --out runs/bench-train-f5
+    python benchmarks/scripts/train_recipe.py synthetic --epochs 2      # other options go to flower-train
 
 Each recipe runs as a fresh ``flower-train`` process (what a user types), timed from start to
 exit; the figures come from its ``--json`` report. Prints a Markdown table and writes it, with the
@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
-from datetime import date
 from pathlib import Path
+
+from flower_edge.runtime.cpu import describe_machine
 
 RECIPES = {
     "default": [],
@@ -29,16 +28,6 @@ RECIPES = {
         "--scheduler", "step", "--step-size", "4", "--gamma", "0.1",
     ],
 }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -69,13 +58,12 @@ def main() -> None:
                      "valid_top5": report["metrics"]["valid_top5"], "history": report["history"]})
         print(f"{name}: valid top-1 {rows[-1]['valid_top1']:.2%} in {seconds:.0f} s", file=sys.stderr)
 
-    machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
-               "date": date.today().isoformat()}
+    machine = describe_machine()
     table = ["| recipe | options | epochs | valid top-1 | valid top-5 | wall time |",
              "| --- | --- | --- | --- | --- | --- |"]
     table += [f"| {r['recipe']} | `{' '.join(RECIPES[r['recipe']]) or '(none)'}` | {r['epochs']} (best {r['best_epoch']}) | {r['valid_top1']:.2%} | "
               f"{r['valid_top5']:.2%} | {r['wall_s'] / 60:.1f} min |" for r in rows]
-    text = "\n".join(table) + f"\n\n{machine['date']}, {machine['cpu']}, {machine['cores']} cores, CPU only.\n"
+    text = "\n".join(table) + f"\n\n{machine['date'][:10]}, {machine['cpu']}, {machine['cores']} cores, CPU only.\n"
     print(text)
     (args.out / "train_recipe.md").write_text(text)
     (args.out / "train_recipe.json").write_text(json.dumps({"machine": machine, "runs": rows}, indent=2))

@@ -1,6 +1,6 @@
 """Many training recipes in one process: valid top-1 per recipe, and of seed ensembles.
 
-    python benchmarks/recipe_sweep.py benchmarks/recipes/gpu_sweep.json ../shared/data/flowers5 \
+    python benchmarks/scripts/recipe_sweep.py benchmarks/scripts/recipes/gpu_sweep.json ../shared/data/flowers5 \
         --out runs/sweep --budget 450
 
 The JSON file maps a recipe's name to TrainConfig fields (``{"finetune_blocks": 0, "epochs": 20}``);
@@ -22,7 +22,8 @@ import torch
 
 from flower_edge.train import TrainConfig, train
 from flower_edge.train.checkpoint import load_model
-from flower_edge.train.data import ImageDataset, eval_transform, open_data
+from flower_edge.train.data import ImageDataset, open_data
+from flower_edge.train.transforms import eval_transform
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
 """A seed-style predictor, as the classic flower projects wrote predict.py: torch and torchvision
 imported, the checkpoint loaded, the image transformed by torchvision, top-k printed.
 
-    python benchmarks/seed_predict.py runs/flower.pth rose.jpg
+    python benchmarks/scripts/seed_predict.py runs/flower.pth rose.jpg
 
-The reference that ``benchmarks/cold_start.py`` times flower-run against.
+The reference that ``benchmarks/scripts/flower_run_vs_seed.py`` times flower-run against.
 """
 
 import sys

@@ -1,7 +1,7 @@
 """Exports of one checkpoint, their parity with PyTorch, valid accuracy and batch-1 latency.
 
-    python benchmarks/export_int8.py runs/flower.pth ../shared/data/flowers102 --out runs/bench-export
-    python benchmarks/export_int8.py runs/f5.pth ../shared/data/flowers5 --variants default,tune
+    python benchmarks/scripts/export_int8.py runs/flower.pth ../shared/data/flowers102 --out runs/bench-export
+    python benchmarks/scripts/export_int8.py runs/f5.pth ../shared/data/flowers5 --variants default,tune
 
 Each variant is a fresh ``flower-export`` process (what a user types) that calibrates (and tunes)
 on DATA/train and verifies on every DATA/valid photo (agreement threshold 0, so every variant
@@ -20,15 +20,12 @@ import json
 import subprocess
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_recipe import cpu_name  # noqa: E402
-
-from flower_edge.runtime.session import kernel_path, open_session  # noqa: E402
+from flower_edge.runtime.cpu import describe_machine
+from flower_edge.runtime.session import kernel_path, open_session
 
 VARIANTS = {
     "default": ("int8 (default: minmax, 8-bit weights)", []),
@@ -127,11 +124,7 @@ def main() -> None:
     parity = {name: e["report"]["parity"] for name, e in exports.items()}
     import onnxruntime
 
-    from flower_edge.runtime.cpu import cpu_int8
-
-    machine = {"cpu": cpu_name(), "int8": cpu_int8().to_dict(), "threads": args.threads,
-               "onnxruntime": onnxruntime.__version__,
-               "date": date.today().isoformat(), "valid_photos": len(photos),
+    machine = {**describe_machine(), "threads": args.threads, "onnxruntime": onnxruntime.__version__, "valid_photos": len(photos),
                "rounds": args.rounds, "runs_per_round": args.runs}
     table = ["| model | kernels | size MB | of fp32 | valid top-1 | top-1 agreement with fp32 | batch-1 ms (median / p95) | speed-up vs fp32 | export s |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -145,7 +138,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     features = "VNNI" if machine["int8"]["vnni"] else "AVX2, no VNNI" if machine["int8"]["avx2"] else machine["int8"]["machine"]
     (args.out / "export_int8.md").write_text(
-        f"{machine['date']}, {machine['cpu']} ({features}), {args.threads} threads, onnxruntime "
+        f"{machine['date'][:10]}, {machine['cpu']} ({features}), {args.threads} threads, onnxruntime "
         f"{machine['onnxruntime']}, {len(photos)} valid photos\n\n{text}\n")
     (args.out / "export_int8.json").write_text(json.dumps({"machine": machine, "rows": rows, "parity": parity}, indent=2))
     print(text)

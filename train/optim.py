@@ -1,0 +1,53 @@
+"""The optimizer and the learning-rate schedule of a training run, as TrainConfig says.
+
+    optimizer = make_optimizer(model, start, config)     # the head at --lr, trained blocks scaled
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from .config import TrainConfig
+from .model import FlowerNet
+
+
+def make_optimizer(model: FlowerNet, start: int, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (or Adam) over the head and the blocks from ``start`` on, at ``backbone_lr_scale`` of --lr."""
+    backbone = [p for block in list(model.features)[start:] for p in block.parameters()]
+    groups = [{"params": list(model.head.parameters()), "lr": config.lr}]
+    if backbone:
+        groups.append({"params": backbone, "lr": config.lr * config.backbone_lr_scale})
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    return torch.optim.Adam(groups, weight_decay=config.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Stepped once per optimizer step; its state (the step) goes into the checkpoint."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch))
+
+
+def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """Learning-rate multiplier per optimizer step, for LambdaLR (its state is just the step)."""
+    total = config.epochs * steps_per_epoch
+
+    def step(i: int) -> float:
+        return config.gamma ** (i // (config.step_size * steps_per_epoch))
+
+    def cosine(i: int) -> float:
+        return 0.5 * (1 + math.cos(math.pi * min(i, total) / total))
+
+    def onecycle(i: int) -> float:
+        # Warm up from lr/25 for 15% of the steps, then cosine down to nearly zero.
+        warm = max(1, int(0.15 * total))
+        if i < warm:
+            return 1 / 25 + (1 - 1 / 25) * i / warm
+        t = min(1.0, (i - warm) / max(1, total - warm))
+        return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return {"step": step, "cosine": cosine, "onecycle": onecycle}[config.scheduler]
