@@ -5,8 +5,9 @@
 
 The checkpoint's own DATA is split exactly as training split it (``train/data.py: split_paths``):
 calibration from its ``train`` photos, verification on ``valid``, which the model never trained on.
-A ``--calib-data`` folder in the classic layout is read the same way; a folder of loose photos,
-which no training run could have used, is split by a hash of each file's path (a third verifies).
+A ``--calib-data`` folder in the classic layout is read the same way; any other ``--calib-data``
+folder (loose photos or class folders, not this model's DATA) is split by a hash of each file's
+path, and a third of it verifies.
 Each list is in hash order, a stable pseudo-random mix of the classes.
 """
 
