@@ -32,7 +32,7 @@ from .device import autocast_args, to_device
 from .transforms import eval_transform, training_augmentation
 
 if TYPE_CHECKING:
-    from .loop import Reporter
+    from .report import Reporter
 
 log = logging.getLogger(__name__)
 
