@@ -25,10 +25,12 @@ from flower_edge.export.formats import FORMATS as TABLE
 from flower_edge.runtime.errors import ConfigError, DataError
 from flower_edge.runtime.image import is_image_file
 from flower_edge.runtime.predict import softmax
+from flower_edge.runtime.session import check_threads
 
 REFERENCE = "torch"
 """The eager PyTorch checkpoint: the row every format is compared with; the rest are export/formats.py's."""
 FORMATS = (REFERENCE, *TABLE)
+MAX_RUNS = {"latency_runs": 10_000, "throughput_batches": 1_000, "cold_starts": 100}
 
 
 def default_formats() -> tuple[str, ...]:
@@ -52,6 +54,8 @@ class BenchConfig:
     throughput_batches: int = 5
     cold_starts: int = 3
     calib_size: int = 200
+    force: bool = False
+    """Write into an --out folder that holds files flower-bench did not write."""
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.formats if f not in FORMATS]
@@ -65,8 +69,11 @@ class BenchConfig:
             raise ConfigError(f"--split must be valid or test, found {self.split!r}")
         if not 0.0 <= self.fail_under_agreement <= 1.0:
             raise ConfigError(f"--fail-under-agreement must be between 0 and 1, found {self.fail_under_agreement}")
-        if self.threads < 1:
-            raise ConfigError(f"--threads must be at least 1, found {self.threads}")
+        check_threads(self.threads)
+        for name in ("latency_runs", "throughput_batches", "cold_starts"):
+            value, most = getattr(self, name), MAX_RUNS[name]
+            if not 1 <= value <= most:
+                raise ConfigError(f"--{name.replace('_', '-')} must be between 1 and {most}, found {value}")
 
 
 @dataclass
@@ -110,10 +117,13 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
     from flower_edge.train.checkpoint import load_model
 
     torch.set_num_threads(config.threads)
+    _check_out(config)
     model, card, _ = load_model(config.checkpoint)
     photos, labels = _split(Path(config.data), config.split, card.class_to_idx)
     progress(f"{len(photos)} photos in {config.data}/{config.split}")
     files = _model_files(config, progress)
+    for key, path in files.items():  # a runtime that can abort on a bad file reads it in a child first
+        TABLE[key].probe(path)
 
     from flower_edge.runtime.image import load_image, normalize, pixels
 
@@ -167,11 +177,32 @@ def _split(root: Path, split: str, class_to_idx: dict[str, int]) -> tuple[list[P
     return photos, np.array([class_to_idx[p.parent.name] for p in photos])
 
 
+MARKER = "bench.json"
+
+
+def _check_out(config: BenchConfig) -> None:
+    """--out holds bench.md, bench.json, bench.png and export/: a new folder, an earlier bench's, or
+    (--force) any; never the checkpoint, the photos or the models, nor inside them."""
+    from flower_edge.runtime.output import check_output_folder, read_json_marker
+
+    reads = [("the checkpoint", config.checkpoint), ("--data", config.data)]
+    reads += [("--models", config.models)] if config.models else []
+    check_output_folder(config.out, "--out", reads, force=config.force, tool="flower-bench",
+                        marker=lambda folder: read_json_marker(folder / MARKER, "machine", "rows") is not None)
+
+
 def _model_files(config: BenchConfig, progress) -> dict[str, Path]:
     wanted = [f for f in config.formats if f in TABLE]
     if config.models:
-        folder = Path(config.models)
-    elif wanted:
+        from flower_edge.export.manifest import exported_files
+
+        listed = exported_files(config.models)  # the files that belong together, each checked
+        absent = [f for f in wanted if f not in listed]
+        if absent:
+            raise DataError(f"{config.models}: its export has no {absent[0]} (flower-export --format {absent[0]} "
+                            "writes it)")
+        return {f: listed[f] for f in wanted}
+    if wanted:
         from flower_edge.export import ExportConfig, export
 
         folder = Path(config.out) / "export"
@@ -233,7 +264,7 @@ def _cold_start(fmt: str, path: Path, image: Path, repeats: int) -> tuple[float,
         done = subprocess.run(cmd, capture_output=True, text=True)
         times.append(time.perf_counter() - start)
         if done.returncode != 0:
-            raise RuntimeError(f"cold start of {fmt} failed: {done.stderr.strip()[-300:]}")
+            raise DataError(f"{path}: the cold start of {fmt} failed ({done.stderr.strip()[-300:]})")
         peaks.append(float(done.stdout.split()[-1]))  # the child's own VmHWM
     return float(np.median(times)), float(np.median(peaks))
 

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import typer
 from rich.console import Console
 
 from flower_edge.runtime.errors import one_line_errors
+from flower_edge.runtime.output import json_text, printable
 
 from .bench import FORMATS, BenchConfig, default_formats
 
@@ -38,12 +38,13 @@ def main(
     data: Annotated[Path, typer.Option(help="Folder in the classic layout (DATA/valid/<class-id>/*.jpg, ...).", show_default=False)],
     split: Annotated[str, typer.Option(help="Split to measure: valid or test.")] = D.split,
     formats: Annotated[str, typer.Option(help=f"Comma-separated formats: {', '.join(FORMATS)}; all: torch and every format this install can write and run.")] = "all",
-    threads: Annotated[int, typer.Option(help="Threads for every format (torch and onnxruntime alike).")] = D.threads,
-    out: Annotated[Path, typer.Option(help="Folder for bench.md, bench.json, bench.png (and the export, without --models).")] = Path(D.out),
+    threads: Annotated[int, typer.Option(help="Threads for every format (torch and onnxruntime alike), 1 to the number of cores.")] = D.threads,
+    out: Annotated[Path, typer.Option(help="Folder for bench.md, bench.json, bench.png (and the export, without --models): a new folder or an earlier bench's; one holding other files needs --force, and one inside the checkpoint's, the photos' or the models' folder is refused.")] = Path(D.out),
+    force: Annotated[bool, typer.Option("--force", help="Write into an --out folder that holds files flower-bench did not write (files named like its own are replaced).")] = False,
     models: Annotated[Optional[Path], typer.Option(help="A flower-export folder to measure as it is (default: export into OUT/export first).")] = None,
     fail_under_agreement: Annotated[float, typer.Option(help="Least top-1 agreement with PyTorch each format must reach.")] = D.fail_under_agreement,
-    latency_runs: Annotated[int, typer.Option(help="Timed batch-1 runs per format.")] = D.latency_runs,
-    cold_starts: Annotated[int, typer.Option(help="Fresh processes timed per format (median).")] = D.cold_starts,
+    latency_runs: Annotated[int, typer.Option(help="Timed batch-1 runs per format (1 to 10,000).")] = D.latency_runs,
+    cold_starts: Annotated[int, typer.Option(help="Fresh processes timed per format, median (1 to 100).")] = D.cold_starts,
     json_out: Annotated[bool, typer.Option("--json", help="Print the JSON document instead of the table.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
     debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,
@@ -60,11 +61,12 @@ def main(
             formats=default_formats() if formats.strip() == "all" else tuple(f.strip() for f in formats.split(",") if f.strip()),
             threads=threads, out=str(out),
             models=str(models) if models else None, fail_under_agreement=fail_under_agreement,
-            latency_runs=latency_runs, cold_starts=cold_starts,
+            latency_runs=latency_runs, cold_starts=cold_starts, force=force,
         )
-        result = run_bench(config, (lambda m: None) if quiet else (lambda m: err.print(f"· {m}", highlight=False)))
+        result = run_bench(config, (lambda m: None) if quiet else
+                           (lambda m: err.print(f"· {printable(m)}", highlight=False, markup=False)))
         written = write_outputs(result, out)
-    print(json.dumps(result.to_dict(), indent=2) if json_out else markdown_table(result))
+    print(json_text(result.to_dict()) if json_out else markdown_table(result))
     if not quiet:
         err.print("wrote " + ", ".join(map(str, written)), highlight=False)
     if result.failed:

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .bench import BenchResult
@@ -36,12 +35,13 @@ def markdown_table(result: BenchResult) -> str:
 
 def write_outputs(result: BenchResult, out: Path) -> list[Path]:
     from flower_edge.runtime.files import atomic_write
+    from flower_edge.runtime.output import json_text
 
     from .plot import plot_accuracy_latency
 
     out.mkdir(parents=True, exist_ok=True)
     md, js, png = out / "bench.md", out / "bench.json", out / "bench.png"
     atomic_write(md, lambda f: f.write((markdown_table(result) + "\n").encode()))
-    atomic_write(js, lambda f: f.write(json.dumps(result.to_dict(), indent=2).encode()))
+    atomic_write(js, lambda f: f.write(json_text(result.to_dict()).encode()))
     plot_accuracy_latency(result.rows, png)
     return [md, js, png]

@@ -25,7 +25,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from flower_edge.runtime.errors import ExportError, FlowerEdgeError
+from flower_edge.runtime.errors import ExportError, one_line_errors
+from flower_edge.runtime.files import disk_space_checked, interrupts_deferred, remove_stale, replace_folder
+from flower_edge.runtime.output import check_output_folder, read_json_marker
 
 REPO = Path(__file__).resolve().parents[1]
 ORT_WEB = REPO / "mobile_demo" / "node_modules" / "onnxruntime-web" / "dist"
@@ -46,19 +48,43 @@ ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-th
 APP_FILES = ("index.html", "app.js", "preprocess.js", "style.css", "icon.svg", "manifest.webmanifest")
 
 
+MARKER = "bundle.json"
+STAGING = "-bundle-"
+"""A bundle is built in ``.NAME-bundle-<pid>-*`` beside its folder, then renamed into place."""
+
+
+def is_bundle(folder: Path) -> bool:
+    """Whether ``folder`` is one flower-bundle wrote (its bundle.json names the model and the date)."""
+    return read_json_marker(folder / MARKER, "model", "created") is not None
+
+
 def bundle(export_dir: str | os.PathLike, output: str | os.PathLike, model: str | None = None,
-           ort_web: str | os.PathLike | None = None) -> Path:
-    """Write the web app for the model in ``export_dir`` into ``output`` (replaced whole)."""
+           ort_web: str | os.PathLike | None = None, force: bool = False) -> Path:
+    """Write the web app for the model that ``export_dir``'s export.json lists into ``output``.
+
+    ``output`` is replaced whole, by rename once the new bundle is complete, when it is an earlier
+    bundle (or, with ``force``, any folder); a folder holding other files is refused, and so is one
+    that is, holds or lies inside a file this reads."""
     from flower_edge.runtime.card import ModelCard
 
-    export_dir, output = Path(export_dir), Path(output)
     from .formats import FORMATS
+    from .manifest import MANIFEST, exported_files
 
+    export_dir, output = Path(export_dir), Path(output)
+    files = exported_files(export_dir)  # what the export wrote together, each checked
     web = sorted((f for f in FORMATS.values() if f.web), key=lambda f: not f.int8)  # int8 first
-    names = [model] if model else [f.file for f in web]
-    found = next((export_dir / n for n in names if (export_dir / n).is_file()), None)
-    if found is None:
-        raise ExportError(f"{export_dir}: no {' or '.join(names)} (write one with flower-export --quantize)")
+    if model:
+        found = next((p for p in files.values() if p.name == model), None)
+        if found is None:
+            raise ExportError(f"{export_dir}: --model {model} is not a file of the export that {MANIFEST} lists "
+                              f"({', '.join(sorted(p.name for p in files.values()))})")
+        if not any(found.name == f.file for f in web):
+            raise ExportError(f"--model {model}: the phone app runs {' or '.join(f.file for f in web)}")
+    else:
+        found = next((files[f.key] for f in web if f.key in files), None)
+        if found is None:
+            raise ExportError(f"{export_dir}: its export has no {' or '.join(f.file for f in web)} "
+                              "(write one with flower-export --quantize)")
     card = ModelCard.from_onnx(found)
     ort_dir = Path(ort_web) if ort_web else ORT_WEB
     missing = [f for f in ORT_FILES if not (ort_dir / f).is_file()]
@@ -69,34 +95,43 @@ def bundle(export_dir: str | os.PathLike, output: str | os.PathLike, model: str 
                           f"--ort-web node_modules/onnxruntime-web/dist")
     if not (APP / "index.html").is_file():
         raise ExportError(f"{APP}: the app's files are missing from this installation of flower-edge; reinstall it")
+    reads = [("the model", found), ("the export's record", export_dir / MANIFEST),
+             ("onnxruntime-web's folder", ort_dir), ("the app's folder", APP)]
+    check_output_folder(output, "--output", reads, marker=is_bundle, tool="flower-bundle", force=force, whole=True)
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
+    remove_stale(output.parent, f".{output.name}{STAGING}")
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}{STAGING}{os.getpid()}-", dir=output.parent))
     try:
-        for name in APP_FILES:
-            shutil.copy(APP / name, staging / name)
-        (staging / "ort").mkdir()
-        for name in ORT_FILES:
-            shutil.copy(ort_dir / name, staging / "ort" / name)
-        shutil.copy(found, staging / found.name)
-        (staging / "card.json").write_text(card.to_json())
-        (staging / "labels.json").write_text(json.dumps(list(card.labels), indent=2, ensure_ascii=False))
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
-        (staging / "bundle.json").write_text(json.dumps({
-            "model": found.name, "model_mb": round(found.stat().st_size / 1e6, 2), "created": stamp,
-        }, indent=2))
-        files = ["./"] + sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file()) + ["sw.js"]
-        sw = (APP / "sw.js").read_text().replace("__VERSION__", stamp).replace("__FILES__", json.dumps(files))
-        (staging / "sw.js").write_text(sw)
-        for p in [staging, *staging.rglob("*")]:
-            p.chmod(0o755 if p.is_dir() else 0o644)
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(staging, output)
+        with disk_space_checked(staging):
+            _fill(staging, found, card, ort_dir)
+        with interrupts_deferred():
+            replace_folder(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output
+
+
+def _fill(staging: Path, found: Path, card, ort_dir: Path) -> None:
+    """The app, onnxruntime-web, the model and its card, and the service worker that caches them."""
+    for name in APP_FILES:
+        shutil.copy(APP / name, staging / name)
+    (staging / "ort").mkdir()
+    for name in ORT_FILES:
+        shutil.copy(ort_dir / name, staging / "ort" / name)
+    shutil.copy(found, staging / found.name)
+    (staging / "card.json").write_text(card.to_json())
+    (staging / "labels.json").write_text(json.dumps(list(card.labels), indent=2, ensure_ascii=False))
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
+    (staging / MARKER).write_text(json.dumps({
+        "model": found.name, "model_mb": round(found.stat().st_size / 1e6, 2), "created": stamp,
+    }, indent=2))
+    files = ["./"] + sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file()) + ["sw.js"]
+    sw = (APP / "sw.js").read_text().replace("__VERSION__", stamp).replace("__FILES__", json.dumps(files))
+    (staging / "sw.js").write_text(sw)
+    for p in [staging, *staging.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
 
 
 class IsolatedHandler(http.server.SimpleHTTPRequestHandler):
@@ -132,14 +167,16 @@ app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions
 ))
 def main(
     source: Annotated[Path, typer.Argument(help="flower-export output folder, or a bundle with --serve.", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Bundle folder to write (default: SOURCE/web).")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model file in SOURCE (default: model.int8.onnx, else model.onnx).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Bundle folder to write (default: SOURCE/web): a new or empty folder, or an earlier bundle, which is replaced.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model file of the export in SOURCE, as its export.json lists it (default: model.int8.onnx, else model.onnx).")] = None,
     ort_web: Annotated[Optional[Path], typer.Option(help="onnxruntime-web's dist folder (default: mobile_demo/node_modules/onnxruntime-web/dist).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an --output folder that holds files flower-bundle did not write (its whole content), once the new bundle is complete. Without it such a folder is refused; an earlier bundle is always replaced. A folder that is, holds or lies inside what the bundle reads is refused either way.")] = False,
     serve: Annotated[bool, typer.Option("--serve", help="Serve SOURCE (a bundle) over HTTP with COOP/COEP headers.")] = False,
     host: Annotated[str, typer.Option(help="Address to serve on (0.0.0.0: the local network).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
+    debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,
 ) -> None:
-    try:
+    with one_line_errors("flower-bundle", debug):
         if serve:
             if not (source / "index.html").is_file():
                 raise ExportError(f"{source}: not a bundle (no index.html); make one with flower-bundle EXPORT_DIR -o DIR")
@@ -150,9 +187,6 @@ def main(
             except KeyboardInterrupt:
                 pass
             return
-        out = bundle(source, output or source / "web", model, ort_web)
-    except (FlowerEdgeError, OSError) as e:
-        print(f"flower-bundle: error: {e}", file=sys.stderr)
-        raise typer.Exit(1)
+        out = bundle(source, output or source / "web", model, ort_web, force)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"{out}  {size / 1e6:.1f} MB")

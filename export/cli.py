@@ -8,15 +8,16 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from flower_edge.runtime.errors import one_line_errors
+from flower_edge.runtime.output import json_text, printable
 
 from .config import CALIB_METHODS, DEFAULT_OPSET, MIN_OPSET, ExportConfig
 from .formats import FORMATS
@@ -54,7 +55,8 @@ def main(
     opset: Annotated[int, typer.Option(help=f"ONNX opset ({MIN_OPSET} or newer; {DEFAULT_OPSET} runs on current onnxruntime and onnxruntime-web).")] = D.opset,
     ort_format: Annotated[bool, typer.Option("--ort/--no-ort", help="Also write the .ort copies (ort, ort-int8) of the ONNX files, for ONNX Runtime Mobile.")] = D.ort_format,
     embed_preprocessing: Annotated[bool, typer.Option(help="Also write model.preproc.onnx, which takes uint8 RGB pixels (batch, height, width, 3) already resized and cropped, and normalizes inside the graph: a phone passes raw pixels.")] = D.embed_preprocessing,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder (default: the checkpoint's folder).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder (default: the checkpoint's folder). A folder that holds files no export wrote is refused (--force), and so is one inside the photos the export reads. The files of an earlier export there are replaced, and those this export does not write are removed: the folder holds one export, which export.json lists.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Write into an --output folder that holds other files, replacing any of them named like a file the export writes (model.onnx, card.json, ...). The others are never touched.")] = D.force,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check every file against PyTorch after writing (recommended).")] = D.verify,
     verify_data: Annotated[Optional[Path], typer.Option(help="Folder of photos to verify on (default: the held-out photos of the calibration source; never a calibration photo).")] = None,
     verify_size: Annotated[int, typer.Option(help="Most photos to verify on; 0 takes them all.")] = D.verify_size,
@@ -77,20 +79,21 @@ def main(
             tune_epochs=tune_epochs, explain=explain, opset=opset, ort_format=ort_format,
             embed_preprocessing=embed_preprocessing, verify=verify,
             verify_data=str(verify_data) if verify_data else None, verify_size=verify_size,
-            min_agreement=min_agreement, atol=atol,
+            min_agreement=min_agreement, atol=atol, force=force,
         )
         with err.status("exporting", spinner="dots") if not quiet else _Null() as status:
             def progress(message: str) -> None:
                 if not quiet:
-                    status.update(message)
-                    err.print(f"· {message}", highlight=False)
+                    message = printable(message)
+                    status.update(Text(message))
+                    err.print(f"· {message}", highlight=False, markup=False)
 
             result = export(config, progress)
 
     for line in result.skipped:
-        err.print(f"skipped broken image {line}", highlight=False, markup=False, soft_wrap=True)
+        err.print(f"skipped broken image {printable(line)}", highlight=False, markup=False, soft_wrap=True)
     if json_out:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json_text(result.to_dict()))
         return
     from .verify import parity_table
 

@@ -52,6 +52,8 @@ class ExportConfig:
     """Least int8 top-1 agreement with PyTorch that verification accepts."""
     atol: float = 1e-4
     """Largest |logit difference| accepted for the float ONNX model (TorchScript: atol / 10)."""
+    force: bool = False
+    """Write into a folder that holds files no export wrote, replacing those with a model file's name."""
 
     def __post_init__(self) -> None:
         from .formats import parse_keys

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from flower_edge.runtime.card import ModelCard
-from flower_edge.runtime.errors import ConfigError
+from flower_edge.runtime.errors import ConfigError, ExportError
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -62,6 +62,11 @@ class Format:
     """The ONNX Runtime Mobile (.ort) format made from this one when ``--ort`` is on."""
     web: bool = False
     """flower-bundle can ship it to onnxruntime-web."""
+    magic: tuple[int, bytes] | None = None
+    """(offset, bytes) every file of this format holds: checked before a native runtime reads it."""
+    may_abort: bool = False
+    """Its runtime can abort the whole process on a malformed file (ExecuTorch's SIGABRT): a file not
+    proven by this run is first opened in a child process (:meth:`probe`)."""
 
     def function(self, role: str) -> Callable[..., Any]:
         module, name = getattr(self, role).split(":")
@@ -71,10 +76,47 @@ class Format:
         return found
 
     def open(self, path: str | Path, threads: int = 2) -> Runner:
+        self.check_file(path)
         return self.function("runner")(path, threads)
 
     def read_card(self, path: str | Path) -> ModelCard:
+        self.check_file(path)
         return self.function("card")(path)
+
+    def check_file(self, path: str | Path) -> None:
+        """A file that cannot be this format (too short, wrong magic bytes) fails with one line,
+        before a native runtime that might crash on it reads it."""
+        path = Path(path)
+        if not path.is_file():
+            raise ExportError(f"{path}: no such model file")
+        if self.magic is not None:
+            offset, magic = self.magic
+            with open(path, "rb") as f:
+                head = f.read(offset + len(magic))
+            if head[offset:] != magic:
+                raise ExportError(f"{path}: not a {self.key} file ({magic.decode()} is not at byte {offset})")
+
+    def probe(self, path: str | Path, timeout: float = 300) -> None:
+        """For a runtime that can abort the process: load ``path`` and run it once on a blank input
+        in a child process, so that a bad file is one line (ExportError) and not a dead process."""
+        if not self.may_abort:
+            return
+        import signal
+        import subprocess
+
+        self.check_file(path)
+        cmd = probe_command(self.key, path)
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise ExportError(f"{path}: {self.key} did not answer within {timeout:.0f} s") from None
+        if done.returncode < 0:
+            name = signal.Signals(-done.returncode).name
+            raise ExportError(f"{path}: the {self.key} runtime crashed reading this file ({name}); the file is broken")
+        if done.returncode != 0:
+            lines = done.stderr.strip().splitlines()
+            raise ExportError(f"{path}: the {self.key} runtime cannot run this file "
+                              f"({lines[-1][:300] if lines else f'exit {done.returncode}'})")
 
     def missing(self, purpose: str = "write") -> str | None:
         """None when this machine can write (or run) the format, else the one line that says what to install."""
@@ -89,13 +131,16 @@ class Format:
 _ONNX, _TS, _TFL, _PTE = "flower_edge.export.onnx_export", "flower_edge.export.torchscript", \
     "flower_edge.export.tflite", "flower_edge.export.pte"
 _ORT_RUN, _ONNX_CARD = "flower_edge.runtime.session:onnx_runner", "flower_edge.runtime.card:ModelCard.from_onnx"
-_LITERT = dict(extra="litert", write_needs=("torch", "litert_torch", "ai_edge_litert"), run_needs=("ai_edge_litert",))
-_EXECUTORCH = dict(extra="executorch", write_needs=("torch", "executorch"), run_needs=("torch", "executorch"))
+_LITERT = dict(extra="litert", write_needs=("torch", "litert_torch", "ai_edge_litert"), run_needs=("ai_edge_litert",),
+               magic=(4, b"TFL3"), may_abort=True)
+_EXECUTORCH = dict(extra="executorch", write_needs=("torch", "executorch"), run_needs=("torch", "executorch"),
+                   magic=(4, b"ET"), may_abort=True)
+_ORT_MAGIC = (4, b"ORTM")
 
 FORMATS: dict[str, Format] = {f.key: f for f in (
     Format("torchscript", "model.pt", f"{_TS}:write", f"{_TS}:runner", f"{_TS}:read_card",
            "TorchScript, traced and frozen (servers, libtorch)", atol_scale=0.1,
-           run_needs=("torch",)),
+           run_needs=("torch",), magic=(0, b"PK\x03\x04")),
     Format("onnx", "model.onnx", f"{_ONNX}:write", _ORT_RUN, _ONNX_CARD,
            "ONNX, float (onnxruntime, onnxruntime-web)", ort_copy="ort", web=True),
     Format("onnx-int8", "model.int8.onnx", "flower_edge.export.quantize:write", _ORT_RUN, _ONNX_CARD,
@@ -105,12 +150,12 @@ FORMATS: dict[str, Format] = {f.key: f for f in (
            "ONNX, float, taking uint8 pixels (--embed-preprocessing)", takes_pixels=True, in_all=False,
            ort_copy="ort-preproc"),
     Format("ort", "model.ort", "flower_edge.export.ort:write", _ORT_RUN, _ONNX_CARD,
-           "ONNX Runtime Mobile copy of model.onnx", source="onnx"),
+           "ONNX Runtime Mobile copy of model.onnx", source="onnx", magic=_ORT_MAGIC),
     Format("ort-int8", "model.int8.ort", "flower_edge.export.ort:write", _ORT_RUN, _ONNX_CARD,
-           "ONNX Runtime Mobile copy of model.int8.onnx", int8=True, source="onnx-int8"),
+           "ONNX Runtime Mobile copy of model.int8.onnx", int8=True, source="onnx-int8", magic=_ORT_MAGIC),
     Format("ort-preproc", "model.preproc.ort", "flower_edge.export.ort:write", _ORT_RUN, _ONNX_CARD,
            "ONNX Runtime Mobile copy of model.preproc.onnx", takes_pixels=True, in_all=False,
-           source="onnx-preproc"),
+           source="onnx-preproc", magic=_ORT_MAGIC),
     Format("tflite", "model.tflite", f"{_TFL}:write", f"{_TFL}:runner", f"{_TFL}:read_card",
            "LiteRT (TensorFlow Lite), float, for Android", **_LITERT),
     Format("tflite-int8", "model.int8.tflite", f"{_TFL}:write", f"{_TFL}:runner", f"{_TFL}:read_card",
@@ -121,6 +166,13 @@ FORMATS: dict[str, Format] = {f.key: f for f in (
            "ExecuTorch, XNNPACK, int8 (PT2E static, calibrated on photos)", int8=True, int8_of="pte",
            **_EXECUTORCH),
 )}
+
+
+def probe_command(key: str, path: str | Path) -> list[str]:
+    """The child process of :meth:`Format.probe`: export/probe.py on ``path``."""
+    import sys
+
+    return [sys.executable, "-m", "flower_edge.export.probe", key, str(path)]
 
 
 @dataclass

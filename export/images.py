@@ -53,8 +53,10 @@ def _hash_order(paths: list[Path]) -> list[Path]:
     return sorted(paths, key=lambda p: _hash(Path(p.parent.name, p.name)))
 
 
-def choose_images(config: ExportConfig, train_data: str, valid_fraction: float = 0.15) -> ImageSets:
-    """Calibration, tuning and verification photos for an export of a model trained on ``train_data``."""
+def choose_images(config: ExportConfig, train_data: str, valid_fraction: float = 0.15,
+                  follow_symlinks: bool = False) -> ImageSets:
+    """Calibration, tuning and verification photos for an export of a model trained on ``train_data``
+    (split as that training split it: ``follow_symlinks`` as it was trained with)."""
     from flower_edge.train.data import split_paths
 
     if config.calib_data:
@@ -72,7 +74,7 @@ def choose_images(config: ExportConfig, train_data: str, valid_fraction: float =
             source, held_source = f"{root} (2/3 by path hash)", f"{root} (the other 1/3)"
     else:
         try:
-            splits = split_paths(train_data, valid_fraction=valid_fraction)
+            splits = split_paths(train_data, valid_fraction=valid_fraction, follow_symlinks=follow_symlinks)
         except DataError as e:
             raise ExportError(
                 f"the checkpoint's training data ({train_data}) is not on this machine ({e}); "

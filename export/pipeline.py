@@ -22,16 +22,17 @@ from typing import Callable
 import numpy as np
 
 from flower_edge.runtime.card import ModelCard
-from flower_edge.runtime.errors import ExportError
-from flower_edge.runtime.files import atomic_write, remove_stale
+from flower_edge.runtime.errors import ExportError, OutputError
+from flower_edge.runtime.files import disk_space_checked, interrupts_deferred, remove_stale
+from flower_edge.runtime.output import check_output_file, check_output_folder, json_text
 from flower_edge.runtime.image import normalize, pixels, preprocess
 
 from .config import ExportConfig
 from .formats import Format, WriteJob, logits
 from .images import ImageSets, choose_images, read_photos
+from .manifest import CARD, LABELS, MANIFEST as REPORT, is_export_folder, listed_files, read_manifest, sha256
 from .verify import Parity, compare, parity_table, torch_logits
 
-CARD, LABELS, REPORT = "card.json", "labels.json", "export.json"
 STAGING = ".flower-export-"
 """The hidden staging folder's prefix, followed by the exporting process's id."""
 
@@ -52,11 +53,16 @@ class ExportResult:
     explain: list = field(default_factory=list)
     """With ``explain``: the int8 error of every layer (export/explain.py LayerError rows)."""
 
-    def to_dict(self) -> dict:
+    sha256: dict[str, str] = field(default_factory=dict)
+    """The SHA-256 of each file written, by name: export.json's record of what belongs together."""
+
+    def to_dict(self, folder: Path | None = None) -> dict:
+        """As export.json records it; ``folder``: where the files are now (the staging folder)."""
         return {
             "output": str(self.output),
             "formats": self.formats,
-            "files": {p.name: p.stat().st_size for p in self.files},
+            "files": {p.name: ((folder or p.parent) / p.name).stat().st_size for p in self.files},
+            "sha256": self.sha256,
             "parity": [r.to_dict() for r in self.parity],
             "quantization": dict(self.int8_card.quantization) if self.int8_card else None,
             "verification_images": len(self.images.verification) if self.images else 0,
@@ -78,12 +84,21 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
     card = replace(card, provenance={**card.provenance, "exported_from": Path(config.checkpoint).name,
                                      "export_date": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     output = Path(config.output) if config.output else Path(config.checkpoint).resolve().parent
+    reads = _reads(config, ckpt["config"].data)
+    # The default folder is the checkpoint's own, where flower-train wrote: files go in beside it,
+    # and no file there that an earlier export did not write is ever replaced (_check_targets).
+    check_output_folder(output, "--output", reads, marker=is_export_folder, tool="flower-export",
+                        force=config.force or config.output is None)
     _check_writable(output)
+    earlier = read_manifest(output)
+    _check_targets(output, [f.file for f in formats] + [CARD, LABELS, REPORT], earlier, config.force, reads)
     for stale in remove_stale(output, STAGING) + remove_stale(output, f".{REPORT}."):
         progress(f"removed {stale.name}, left in {output} by an export that was killed")
 
     int8 = any(f.int8 for f in formats)
-    images = choose_images(config, ckpt["config"].data, ckpt["config"].valid_fraction) if int8 or config.verify else None
+    trained = ckpt["config"]
+    images = (choose_images(config, trained.data, trained.valid_fraction, trained.follow_symlinks)
+              if int8 or config.verify else None)
     skipped: list[str] = []
     calibration, tuning, verification, verification_pixels = [], [], np.zeros((0,)), []
     if images:
@@ -103,8 +118,9 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
 
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-", dir=output))
     try:
-        job = WriteJob(model, card, config, staging, calibration, tuning, images, progress)
-        written = _write_all(job, formats)
+        with disk_space_checked(staging):
+            job = WriteJob(model, card, config, staging, calibration, tuning, images, progress)
+            written = _write_all(job, formats)
         parity: list[Parity] = []
         if config.verify:
             parity = _verify(config, model, staging, formats, verification, np.stack(verification_pixels), progress)
@@ -118,20 +134,71 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
                 elif failed & {f.key for f in formats if f.int8}:
                     hint = " (int8 under --min-agreement: lower it, or use onnx-int8 with --tune)"
                 raise ExportError(f"verification failed{hint}; no file was written\n" + parity_table(parity))
-        final = []
-        for name in written:
-            os.replace(staging / name, output / name)
-            final.append(output / name)
+        quantized = job.int8
+        result = ExportResult(output, [output / name for name in written], parity, card,
+                              quantized.card if quantized else None, images, time.perf_counter() - start,
+                              [f.key for f in formats], skipped, (quantized.explain or []) if quantized else [],
+                              {name: sha256(staging / name) for name in written})
+        report = {"config": config.to_dict(), **result.to_dict(staging)}
+        with disk_space_checked(staging):
+            (staging / REPORT).write_text(json_text(report))
+        _check_targets(output, written, earlier, config.force, reads)  # the writers' extra files too
+        with interrupts_deferred():
+            for name in _commit(staging, output, [*written, REPORT], listed_files(earlier)):
+                progress(f"removed {name}: the earlier export in {output} wrote it, this one did not")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    quantized = job.int8
-    result = ExportResult(output, final, parity, card, quantized.card if quantized else None, images,
-                          time.perf_counter() - start, [f.key for f in formats], skipped,
-                          (quantized.explain or []) if quantized else [])
-    report = {"config": config.to_dict(), **result.to_dict()}
-    atomic_write(output / REPORT, lambda f: f.write(json.dumps(report, indent=2).encode()))
     result.files.append(output / REPORT)
     return result
+
+
+def _reads(config: ExportConfig, train_data: str) -> list[tuple[str, str]]:
+    """What an export reads, which no path it writes may be or hold: the checkpoint and the photos."""
+    reads = [("the checkpoint", config.checkpoint)]
+    if config.calib_data:
+        reads.append(("--calib-data", config.calib_data))
+    if config.verify_data:
+        reads.append(("--verify-data", config.verify_data))
+    if not config.calib_data and train_data not in ("synthetic", "flowers102") and Path(train_data).is_dir():
+        reads.append(("the training data", train_data))
+    return reads
+
+
+def _check_targets(output: Path, names: list[str], earlier: dict | None, force: bool, reads) -> None:
+    """Every file an export puts into ``output``: never an input, and never a file there that the
+    earlier export's record does not list (a user's own file, the checkpoint) unless --force."""
+    ours = set(listed_files(earlier)) | ({REPORT} if earlier is not None else set())
+    for name in names:
+        target = check_output_file(output / name, "--output", reads)
+        if not force and (target.exists() or target.is_symlink()) and name not in ours:
+            raise OutputError(f"--output {output}: {name} is there and no earlier export wrote it (it is not in "
+                              f"{REPORT}); move it, choose another folder, or pass --force to replace it")
+
+
+def _commit(staging: Path, output: Path, names: list[str], earlier: list[str]) -> list[str]:
+    """Move the verified files from ``staging`` into ``output``, the record last, in place of the
+    earlier export's files: those this export does not write are removed, so the folder holds one
+    export. Renames only (no space needed); a failure puts every earlier file back. Returns the
+    names of the earlier files removed."""
+    aside = staging / ".earlier"
+    aside.mkdir()
+    removed = [n for n in earlier if n not in names and (output / n).is_file()]
+    moved_aside, moved_in = [], []
+    try:
+        for name in [*names, *removed]:
+            if (output / name).exists() or (output / name).is_symlink():
+                os.replace(output / name, aside / name)
+                moved_aside.append(name)
+        for name in names:
+            os.replace(staging / name, output / name)
+            moved_in.append(name)
+    except BaseException:
+        for name in moved_in:
+            os.replace(output / name, staging / name)
+        for name in moved_aside:
+            os.replace(aside / name, output / name)
+        raise
+    return removed
 
 
 def _write_all(job: WriteJob, formats: list[Format]) -> list[str]:
@@ -151,6 +218,7 @@ def _verify(config: ExportConfig, model, staging: Path, formats: list[Format], x
     rows = []
     for fmt in formats:
         progress(f"verifying {fmt.key} on {len(x)} photos")
+        fmt.probe(staging / fmt.file)  # a runtime that can abort on a bad file reads it in a child first
         out = logits(fmt.open(staging / fmt.file), raw if fmt.takes_pixels else x)
         if fmt.int8:
             rows.append(compare(fmt.key, reference, out, min_agreement=config.min_agreement))

@@ -25,6 +25,13 @@ INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 LAYOUTS = ("NCHW", "NHWC")
 INPUT_DTYPES = ("float32", "uint8")
 OUTPUT_KINDS = ("logits", "probabilities")
+MAX_CLASSES = 100_000
+MAX_LABEL_CHARS = 256
+MAX_SIDE = 4096
+"""Largest resize and crop side: a 4096 x 4096 RGB image is 50 MB; 20,000 took 2.4 GB for one photo."""
+MAX_CARD_BYTES = 8 << 20
+MAX_DEPTH = 8
+"""Deepest nesting of objects and lists in the card (the quantization record has 2 levels)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,8 @@ class ModelCard:
                 f"model card: input_size must be (3, crop_size, crop_size) = "
                 f"(3, {self.crop_size}, {self.crop_size}), found {self.input_size}"
             )
+        if not 0 < self.resize_size <= MAX_SIDE:
+            raise CardError(f"model card: resize_size must be from 1 to {MAX_SIDE}, found {self.resize_size}")
         if self.crop_size > self.resize_size:
             raise CardError(
                 f"model card: crop_size ({self.crop_size}) must not exceed "
@@ -78,6 +87,9 @@ class ModelCard:
         _check_choice("output", self.output, OUTPUT_KINDS)
         if any(s <= 0 for s in self.std):
             raise CardError(f"model card: std must be positive, found {self.std}")
+        _check_normalization(self.mean, self.std)
+        for name in ("labels", "class_ids"):
+            _check_names(name, getattr(self, name))
 
     @property
     def num_classes(self) -> int:
@@ -137,11 +149,50 @@ class ModelCard:
 
     @classmethod
     def from_json(cls, text: str) -> "ModelCard":
+        if len(text) > MAX_CARD_BYTES:
+            raise CardError(f"model card: {len(text):,} characters is over the limit of {MAX_CARD_BYTES:,}")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise CardError(f"model card: not valid JSON ({e.msg} at line {e.lineno})") from None
+        except (ValueError, RecursionError) as e:  # a 5,000-digit number; nesting deeper than Python's stack
+            reason = "nested too deeply" if isinstance(e, RecursionError) else str(e).split(";")[0]
+            raise CardError(f"model card: not usable JSON ({reason})") from None
         return cls.from_dict(data)
+
+
+def _check_normalization(mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    """Preprocessing computes (v / 255 - mean) / std in float32: every value must stay finite (a std
+    of 1e-50 is positive, but 0 in float32, and every probability became NaN)."""
+    import numpy as np
+
+    with np.errstate(all="ignore"):
+        m, s = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        ends = (np.float32([[0.0], [1.0]]) - m) / s  # (2, 3): the values of a black and a white pixel
+    if not (np.all(s > 0) and np.all(np.isfinite(ends)) and np.all(np.abs(ends) < 1e6)):
+        raise CardError(f"model card: mean {tuple(mean)} and std {tuple(std)} do not normalize pixels to finite "
+                        "float32 values")
+
+
+def _check_names(name: str, values: tuple[str, ...]) -> None:
+    """Labels and class ids are data, not layout: every file that lists them one a line (labels.txt
+    in a .tflite) and every terminal that prints them must show exactly one line per class."""
+    from .output import control_character, printable
+
+    if len(values) > MAX_CLASSES:
+        raise CardError(f"model card: {len(values):,} {name} is over the limit of {MAX_CLASSES:,}")
+    for i, value in enumerate(values):
+        bad = control_character(value)
+        if bad is not None:
+            raise CardError(f"model card: {name}[{i}] {printable(value)!r} holds a control character "
+                            f"({bad.encode('unicode_escape').decode()}); names must be one line of text")
+        if not value.strip() or len(value) > MAX_LABEL_CHARS:
+            raise CardError(f"model card: {name}[{i}] must be 1 to {MAX_LABEL_CHARS} characters of text, "
+                            f"found {len(value)}")
+    if len(set(values)) != len(values):
+        seen: set[str] = set()
+        twice = next(v for v in values if v in seen or seen.add(v))
+        raise CardError(f"model card: {name} names {printable(twice)!r} twice; each class needs its own name")
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -167,12 +218,19 @@ def _int(name: str, value: Any) -> int:
     return value
 
 
+def _side(name: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_SIDE:
+        raise _wrong(name, f"an integer from 1 to {MAX_SIDE}", value)
+    return value
+
+
 def _number(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer of hundreds of digits
+        return False
 
 
 def _strings(name: str, value: Any) -> tuple[str, ...]:
@@ -222,9 +280,25 @@ def _string_map(name: str, value: Any) -> dict[str, str]:
 def _optional_map(name: str, value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
-    if not isinstance(value, Mapping):
-        raise _wrong(name, "an object or null", value)
+    if not isinstance(value, Mapping) or not _plain(value, MAX_DEPTH):
+        raise CardError(f"model card: field {name!r} must be an object or null of strings, finite numbers, lists "
+                        f"and objects, at most {MAX_DEPTH} levels deep")
     return dict(value)
+
+
+def _plain(value: Any, depth: int) -> bool:
+    """JSON data with finite numbers, nested at most ``depth`` levels."""
+    if isinstance(value, (str, bool)) or value is None:
+        return True
+    if isinstance(value, (int, float)):
+        return _number(value)
+    if depth <= 0:
+        return False
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _plain(v, depth - 1) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v, depth - 1) for v in value)
+    return False
 
 
 _PARSERS = {
@@ -233,8 +307,8 @@ _PARSERS = {
     "labels": _strings,
     "class_ids": _strings,
     "input_size": _ints(3),
-    "resize_size": _int,
-    "crop_size": _int,
+    "resize_size": _side,
+    "crop_size": _side,
     "interpolation": _str,
     "mean": _floats(3),
     "std": _floats(3),

@@ -10,7 +10,6 @@ time counts, and typer 0.29 imports pydantic to parse options (0.25 s of a 0.5 s
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Sequence
@@ -20,7 +19,8 @@ HELP = (
     "or their .ort copies). Labels and preprocessing come from the model card inside the file. "
     "An image that cannot be read is reported on stderr and the rest go on; the exit code is then 1. "
     "Limits: images over 64 million pixels, or narrower than 20:1 (longest side over shortest), are "
-    "refused before they are resized; --threads is 1 to the number of cores."
+    "refused before they are resized; --threads is 1 to the number of cores; --batch-size 1 to 256; "
+    "--plot draws the first 50 images. No path it writes may be one it reads."
 )
 JSON_HELP = ('one JSON document on stdout: {"model": PATH, "results": [{"image": PATH, "top_k": '
              '[{"rank", "index", "label", "prob"}, ...]} or {"image": PATH, "error": MESSAGE}, ...]}')
@@ -38,9 +38,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-k", "--top-k", type=int, default=5, help="classes to show per image (default: 5)")
     p.add_argument("--labels", metavar="JSON", help="cat_to_name.json (class id -> name) overriding the card's labels")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
-    p.add_argument("--plot", metavar="PNG", help="write a PNG: each image beside a bar chart of its top-k")
+    p.add_argument("--plot", metavar="PNG", help="write a PNG: each of the first 50 images beside a bar chart of "
+                   "its top-k (a new file, or a PNG to replace; never the model, an input or a file of another kind)")
     p.add_argument("--threads", type=int, help="onnxruntime threads, 1 to the number of cores (default: one per core)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per onnxruntime call (default: 16)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per onnxruntime call, 1 to 256 (default: 16)")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     return p
 
@@ -52,16 +53,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.top_k < 1:
             raise FlowerEdgeError(f"--top-k must be at least 1, found {args.top_k}")
-        if args.batch_size < 1:
-            raise FlowerEdgeError(f"--batch-size must be at least 1, found {args.batch_size}")
-        from .predict import Classifier, expand_inputs
+        from .predict import MAX_BATCH, Classifier, expand_inputs
 
+        if not 1 <= args.batch_size <= MAX_BATCH:
+            raise FlowerEdgeError(f"--batch-size must be between 1 and {MAX_BATCH}, found {args.batch_size}")
         paths = expand_inputs(args.inputs)
         if not paths:
             raise FlowerEdgeError("no images found in " + " ".join(args.inputs))
-        if args.plot and os.path.isdir(args.plot):
-            raise FlowerEdgeError(f"--plot {args.plot}: is a folder; give a file name like "
-                                  f"{os.path.join(args.plot, 'predictions.png')}")
+        if args.plot:
+            from .output import PNG_MAGIC, check_output_file
+
+            reads = [("the model", args.model), *(("an input", p) for p in [*args.inputs, *paths])]
+            check_output_file(args.plot, "--plot", reads + ([("--labels", args.labels)] if args.labels else []),
+                              magic=PNG_MAGIC, kind="PNG")
         classifier = Classifier(args.model, labels=args.labels, threads=args.threads)
         results = classifier.predict_many(paths, k=args.top_k, batch_size=args.batch_size)
     except (FlowerEdgeError, OSError) as e:
@@ -75,8 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
     failed = [r for r in results if r.error is not None]
+    from .output import printable
+
     for r in failed:
-        print(f"flower-run: error: {r.error}", file=sys.stderr)
+        print(f"flower-run: error: {printable(r.error)}", file=sys.stderr)
     if args.plot:
         try:
             from .plot import plot_results
@@ -90,24 +96,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(args, e: Exception, internal: bool = False, what: str = "") -> int:
+    from .errors import message
+    from .output import printable
+
     if args.debug:
         raise e
     if internal:
-        print(f"flower-run: internal error: {type(e).__name__}: {e} (rerun with --debug)", file=sys.stderr)
+        print(f"flower-run: internal error: {type(e).__name__}: {printable(str(e))} (rerun with --debug)", file=sys.stderr)
     else:
-        print(f"flower-run: error: {what}{e}", file=sys.stderr)
+        print(f"flower-run: error: {printable(what)}{message(e)}", file=sys.stderr)
     return 1
 
 
 def _print(args, results) -> None:
+    from .output import json_text, printable
+
     if args.json:
-        print(json.dumps({"model": args.model, "top_k": args.top_k, "results": [r.to_dict() for r in results]}, indent=2))
+        print(json_text({"model": args.model, "top_k": args.top_k, "results": [r.to_dict() for r in results]}))
     else:
         for r in results:
             if r.error is None:
-                print(r.image)
+                print(printable(r.image))
                 for t in r.top_k:
-                    print(f"  {t.rank}. {t.label:<30} {t.prob:7.2%}")
+                    print(f"  {t.rank}. {printable(t.label):<30} {t.prob:7.2%}")
 
 
 app = main  # the console script's entry point: sys.exit(app())

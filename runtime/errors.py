@@ -37,6 +37,26 @@ class ExportError(FlowerEdgeError):
     """An export failed its checks (parity, calibration data, output folder)."""
 
 
+class OutputError(FlowerEdgeError):
+    """An output path would replace an input, or a file or folder that the tool did not write."""
+
+
+class TrainingDiverged(FlowerEdgeError):
+    """The training loss stopped being a finite number (a learning rate far too high, say)."""
+
+
+def message(e: BaseException) -> str:
+    """An error as the user reads it: an OSError as "PATH: reason" (errno's own words, so a full
+    disk reads "No space left on device" with the path), every line escaped for the terminal."""
+    from .output import printable
+
+    if isinstance(e, OSError) and e.strerror and not isinstance(e, FlowerEdgeError):
+        text = f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    else:
+        text = str(e)
+    return "\n".join(printable(line) for line in text.splitlines())
+
+
 @contextmanager
 def one_line_errors(prog: str, debug: bool = False, expected: tuple[type[BaseException], ...] = (),
                     interrupted: str | Callable[[], str] = "interrupted") -> Iterator[None]:
@@ -50,7 +70,7 @@ def one_line_errors(prog: str, debug: bool = False, expected: tuple[type[BaseExc
     except (FlowerEdgeError, OSError, *expected) as e:
         if debug:
             raise
-        first, *rest = str(e).splitlines() or [type(e).__name__]
+        first, *rest = message(e).splitlines() or [type(e).__name__]
         print("\n".join([f"{prog}: error: {first}", *rest]), file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
@@ -59,5 +79,7 @@ def one_line_errors(prog: str, debug: bool = False, expected: tuple[type[BaseExc
     except Exception as e:
         if debug:
             raise
-        print(f"{prog}: internal error: {type(e).__name__}: {e} (rerun with --debug)", file=sys.stderr)
+        from .output import printable
+
+        print(f"{prog}: internal error: {type(e).__name__}: {printable(str(e))} (rerun with --debug)", file=sys.stderr)
         raise SystemExit(1) from None

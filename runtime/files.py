@@ -4,6 +4,7 @@ keep native libraries' own stderr lines out of the tools' one-line output."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -22,7 +23,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with disk_space_checked(path), os.fdopen(fd, "wb") as f:
             write(f)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; give the usual mode
         os.replace(tmp, path)
@@ -30,6 +31,94 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+FULL_BELOW = 16 << 20
+"""Free bytes under which a failed write is taken for a full disk (a writer fails on its next
+chunk, so a few megabytes can be left)."""
+
+
+@contextlib.contextmanager
+def disk_space_checked(path: str | os.PathLike):
+    """A write that fails on a full disk says "PATH: No space left on device" (OSError ENOSPC),
+    whatever the library that wrote raised: torch's zip writer, onnxruntime's .ort writer and the
+    LiteRT converter each say it in their own words, or not at all."""
+    from .errors import FlowerEdgeError
+
+    try:
+        yield
+    except Exception as e:
+        if isinstance(e, FlowerEdgeError) and e.__cause__ is None:  # a check that failed, not a write
+            raise
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC and e.filename:
+            raise
+        if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or _disk_full(path, e):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
+        raise
+
+
+def _disk_full(path: str | os.PathLike, error: BaseException) -> bool:
+    text = f"{error} {error.__cause__ or ''}".lower()
+    if "no space left" in text or "enospc" in text or "errno 28" in text:
+        return True
+    folder = Path(path)
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free < FULL_BELOW
+    except OSError:
+        return False
+
+
+def replace_folder(staging: Path, output: Path) -> None:
+    """Put the complete folder ``staging`` in the place of ``output`` by rename: the old one is moved
+    aside first and removed only once the new one is in place, so a failure keeps it."""
+    if not output.exists():
+        os.replace(staging, output)
+        return
+    aside = staging.with_name(staging.name + "-old")  # named like the staging folder: a killed run's is stale
+    os.replace(output, aside)
+    try:
+        os.replace(staging, output)
+    except BaseException:
+        os.replace(aside, output)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike, what: str):
+    """Hold ``path``'s lock file (``.NAME.lock`` beside it) for the block: a second run writing the
+    same file fails at once instead of both reporting success while one result is lost. The lock is
+    the kernel's (flock), so a killed run never leaves it held."""
+    import fcntl
+
+    path = Path(path)
+    lock = path.parent / f".{path.name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            from .errors import OutputError
+
+            raise OutputError(f"{path}: another {what} is writing it now; wait for it or choose another name") from None
+        try:  # the holder before us may have removed the file after we opened it: lock the one in place
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

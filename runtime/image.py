@@ -68,10 +68,21 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
     except IsADirectoryError:
         raise ImageError(f"{path}: is a directory, not an image") from None
     except UnidentifiedImageError:
-        what = "empty file" if path.stat().st_size == 0 else "not an image Pillow can read"
+        what = "empty file" if _size(path) == 0 else "not an image Pillow can read"
         raise ImageError(f"{path}: {what}") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except OSError as e:
+        if e.errno and e.strerror:  # the file system's word: a name too long, an I/O error
+            raise ImageError(f"{path}: {e.strerror}") from None
         raise ImageError(f"{path}: cannot decode image ({e})") from None
+    except (ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ImageError(f"{path}: cannot decode image ({e})") from None
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
 
 
 def check_aspect(w: int, h: int, source: str | os.PathLike = "image") -> None:

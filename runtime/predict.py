@@ -22,11 +22,13 @@ import numpy as np
 from PIL import Image
 
 from .card import ModelCard
-from .errors import CardError, FlowerEdgeError, ImageError
+from .errors import CardError, ConfigError, FlowerEdgeError, ImageError
 from .image import MAX_PIXELS, load_image, preprocess, to_rgb
 from .session import open_session
 
 ImageInput = Union[str, os.PathLike, Image.Image]
+MAX_BATCH = 256
+"""Images per onnxruntime call: memory grows with it (300 took 2.9 GB at 224 px, 100,000 was killed)."""
 
 
 @dataclass(frozen=True)
@@ -62,11 +64,14 @@ class Classifier:
             raise FlowerEdgeError(f"{self.path}: no such model file")
         self.session = open_session(self.path, threads)
         self.card = ModelCard.from_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
-        outputs = self.session.get_outputs()[0].shape[-1]  # (batch, classes); the batch may be symbolic
-        if isinstance(outputs, int) and outputs != self.card.num_classes:
+        self.input_name = self.session.get_inputs()[0].name
+        outputs = self.session.get_outputs()[0].shape[-1]  # (batch, classes); either may be symbolic
+        if not isinstance(outputs, int):  # known only by running it: once, on a blank image
+            blank = np.zeros((1, *self._input_shape()), np.uint8 if self.card.input_dtype == "uint8" else np.float32)
+            outputs = self.session.run(None, {self.input_name: blank})[0].shape[-1]
+        if outputs != self.card.num_classes:
             raise CardError(f"{self.path}: its card names {self.card.num_classes} classes but the model "
                             f"gives {outputs} outputs; the card does not belong to this model")
-        self.input_name = self.session.get_inputs()[0].name
         self.labels = self.card.labels if labels is None else _override_labels(self.card, labels)
 
     def predict(self, image: ImageInput, k: int = 5) -> list[TopK]:
@@ -76,6 +81,8 @@ class Classifier:
 
     def predict_many(self, images: Iterable[ImageInput], k: int = 5, batch_size: int = 16) -> list[Result]:
         """One Result per image, in order; an unreadable image gets an error and the rest go on."""
+        if not 1 <= batch_size <= MAX_BATCH:
+            raise ConfigError(f"--batch-size must be between 1 and {MAX_BATCH}, found {batch_size}")
         results: list[Result | None] = []
         pending: list[tuple[int, str, np.ndarray]] = []
 
@@ -92,6 +99,8 @@ class Classifier:
                 pending.append((len(results) - 1, name, self._input(image)))
             except ImageError as e:
                 results[-1] = Result(name, error=str(e))
+            except OSError as e:  # whatever the file system says of this one path; the rest go on
+                results[-1] = Result(name, error=f"{name}: {e.strerror or e}")
             if len(pending) >= batch_size:
                 flush()
         if pending:
@@ -109,9 +118,17 @@ class Classifier:
         except (OSError, ValueError) as e:
             raise ImageError(f"image: cannot use this {image.mode} image ({e})") from None
 
+    def _input_shape(self) -> tuple[int, ...]:
+        c, h, w = self.card.input_size
+        return (h, w, c) if self.card.input_dtype == "uint8" else (c, h, w)  # as preprocess() gives it
+
     def _probabilities(self, x: np.ndarray) -> np.ndarray:
         out = self.session.run(None, {self.input_name: x})[0]  # (B, classes)
-        return out if self.card.output == "probabilities" else softmax(out)
+        probs = out if self.card.output == "probabilities" else softmax(out)
+        if not np.all(np.isfinite(probs)):  # NaN weights, say: no answer rather than a made-up one
+            raise FlowerEdgeError(f"{self.path}: the model's outputs are not finite numbers (NaN or infinity); "
+                                  "the model is broken")
+        return probs
 
     def _top_k(self, probs: np.ndarray, k: int) -> list[TopK]:
         k = max(1, min(k, len(probs)))
@@ -153,17 +170,27 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
     A path that matches nothing stays in the list, so its error is reported like any other."""
     import glob
 
-    from .image import is_image_file
-
     out: list[str] = []
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
-            out += sorted(str(p) for p in path.rglob("*") if p.is_file() and is_image_file(p))
-        elif not path.exists() and glob.has_magic(item):
-            # a pattern that matches nothing stays, so it is reported instead of vanishing
-            out += sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file()) or [item]
-        else:
+        try:
+            if path.is_dir():
+                out += sorted(str(p) for p in path.rglob("*") if _is_image(p))
+            elif not path.exists() and glob.has_magic(item):
+                # a pattern that matches nothing stays, so it is reported instead of vanishing
+                out += sorted(p for p in glob.glob(item, recursive=True) if _is_image(Path(p), any_suffix=True)) or [item]
+            else:
+                out.append(item)
+        except OSError:  # a name over the file system's limit, a folder that cannot be listed: its own error
             out.append(item)
     seen: set[str] = set()
     return [p for p in out if not (p in seen or seen.add(p))]
+
+
+def _is_image(path: Path, any_suffix: bool = False) -> bool:
+    from .image import is_image_file
+
+    try:
+        return path.is_file() and (any_suffix or is_image_file(path))
+    except OSError:
+        return False

@@ -176,8 +176,9 @@ def make_card(config: TrainConfig, source: "DataSource") -> ModelCard:
         interpolation=config.interpolation,
         mean=spec.mean,
         std=spec.std,
-        provenance={
-            "data": source.description,
+        provenance={  # the data's name, not its path: the card ships in every file, to every phone
+            "data": source.description if source.description in ("synthetic", "flowers102")
+            else source.root.resolve().name,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "tool": f"flower-edge {tool_version()}",
             "weights": config.weights,

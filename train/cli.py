@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import json
 import logging
 import os
 from dataclasses import MISSING, fields
@@ -25,6 +24,7 @@ from rich.text import Text
 from rich.table import Table
 
 from flower_edge.runtime.errors import one_line_errors
+from flower_edge.runtime.output import json_text, printable
 from flower_edge.runtime.progress import ProgressLines
 from flower_edge.train.config import TrainConfig
 
@@ -47,8 +47,11 @@ class RichReporter:
     def source(self, source) -> None:
         sizes = ", ".join(f"{name} {len(s)}" for name, s in source.splits.items())
         self.message(f"data: {source.description} ({source.num_classes} classes; {sizes} images)")
+        if source.skipped_links:
+            self.message(f"skipped {source.skipped_links} symbolic link{'s' if source.skipped_links > 1 else ''} "
+                         "that point outside DATA (--follow-symlinks follows them)")
         for line in source.skipped:
-            self.console.print(f"skipped broken image {line}", highlight=False, markup=False, soft_wrap=True)
+            self.console.print(f"skipped broken image {printable(line)}", highlight=False, markup=False, soft_wrap=True)
 
     def __enter__(self) -> "RichReporter":
         self.progress.start()
@@ -95,7 +98,7 @@ class RichReporter:
 
     def message(self, text: str) -> None:
         if not self.quiet:
-            self.console.print(text, highlight=False, soft_wrap=True)
+            self.console.print(printable(text), highlight=False, markup=False, soft_wrap=True)
 
 
 class _Rate(ProgressColumn):
@@ -166,9 +169,14 @@ def main(
             return
         if not options["data"]:
             raise typer.BadParameter("DATA is required: a folder of photos, 'synthetic' or 'flowers102'")
-        from flower_edge.train.loop import train
+        from flower_edge.train.loop import reads, train
 
         config = _config(options)
+        if plot:
+            from flower_edge.runtime.output import PNG_MAGIC, check_output_file
+
+            written = [("the checkpoint (--output)", config.output)] + ([("--resume", str(resume))] if resume else [])
+            check_output_file(plot, "--plot", reads(config) + written, magic=PNG_MAGIC, kind="PNG")
         with reporter:
             result = train(config, reporter, resume=str(resume) if resume else None)
         if not main_rank:
@@ -179,9 +187,8 @@ def main(
             plot_history(result.history, result.best_epoch, plot)
     metrics = dict(result.card.metrics)
     if json_out:
-        print(json.dumps({"checkpoint": str(result.checkpoint), "best_epoch": result.best_epoch,
-                          "seconds": round(result.seconds, 1), "metrics": metrics,
-                          "history": result.history}, indent=2))
+        print(json_text({"checkpoint": str(result.checkpoint), "best_epoch": result.best_epoch,
+                         "seconds": round(result.seconds, 1), "metrics": metrics, "history": result.history}))
     elif not quiet:
         top1 = metrics.get("valid_top1")
         best = f"best valid top-1 {top1:.2%} at epoch {result.best_epoch}; " if top1 is not None else ""

@@ -6,6 +6,7 @@ from these declarations (``train/cli.py``), so adding a field adds its option.
 
 from __future__ import annotations
 
+import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Optional
@@ -17,6 +18,11 @@ SCHEDULERS = ("onecycle", "cosine", "step")
 MODES = ("finetune", "freeze")
 DEVICES = ("auto", "cpu", "cuda")
 CACHE_ENGINES = ("auto", "torch", "onnxruntime")
+LIMITS = {"epochs": 10_000, "batch_size": 4096, "image_size": 1024, "cache_views": 50, "step_size": 10_000}
+"""The most each count option may ask for: every one of them is memory or time."""
+MAX_HIDDEN = 65_536
+MAX_RESIZE = 4096
+"""The model card's largest side (runtime/card.py MAX_SIDE)."""
 
 
 def option(default: Any, help: str, **cli: Any) -> Any:
@@ -47,32 +53,33 @@ class TrainConfig:
         "up to 4,000 training photos, 4 above (the 6th from the end costs as much as the last 4).",
         show_default=False)
     """None picks by the training set's size (``auto_finetune_blocks``)."""
-    backbone_lr_scale: float = option(0.5, "Backbone learning rate as a fraction of --lr.")
-    bn_momentum: float = option(0.1, "Momentum of the trained blocks' batch-norm running statistics.")
-    epochs: int = option(8, "Total epochs (with --resume: the epoch to stop after).")
-    batch_size: int = option(64, "Images per optimizer step.")
-    lr: float = option(2e-3, "Peak learning rate of the head.")
+    backbone_lr_scale: float = option(0.5, "Backbone learning rate as a fraction of --lr (0 to 10).")
+    bn_momentum: float = option(0.1, "Momentum of the trained blocks' batch-norm running statistics, in [0, 1].")
+    epochs: int = option(8, "Total epochs, up to 10,000 (with --resume: the epoch to stop after).")
+    batch_size: int = option(64, "Images per optimizer step (1 to 4,096).")
+    lr: float = option(2e-3, "Peak learning rate of the head. Training that reaches a loss that is not a finite number stops with one line and keeps the last finite checkpoint.")
     optimizer: str = option("adamw", "adamw or adam.")
-    weight_decay: float = option(0.01, "Weight decay.")
+    weight_decay: float = option(0.01, "Weight decay, 0 to 1.")
     scheduler: str = option("onecycle", "onecycle (warm-up then cosine), cosine, or step (StepLR by "
                             "--step-size epochs and --gamma).")
     step_size: int = option(4, "Epochs between learning-rate drops with --scheduler step.")
-    gamma: float = option(0.1, "Learning-rate factor at each drop with --scheduler step.")
-    label_smoothing: float = option(0.1, "Label smoothing of the cross-entropy loss.")
-    image_size: int = option(224, "Side of the square model input (multiple of 32).")
+    gamma: float = option(0.1, "Learning-rate factor at each drop with --scheduler step, in (0, 1].")
+    label_smoothing: float = option(0.1, "Label smoothing of the cross-entropy loss, in [0, 1).")
+    image_size: int = option(224, "Side of the square model input (a multiple of 32, up to 1,024).")
     resize_size: int | None = option(
-        None, "Shorter side before the evaluation centre crop (default: --image-size: the shorter side fills "
-        "the square, the longer is centre-cropped; the aspect ratio is always kept).")
+        None, "Shorter side before the evaluation centre crop, up to 4,096 (default: --image-size: the shorter "
+        "side fills the square, the longer is centre-cropped; the aspect ratio is always kept).")
     """Squashing the whole photo into the square was measured worse on Flowers102 (97.8% against
     98.5% valid, benchmarks/README.md)."""
     interpolation: str = option("bilinear", "Resampling of photos to the input size: bilinear or bicubic.")
     aug_scale: float = option(0.6, "Smallest area fraction kept by the random resized crop.")
-    rotation: float = option(0.0, "Largest random rotation of training images, in degrees.")
-    color_jitter: float = option(0.0, "Strength of random brightness, contrast and saturation changes.")
+    rotation: float = option(0.0, "Largest random rotation of training images, in degrees (0 to 180).")
+    color_jitter: float = option(0.0, "Strength of random brightness, contrast and saturation changes (0 to 1).")
     ema: float = option(0.0, "Decay per step of a moving average of the weights that validation sees and the "
                         "checkpoint keeps (e.g. 0.99); 0 turns it off.")
-    cache_views: int = option(6, "Passes over the training set cached when the backbone's start is frozen: "
-                              "the first plain, the rest augmented; epoch e uses view e mod N.")
+    cache_views: int = option(6, "Passes over the training set cached when the backbone's start is frozen (1 "
+                              "to 50; each is held in memory): the first plain, the rest augmented; epoch e uses "
+                              "view e mod N.")
     cache_engine: str = option("auto", "What computes the cached frozen features: auto (onnxruntime on CPU, "
                                "PyTorch on GPU), torch, onnxruntime.")
     valid_fraction: float = option(0.15, "Share of photos held out for validation when DATA has no valid/ folder.")
@@ -81,8 +88,11 @@ class TrainConfig:
                                 parse=lambda path: str(path) if path else None)
     device: str = option("auto", "auto (CUDA when present), cpu or cuda.")
     amp: bool = option(True, "Mixed precision on CUDA (bf16 where supported).")
-    workers: int | None = option(None, "Data-loading processes (default: 0 on CPU, up to 8 on CUDA).")
-    seed: int = option(0, "Random seed: the same seed and data give the same model on a CPU.")
+    workers: int | None = option(None, "Data-loading processes, 0 to the number of cores (default: 0 on CPU, up to "
+                                 "8 on CUDA).")
+    seed: int = option(0, "Random seed (0 to 2^32-1): the same seed and data give the same model on a CPU.")
+    follow_symlinks: bool = option(False, "Follow symbolic links under DATA that point outside it (skipped and "
+                                   "counted by default).", flags=("--follow-symlinks",))
 
     def __post_init__(self) -> None:
         _choice("--optimizer", self.optimizer, OPTIMIZERS)
@@ -91,11 +101,31 @@ class TrainConfig:
         _choice("--device", self.device, DEVICES)
         _choice("--cache-engine", self.cache_engine, CACHE_ENGINES)
         _choice("--interpolation", self.interpolation, ("bilinear", "bicubic"))
-        for name in ("epochs", "batch_size", "image_size", "cache_views", "step_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, found {getattr(self, name)}")
+        for name, most in LIMITS.items():
+            if not 1 <= getattr(self, name) <= most:
+                raise ConfigError(f"--{name.replace('_', '-')} must be between 1 and {most:,}, found {getattr(self, name)}")
+        for name in ("lr", "dropout", "weight_decay", "gamma", "label_smoothing", "backbone_lr_scale", "bn_momentum",
+                     "aug_scale", "rotation", "color_jitter", "ema", "valid_fraction"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, found {getattr(self, name)}")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be positive, found {self.lr}")
+        _within("--weight-decay", self.weight_decay, 0, 1)
+        _within("--label-smoothing", self.label_smoothing, 0, 1, top_open=True)
+        _within("--gamma", self.gamma, 0, 1, bottom_open=True)
+        _within("--bn-momentum", self.bn_momentum, 0, 1)
+        _within("--backbone-lr-scale", self.backbone_lr_scale, 0, 10)
+        _within("--rotation", self.rotation, 0, 180)
+        _within("--color-jitter", self.color_jitter, 0, 1)
+        _within("--valid-fraction", self.valid_fraction, 0, 1, bottom_open=True, top_open=True)
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"--workers must be 0 (load in the main process) or more, found {self.workers}")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"--seed must be between 0 and 2^32-1, found {self.seed}")
+        if self.hidden and max(self.hidden) > MAX_HIDDEN:
+            raise ConfigError(f"--hidden sizes must be at most {MAX_HIDDEN:,}, found {self.hidden}")
+        if self.resize_size is not None and self.resize_size > MAX_RESIZE:
+            raise ConfigError(f"--resize-size must be at most {MAX_RESIZE:,}, found {self.resize_size}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"--dropout must be in [0, 1), found {self.dropout}")
         if self.finetune_blocks is not None and self.finetune_blocks < 0:
@@ -152,6 +182,13 @@ def auto_finetune_blocks(train_images: int) -> int:
     the last 5 and 6 at half the time.
     """
     return 6 if train_images <= SMALL_SET else 4
+
+
+def _within(option: str, value: float, low: float, high: float, bottom_open: bool = False,
+            top_open: bool = False) -> None:
+    if value < low or value > high or (bottom_open and value == low) or (top_open and value == high):
+        interval = f"{'(' if bottom_open else '['}{low:g}, {high:g}{')' if top_open else ']'}"
+        raise ConfigError(f"{option} must be in {interval}, found {value}")
 
 
 def _choice(option: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -52,6 +52,8 @@ class DataSource:
     splits: dict[str, list[Sample]]
     skipped: list[str] = field(default_factory=list)
     """One line per image that could not be read: path and reason."""
+    skipped_links: int = 0
+    """Symbolic links under the folder that point outside it, not followed (``follow_symlinks``)."""
 
     @property
     def num_classes(self) -> int:
@@ -63,17 +65,20 @@ def default_cache_dir() -> Path:
 
 
 def open_data(spec: str, *, valid_fraction: float = 0.15, labels_file: Path | None = None,
-              cache_dir: Path | None = None, check_images: bool = True, task=None) -> DataSource:
+              cache_dir: Path | None = None, check_images: bool = True, task=None,
+              follow_symlinks: bool = False) -> DataSource:
     """Resolve the DATA argument of flower-train into a DataSource.
 
     ``task(description, total)``, when given, makes a progress task (``advance(n)``, ``close()``) for
-    the check that decodes every image once."""
+    the check that decodes every image once. Symbolic links under a folder that point outside it
+    (a class folder linked to /usr/share, say) are skipped and counted unless ``follow_symlinks``."""
     cache_dir = cache_dir or default_cache_dir()
+    walk = _Walk(follow_symlinks)
     if spec == "synthetic":
         from .synthetic import ensure_synthetic
 
         root = ensure_synthetic(cache_dir / "synthetic")
-        return _open_folder(root, "synthetic", valid_fraction, labels_file, check_images, task)
+        return _open_folder(root, "synthetic", valid_fraction, labels_file, check_images, task, walk)
     if spec == "flowers102":
         return _open_flowers102(cache_dir / "flowers102", labels_file)
     root = Path(spec)
@@ -81,35 +86,71 @@ def open_data(spec: str, *, valid_fraction: float = 0.15, labels_file: Path | No
         raise DataError(f"{spec}: no such directory (expected a folder of photos, 'synthetic' or 'flowers102')")
     if not root.is_dir():
         raise DataError(f"{spec}: is a file; DATA must be a folder of photos, 'synthetic' or 'flowers102'")
-    return _open_folder(root, str(root), valid_fraction, labels_file, check_images, task)
+    return _open_folder(root, str(root), valid_fraction, labels_file, check_images, task, walk)
 
 
-def split_paths(spec: str, *, valid_fraction: float = 0.15, cache_dir: Path | None = None) -> dict[str, list[Path]]:
+def split_paths(spec: str, *, valid_fraction: float = 0.15, cache_dir: Path | None = None,
+                follow_symlinks: bool = False) -> dict[str, list[Path]]:
     """The photo files of each split of a DATA setting, divided exactly as training divides them
     (by its folders, or by the file-name hash at ``valid_fraction``), without decoding a photo.
 
     Export calibrates on ``train`` and verifies on ``valid`` through this, so a model is never
     verified on a photo it was trained on."""
-    source = open_data(spec, valid_fraction=valid_fraction, cache_dir=cache_dir, check_images=False)
+    source = open_data(spec, valid_fraction=valid_fraction, cache_dir=cache_dir, check_images=False,
+                       follow_symlinks=follow_symlinks)
     return {name: [s.path for s in samples] for name, samples in source.splits.items()}
 
 
+class _Walk:
+    """Folders and files under a DATA root, symbolic links that leave it skipped and counted."""
+
+    def __init__(self, follow: bool) -> None:
+        self.follow, self.root = follow, Path("/")
+        self.links: set[Path] = set()
+
+    def allowed(self, path: Path) -> bool:
+        if self.follow or not path.is_symlink():
+            return True
+        target = path.resolve()
+        if target == self.root or self.root in target.parents:
+            return True
+        self.links.add(path)
+        log.info("skipping %s: a symbolic link to %s, outside %s", path, target, self.root)
+        return False
+
+    def class_dirs(self, folder: Path) -> list[Path]:
+        return [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and self.allowed(p)]
+
+    def files(self, folder: Path):
+        seen: set[Path] = set()
+        for here, dirs, names in os.walk(folder, followlinks=True):
+            real = Path(here).resolve()
+            if real in seen:  # a link back up the tree: walk each real folder once
+                dirs[:] = []
+                continue
+            seen.add(real)
+            dirs[:] = [d for d in dirs if not d.startswith(".") and self.allowed(Path(here, d))]
+            yield from (Path(here, n) for n in names if self.allowed(Path(here, n)))
+
+
 def _open_folder(root: Path, description: str, valid_fraction: float, labels_file: Path | None,
-                 check_images: bool, task=None) -> DataSource:
+                 check_images: bool, task=None, walk: _Walk | None = None) -> DataSource:
+    walk = walk or _Walk(False)
+    walk.root = root.resolve()
     if (root / "train").is_dir():
-        class_ids = _class_dirs(root / "train")
-        splits = {"train": _scan_split(root / "train", class_ids)}
+        class_ids = _class_dirs(root / "train", walk)
+        splits = {"train": _scan_split(root / "train", class_ids, walk)}
         for name in ("valid", "test"):
             if (root / name).is_dir():
-                extra = sorted(set(_class_dirs(root / name)) - set(class_ids))
+                extra = sorted(set(_class_dirs(root / name, walk)) - set(class_ids))
                 if extra:
                     raise DataError(f"{root / name}: class {extra[0]!r} has no folder in {root / 'train'}")
-                splits[name] = _scan_split(root / name, class_ids)
+                splits[name] = _scan_split(root / name, class_ids, walk)
         if "valid" not in splits:
             splits["train"], splits["valid"] = _split_off(splits["train"], valid_fraction)
     else:
-        class_ids = _class_dirs(root)
-        everything = _scan_split(root, class_ids)
+        class_ids = _class_dirs(root, walk)
+        everything = _scan_split(root, class_ids, walk)
         train, valid = _split_off(everything, valid_fraction)
         splits = {"train": train, "valid": valid}
     _at_least_two(class_ids, root / "train" if (root / "train").is_dir() else root)
@@ -123,7 +164,26 @@ def _open_folder(root: Path, description: str, valid_fraction: float, labels_fil
         if not samples and name != "test":
             raise DataError(f"{root}: the {name} split has no readable images")
     labels = _read_labels(labels_file or root / LABELS_FILE, class_ids, required=labels_file is not None)
-    return DataSource(description, root, class_ids, labels, splits, skipped)
+    _check_names(class_ids, labels, labels_file or root / LABELS_FILE)
+    return DataSource(description, root, class_ids, labels, splits, skipped, len(walk.links))
+
+
+def _check_names(class_ids: Sequence[str], labels: Sequence[str], labels_file: Path) -> None:
+    """Class names are one line of text each, and each class has its own (the card refuses the
+    rest; here the message names the folder or labels file to fix)."""
+    from flower_edge.runtime.output import control_character, printable
+
+    for cid, label in zip(class_ids, labels):
+        for what, name in (("class folder", cid), (f"{labels_file}: the name of class {printable(cid)!r}", label)):
+            if control_character(name) is not None:
+                raise DataError(f"{what} {printable(name)!r} holds a control character (a newline, say); "
+                                "class names must be one line of text")
+    seen: dict[str, str] = {}
+    for cid, label in zip(class_ids, labels):
+        if label in seen:
+            raise DataError(f"{labels_file}: classes {printable(seen[label])!r} and {printable(cid)!r} are both named "
+                            f"{printable(label)!r}; each class needs its own name")
+        seen[label] = cid
 
 
 def _at_least_two(class_ids: tuple[str, ...], folder: Path) -> tuple[str, ...]:
@@ -133,8 +193,8 @@ def _at_least_two(class_ids: tuple[str, ...], folder: Path) -> tuple[str, ...]:
     return class_ids
 
 
-def _class_dirs(folder: Path) -> tuple[str, ...]:
-    names = [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+def _class_dirs(folder: Path, walk: _Walk) -> tuple[str, ...]:
+    names = [p.name for p in walk.class_dirs(folder)]
     if not names:
         raise DataError(f"{folder}: no class folders (expected {folder}/<class-id>/*.jpg)")
     # Numeric ids sort as numbers (1, 2, ..., 10), as people number their classes.
@@ -142,13 +202,13 @@ def _class_dirs(folder: Path) -> tuple[str, ...]:
     return tuple(sorted(names, key=key))
 
 
-def _scan_split(folder: Path, class_ids: Sequence[str]) -> list[Sample]:
+def _scan_split(folder: Path, class_ids: Sequence[str], walk: _Walk) -> list[Sample]:
     samples = []
     for index, cid in enumerate(class_ids):
         class_dir = folder / cid
-        if not class_dir.is_dir():
+        if not class_dir.is_dir() or not walk.allowed(class_dir):
             continue  # a class may be absent from valid or test
-        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and is_image_file(p))
+        files = sorted(p for p in walk.files(class_dir) if is_image_file(p) and p.is_file())
         if not files:
             raise DataError(f"{class_dir}: class folder has no images (.jpg, .png, ...)")
         samples += [Sample(p, index) for p in files]

@@ -25,8 +25,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from flower_edge.runtime.card import ModelCard
-from flower_edge.runtime.errors import CheckpointError, ConfigError
-from flower_edge.runtime.files import interrupts_deferred, remove_stale
+from flower_edge.runtime.errors import CheckpointError, ConfigError, TrainingDiverged
+from flower_edge.runtime.files import exclusive, interrupts_deferred, remove_stale
+from flower_edge.runtime.output import check_output_file, resolved
 
 from .backbones import check_weights, get_backbone
 from .checkpoint import (check_resumable, load_checkpoint, make_card, resume_state, save_checkpoint, training_payload,
@@ -73,17 +74,38 @@ def train(config: TrainConfig, reporter: Reporter | None = None, resume: str | N
     started = time.perf_counter()
     get_backbone(config.arch)  # an unknown arch fails before any slow work
     check_weights(config.weights)
+    _check_workers(config.workers)
     _check_writable(Path(config.output))
-    for stale in remove_stale(Path(config.output).parent, f".{Path(config.output).name}."):
-        reporter.message(f"removed {stale.name}: a checkpoint write that a killed run left unfinished")
-    ckpt = load_checkpoint(resume) if resume else None
-    if ckpt is not None:
-        check_resumable(ckpt["config"], config)
-    world = setup(config.device)
-    try:
-        return _train(config, reporter if world.main else Reporter(), ckpt, resume, world, started)
-    finally:
-        teardown(world)
+    check_output_file(config.output, "--output", reads(config), magic=b"PK\x03\x04", kind="PyTorch checkpoint")
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun rank 0 alone writes
+    with exclusive(config.output, "flower-train") if main_rank else nullcontext():
+        for stale in remove_stale(Path(config.output).parent, f".{Path(config.output).name}."):
+            reporter.message(f"removed {stale.name}: a checkpoint write that a killed run left unfinished")
+        ckpt = load_checkpoint(resume) if resume else None
+        if ckpt is not None:
+            check_resumable(ckpt["config"], config)
+        world = setup(config.device)
+        try:
+            return _train(config, reporter if world.main else Reporter(), ckpt, resume, world, started)
+        finally:
+            teardown(world)
+
+
+def reads(config: TrainConfig) -> list[tuple[str, str]]:
+    """What a training run reads, which no path it writes may be or lie inside (--resume excepted:
+    continuing a checkpoint into itself is what --resume is for)."""
+    found = [("DATA", config.data)] if Path(config.data).is_dir() else []
+    if config.labels:
+        found.append(("--labels", config.labels))
+    if config.weights not in ("imagenet", "none"):
+        found.append(("--weights", config.weights))
+    return found
+
+
+def _check_workers(workers: int | None) -> None:
+    cores = os.cpu_count() or 1
+    if workers is not None and workers > cores:  # each is a process with its own copy of the data set
+        raise ConfigError(f"--workers must be between 0 and {cores} (the cores of this machine), found {workers}")
 
 
 def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, world: Dist,
@@ -95,7 +117,8 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
 
     # Data: the splits, the card they define, and the depth the run trains at.
     source = open_data(config.data, valid_fraction=config.valid_fraction,
-                       labels_file=Path(config.labels) if config.labels else None, task=reporter.task)
+                       labels_file=Path(config.labels) if config.labels else None, task=reporter.task,
+                       follow_symlinks=config.follow_symlinks)
     reporter.source(source)
     if ckpt is not None and config.finetune_blocks is None:  # the default resumes what it began
         config = replace(config, finetune_blocks=ckpt["config"].finetune_blocks)
@@ -163,14 +186,23 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
         trainable = DistributedDataParallel(trainable, device_ids=[device.index] if device.type == "cuda" else None)
 
     history, best_epoch, best_acc, best_state = state.history, state.best_epoch, state.best_acc, state.best_state
+    on_disk = state.first_epoch - 1 if resume and _same_file(resume, config.output) else None
 
     def checkpoint(epoch: int) -> None:
+        nonlocal on_disk
         if world.main:
             with interrupts_deferred():  # Ctrl-C during the write: after it, and reported truly
                 save_checkpoint(config.output, training_payload(model, optimizer, scheduler, config, card, history,
                                                                 epoch, best_epoch, best_state, ema))
                 reporter.saved(config.output, epoch)
+        on_disk = epoch
         world.barrier()  # the checkpoint is complete before any rank goes on
+
+    def diverged(epoch: int, what: str) -> TrainingDiverged:
+        kept = (f"{config.output} holds epoch {on_disk}, the last finite one" if on_disk
+                else "no checkpoint was written by this run")
+        return TrainingDiverged(f"epoch {epoch}: {what} is not a finite number, so training stopped; lower --lr "
+                                f"(it was {config.lr:g}); {kept}")
 
     for epoch in range(state.first_epoch, config.epochs + 1):
         if train_views is not None:
@@ -178,15 +210,20 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
         else:
             batches = make_loader(source.splits["train"], training_augmentation(card, config), config.batch_size,
                                   shuffle=True, epoch=epoch, world=world, **loader)
-        train_loss, train_acc = train_one_epoch(
-            trainable, model, start, batches, optimizer, scheduler, scaler, loss_fn, amp, device,
-            reporter.task(f"epoch {epoch}/{config.epochs}", len(train_samples)), world, ema)
+        try:
+            train_loss, train_acc = train_one_epoch(
+                trainable, model, start, batches, optimizer, scheduler, scaler, loss_fn, amp, device,
+                reporter.task(f"epoch {epoch}/{config.epochs}", len(train_samples)), world, ema)
+        except TrainingDiverged as e:
+            raise diverged(epoch, str(e)) from None
         evaluated = ema.module if ema is not None else model
         world.sync_buffers(model)
         if ema is not None:
             world.sync_buffers(ema.module)  # its averaged statistics came from each rank's own
         valid = evaluate(evaluated, start, valid_batches, device, amp, True,
                          reporter.task("validating", len(valid_samples)), world)
+        if not math.isfinite(valid["loss"]):
+            raise diverged(epoch, "the validation loss")
         record = {"epoch": epoch, "train_loss": train_loss, "train_top1": train_acc,
                   "valid_loss": valid["loss"], "valid_top1": valid["top1"], "valid_top5": valid["top5"],
                   "lr": optimizer.param_groups[0]["lr"]}
@@ -219,6 +256,10 @@ def _check_writable(output: Path) -> None:
         raise ConfigError(f"--output {output}: is a folder; give a file name like {output / 'flower.pth'}")
     if not os.access(output.parent, os.W_OK):
         raise ConfigError(f"--output {output}: its folder is not writable")
+
+
+def _same_file(a: str, b: str) -> bool:
+    return resolved(a) == resolved(b)
 
 
 class _FromBlock(nn.Module):
@@ -254,7 +295,12 @@ def train_one_epoch(trainable: nn.Module, model: FlowerNet, start: int, batches,
         if ema is not None:
             ema.update_parameters(model)
         n = len(y)
-        total_loss += loss.item() * n
+        value = loss.item()
+        if not math.isfinite(value):
+            if scaler.is_enabled():  # float16: the scaler skipped this step and lowers its scale
+                continue
+            raise TrainingDiverged(f"the training loss ({value}, step {seen // max(n, 1) + 1})")
+        total_loss += value * n
         correct += (logits.argmax(1) == y).sum().item()
         seen += n
         task.advance(n, loss=total_loss / seen, acc=correct / seen)

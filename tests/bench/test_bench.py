@@ -83,6 +83,7 @@ def test_agreement_under_the_threshold_fails(tiny_checkpoint, tiny_export, synth
     values[0] += 100.0  # class 0 wins every photo
     bias.CopyFrom(numpy_helper.from_array(values, bias.name))
     onnx.save(proto, models / "model.onnx")
+    record(models, "onnx")
     args = (tiny_checkpoint, "--data", synthetic_dir, "--models", models, "--formats", "onnx", "--out", tmp_path / "out", *FAST)
     failed = run(*args, "--json")
     assert failed.exit_code == 1
@@ -92,11 +93,23 @@ def test_agreement_under_the_threshold_fails(tiny_checkpoint, tiny_export, synth
     assert run(*args, "--fail-under-agreement", "0.1").exit_code == 0
 
 
+def record(folder, *keys):
+    """An export.json for files put into ``folder`` by hand, as flower-export would write it."""
+    from flower_edge.export.manifest import sha256
+
+    names = [FORMATS[k].file for k in keys]
+    (folder / "export.json").write_text(json.dumps({
+        "formats": list(keys), "files": {n: (folder / n).stat().st_size for n in names},
+        "sha256": {n: sha256(folder / n) for n in names}}))
+
+
 def test_bad_inputs_are_one_line(tiny_checkpoint, tiny_export, synthetic_dir, tmp_path):
+    (tmp_path / "empty").mkdir()
     for args, fragment in (
-        (("--data", tmp_path, "--models", tiny_export.output), "no such folder"),
-        (("--data", synthetic_dir, "--models", tmp_path), "no such model file"),
+        (("--data", tmp_path / "none", "--models", tiny_export.output), "no such folder"),
+        (("--data", synthetic_dir, "--models", tmp_path / "empty"), "not a flower-export folder (no export.json)"),
         (("--data", synthetic_dir, "--formats", "gif"), "--formats takes"),
+        (("--data", synthetic_dir, "--threads", "1000"), "--threads must be between 1 and"),
     ):
         result = run(tiny_checkpoint, *args, "--out", tmp_path / "out", "--quiet")
         assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
