@@ -11,6 +11,8 @@ CALIB_METHODS = ("minmax", "entropy", "percentile")
 MAX_TUNE_SIZE = 20_000
 """Tuning keeps its photos in memory: 0.6 MB each at 224 px."""
 MAX_TUNE_EPOCHS = 50
+MAX_PHOTOS = 20_000
+"""Calibration and verification photos are held in memory too (0.6 MB each at 224 px)."""
 MIN_OPSET = 17
 DEFAULT_OPSET = 18
 """Opset 18: the dynamo exporter's own, run by current onnxruntime and onnxruntime-web."""
@@ -65,16 +67,17 @@ class ExportConfig:
             )
         if self.opset < MIN_OPSET:
             raise ConfigError(f"--opset must be {MIN_OPSET} or newer, found {self.opset}")
-        if self.calib_size < 1:
-            raise ConfigError(f"--calib-size must be at least 1, found {self.calib_size}")
+        if not 1 <= self.calib_size <= MAX_PHOTOS:
+            raise ConfigError(f"--calib-size must be between 1 and {MAX_PHOTOS:,}, found {self.calib_size}")
         if self.float_layers < 0:
             raise ConfigError(f"--float-layers must be 0 (all int8) or more, found {self.float_layers}")
         if not 1 <= self.tune_size <= MAX_TUNE_SIZE:
             raise ConfigError(f"--tune-size must be between 1 and {MAX_TUNE_SIZE}, found {self.tune_size}")
         if not 1 <= self.tune_epochs <= MAX_TUNE_EPOCHS:
             raise ConfigError(f"--tune-epochs must be between 1 and {MAX_TUNE_EPOCHS}, found {self.tune_epochs}")
-        if self.verify_size < 0:
-            raise ConfigError(f"--verify-size must be 0 (all) or more, found {self.verify_size}")
+        if not 0 <= self.verify_size <= MAX_PHOTOS:
+            raise ConfigError(f"--verify-size must be 0 (all, up to {MAX_PHOTOS:,}) to {MAX_PHOTOS:,}, "
+                              f"found {self.verify_size}")
         if not 0.0 <= self.min_agreement <= 1.0:
             raise ConfigError(f"--min-agreement must be between 0 and 1, found {self.min_agreement}")
 

@@ -24,7 +24,7 @@ from PIL import Image
 from flower_edge.runtime.errors import DataError, ExportError, ImageError
 from flower_edge.runtime.image import is_image_file, load_image
 
-from .config import ExportConfig
+from .config import MAX_PHOTOS, ExportConfig
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def choose_images(config: ExportConfig, train_data: str, valid_fraction: float =
         raise ExportError(
             f"no photos left to verify with in {held_source}; pass --verify-data DIR (or --no-verify)"
         )
-    verification = tuple(held_out[:config.verify_size] if config.verify_size else held_out)
+    verification = tuple(held_out[:config.verify_size or MAX_PHOTOS])
     return ImageSets(calibration, verification, source, held_source, tuning)
 
 

@@ -88,7 +88,7 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
     # The default folder is the checkpoint's own, where flower-train wrote: files go in beside it,
     # and no file there that an earlier export did not write is ever replaced (_check_targets).
     check_output_folder(output, "--output", reads, marker=is_export_folder, tool="flower-export",
-                        force=config.force or config.output is None)
+                        force=config.force or config.output is None, leftovers=(STAGING, f".{REPORT}."))
     _check_writable(output)
     earlier = read_manifest(output)
     _check_targets(output, [f.file for f in formats] + [CARD, LABELS, REPORT], earlier, config.force, reads)

@@ -56,10 +56,11 @@ def check_output_file(path: str | os.PathLike, flag: str, reads: Reads = (), *, 
 
 def check_output_folder(folder: str | os.PathLike, flag: str, reads: Reads = (), *,
                         marker: Callable[[Path], bool] | None = None, tool: str = "", force: bool = False,
-                        whole: bool = False) -> Path:
+                        whole: bool = False, leftovers: tuple[str, ...] = ()) -> Path:
     """Refuse an output folder that is or lies inside an input, or, when the tool replaces it
     ``whole``, contains one; and one that exists and holds files but no ``marker`` of an earlier run
-    of ``tool`` (unless ``force``)."""
+    of ``tool`` (unless ``force``). Entries named with a prefix in ``leftovers`` (what a killed run
+    of the tool left) do not count as the user's files."""
     target = resolved(folder)
     if target.exists() and not target.is_dir():
         raise OutputError(f"{flag} {folder}: is a file, not a folder")
@@ -71,7 +72,8 @@ def check_output_folder(folder: str | os.PathLike, flag: str, reads: Reads = (),
             raise OutputError(f"{flag} {folder}: contains {what} ({read}), which this run reads; choose another folder")
         if source in target.parents and source.is_dir():
             raise OutputError(f"{flag} {folder}: is inside {what} ({read}), which this run reads; choose another folder")
-    if marker is not None and not force and target.is_dir() and any(target.iterdir()) and not marker(target):
+    held = target.is_dir() and any(not p.name.startswith(leftovers) for p in target.iterdir())
+    if marker is not None and not force and held and not marker(target):
         does = "replace it whole" if whole else "write there anyway"
         raise OutputError(f"{flag} {folder}: exists and holds files that {tool} did not write; choose a new or "
                           f"empty folder, or pass --force to {does}")

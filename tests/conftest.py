@@ -78,3 +78,47 @@ def assert_one_error_line(result, prog: str, *fragments: str) -> None:
     for fragment in fragments:
         assert fragment in lines[0]
     assert "Traceback" not in result.output
+
+
+def write_record(folder: Path, *keys: str) -> None:
+    """An export.json for model files put into ``folder`` by hand, as flower-export writes it."""
+    import json
+
+    from flower_edge.export.formats import FORMATS
+    from flower_edge.export.manifest import sha256
+
+    names = [FORMATS[k].file for k in keys]
+    (folder / "export.json").write_text(json.dumps({
+        "formats": list(keys), "files": {n: (folder / n).stat().st_size for n in names},
+        "sha256": {n: sha256(folder / n) for n in names}}))
+
+
+def digest(*roots: Path) -> dict[str, str]:
+    """Every byte under ``roots`` (files and folders), as {path: SHA-256}; a folder's entry lists it."""
+    import hashlib
+
+    out = {}
+    for root in roots:
+        paths = [root] if root.is_file() else sorted(root.rglob("*"))
+        if root.is_dir():
+            out[str(root)] = "folder: " + ",".join(sorted(p.name for p in root.iterdir()))
+        for p in paths:
+            if p.is_file():
+                out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+            elif p.is_dir():
+                out[str(p)] = "folder: " + ",".join(sorted(c.name for c in p.iterdir()))
+    return out
+
+
+@pytest.fixture()
+def full_disk(tmp_path):
+    """A real 1 MB file system, where the machine lets root mount one (CI runs as root)."""
+    import subprocess
+
+    mount = tmp_path / "full"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.decode().strip()[:80]})")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)

@@ -122,7 +122,8 @@ class _Walk:
         return [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and self.allowed(p)]
 
     def files(self, folder: Path):
-        seen: set[Path] = set()
+        real = folder.resolve()  # a link back up the tree (to DATA itself, say) is never walked again
+        seen = {self.root, *(p for p in real.parents if p == self.root or self.root in p.parents)}
         for here, dirs, names in os.walk(folder, followlinks=True):
             real = Path(here).resolve()
             if real in seen:  # a link back up the tree: walk each real folder once
@@ -154,6 +155,8 @@ def _open_folder(root: Path, description: str, valid_fraction: float, labels_fil
         train, valid = _split_off(everything, valid_fraction)
         splits = {"train": train, "valid": valid}
     _at_least_two(class_ids, root / "train" if (root / "train").is_dir() else root)
+    labels = _read_labels(labels_file or root / LABELS_FILE, class_ids, required=labels_file is not None)
+    _check_names(class_ids, labels, labels_file or root / LABELS_FILE)
     skipped: list[str] = []
     if check_images:
         progress = task("checking images", sum(map(len, splits.values()))) if task else None
@@ -163,8 +166,6 @@ def _open_folder(root: Path, description: str, valid_fraction: float, labels_fil
     for name, samples in splits.items():
         if not samples and name != "test":
             raise DataError(f"{root}: the {name} split has no readable images")
-    labels = _read_labels(labels_file or root / LABELS_FILE, class_ids, required=labels_file is not None)
-    _check_names(class_ids, labels, labels_file or root / LABELS_FILE)
     return DataSource(description, root, class_ids, labels, splits, skipped, len(walk.links))
 
 

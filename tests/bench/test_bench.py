@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from flower_edge.bench.cli import app
 from flower_edge.export.formats import FORMATS
 from flower_edge.bench.plot import HEIGHT, WIDTH
+from tests.conftest import write_record
 
 runner = CliRunner()
 FAST = ("--cold-starts", "1", "--latency-runs", "5")
@@ -83,7 +84,7 @@ def test_agreement_under_the_threshold_fails(tiny_checkpoint, tiny_export, synth
     values[0] += 100.0  # class 0 wins every photo
     bias.CopyFrom(numpy_helper.from_array(values, bias.name))
     onnx.save(proto, models / "model.onnx")
-    record(models, "onnx")
+    write_record(models, "onnx")
     args = (tiny_checkpoint, "--data", synthetic_dir, "--models", models, "--formats", "onnx", "--out", tmp_path / "out", *FAST)
     failed = run(*args, "--json")
     assert failed.exit_code == 1
@@ -91,16 +92,6 @@ def test_agreement_under_the_threshold_fails(tiny_checkpoint, tiny_export, synth
     assert doc["failed"] == ["onnx"] and doc["rows"][0]["agreement"] < 0.5
     assert "top-1 agreement under 99.00%: onnx" in failed.stderr
     assert run(*args, "--fail-under-agreement", "0.1").exit_code == 0
-
-
-def record(folder, *keys):
-    """An export.json for files put into ``folder`` by hand, as flower-export would write it."""
-    from flower_edge.export.manifest import sha256
-
-    names = [FORMATS[k].file for k in keys]
-    (folder / "export.json").write_text(json.dumps({
-        "formats": list(keys), "files": {n: (folder / n).stat().st_size for n in names},
-        "sha256": {n: sha256(folder / n) for n in names}}))
 
 
 def test_bad_inputs_are_one_line(tiny_checkpoint, tiny_export, synthetic_dir, tmp_path):

@@ -144,18 +144,6 @@ def test_a_failed_write_on_a_full_disk_says_so(tmp_path, monkeypatch):
     assert caught.value.errno == errno.ENOSPC
 
 
-@pytest.fixture()
-def full_disk(tmp_path):
-    """A real 1 MB file system, where the machine lets root mount one (CI runs as root)."""
-    mount = tmp_path / "full"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.decode().strip()[:80]})")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
-
-
 def test_a_real_full_disk_keeps_the_old_file_and_says_no_space(full_disk):
     target = full_disk / "flower.pth"
     atomic_write(target, lambda f: f.write(b"old"))
