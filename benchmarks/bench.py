@@ -117,7 +117,9 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
     from flower_edge.train.checkpoint import load_model
 
     torch.set_num_threads(config.threads)
-    _check_out(config)
+    from .report import check_out
+
+    check_out(config)  # before minutes of work: --out is no input and no folder of the user's
     model, card, _ = load_model(config.checkpoint)
     photos, labels = _split(Path(config.data), config.split, card.class_to_idx)
     progress(f"{len(photos)} photos in {config.data}/{config.split}")
@@ -175,20 +177,6 @@ def _split(root: Path, split: str, class_to_idx: dict[str, int]) -> tuple[list[P
     if not photos:
         raise DataError(f"{folder}: no photos in class folders the model knows ({', '.join(list(class_to_idx)[:5])}, ...)")
     return photos, np.array([class_to_idx[p.parent.name] for p in photos])
-
-
-MARKER = "bench.json"
-
-
-def _check_out(config: BenchConfig) -> None:
-    """--out holds bench.md, bench.json, bench.png and export/: a new folder, an earlier bench's, or
-    (--force) any; never the checkpoint, the photos or the models, nor inside them."""
-    from flower_edge.runtime.output import check_output_folder, read_json_marker
-
-    reads = [("the checkpoint", config.checkpoint), ("--data", config.data)]
-    reads += [("--models", config.models)] if config.models else []
-    check_output_folder(config.out, "--out", reads, force=config.force, tool="flower-bench",
-                        marker=lambda folder: read_json_marker(folder / MARKER, "machine", "rows") is not None)
 
 
 def _model_files(config: BenchConfig, progress) -> dict[str, Path]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .bench import BenchResult
+from .bench import BenchConfig, BenchResult
 
 
 def markdown_table(result: BenchResult) -> str:
@@ -33,6 +33,20 @@ def markdown_table(result: BenchResult) -> str:
     return "\n".join(lines)
 
 
+MARKER = "bench.json"
+
+
+def check_out(config: BenchConfig) -> None:
+    """--out holds bench.md, bench.json, bench.png and export/: a new folder, an earlier bench's, or
+    (--force) any; never the checkpoint, the photos or the models, nor inside them."""
+    from flower_edge.runtime.output import check_output_folder, read_json_marker
+
+    reads = [("the checkpoint", config.checkpoint), ("--data", config.data)]
+    reads += [("--models", config.models)] if config.models else []
+    check_output_folder(config.out, "--out", reads, force=config.force, tool="flower-bench",
+                        marker=lambda folder: read_json_marker(folder / MARKER, "machine", "rows") is not None)
+
+
 def write_outputs(result: BenchResult, out: Path) -> list[Path]:
     from flower_edge.runtime.files import atomic_write
     from flower_edge.runtime.output import json_text
@@ -40,7 +54,7 @@ def write_outputs(result: BenchResult, out: Path) -> list[Path]:
     from .plot import plot_accuracy_latency
 
     out.mkdir(parents=True, exist_ok=True)
-    md, js, png = out / "bench.md", out / "bench.json", out / "bench.png"
+    md, js, png = out / "bench.md", out / MARKER, out / "bench.png"
     atomic_write(md, lambda f: f.write((markdown_table(result) + "\n").encode()))
     atomic_write(js, lambda f: f.write(json_text(result.to_dict()).encode()))
     plot_accuracy_latency(result.rows, png)

@@ -23,7 +23,7 @@ import numpy as np
 
 from flower_edge.runtime.card import ModelCard
 from flower_edge.runtime.errors import ExportError, OutputError
-from flower_edge.runtime.files import disk_space_checked, interrupts_deferred, remove_stale
+from flower_edge.runtime.files import disk_space_checked, exclusive, interrupts_deferred, remove_stale
 from flower_edge.runtime.output import check_output_file, check_output_folder, json_text
 from flower_edge.runtime.image import normalize, pixels, preprocess
 
@@ -92,64 +92,65 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
     _check_writable(output)
     earlier = read_manifest(output)
     _check_targets(output, [f.file for f in formats] + [CARD, LABELS, REPORT], earlier, config.force, reads)
-    for stale in remove_stale(output, STAGING) + remove_stale(output, f".{REPORT}."):
-        progress(f"removed {stale.name}, left in {output} by an export that was killed")
+    with exclusive(output / REPORT, "flower-export"):  # one export at a time into a folder
+        for stale in remove_stale(output, STAGING) + remove_stale(output, f".{REPORT}."):
+            progress(f"removed {stale.name}, left in {output} by an export that was killed")
 
-    int8 = any(f.int8 for f in formats)
-    trained = ckpt["config"]
-    images = (choose_images(config, trained.data, trained.valid_fraction, trained.follow_symlinks)
-              if int8 or config.verify else None)
-    skipped: list[str] = []
-    calibration, tuning, verification, verification_pixels = [], [], np.zeros((0,)), []
-    if images:
-        progress(f"reading {len(images.calibration) if int8 else 0} calibration, "
-                 f"{len(images.tuning) if int8 else 0} tuning and {len(images.verification)} verification photos")
-        if int8:  # the calibration photos are the tuning pool's first ones: read each once
-            pool = list(dict.fromkeys(images.calibration + images.tuning))
-            arrays, broken = read_photos(pool, lambda img: preprocess(img, card), keep_paths=True)
+        int8 = any(f.int8 for f in formats)
+        trained = ckpt["config"]
+        images = (choose_images(config, trained.data, trained.valid_fraction, trained.follow_symlinks)
+                  if int8 or config.verify else None)
+        skipped: list[str] = []
+        calibration, tuning, verification, verification_pixels = [], [], np.zeros((0,)), []
+        if images:
+            progress(f"reading {len(images.calibration) if int8 else 0} calibration, "
+                     f"{len(images.tuning) if int8 else 0} tuning and {len(images.verification)} verification photos")
+            if int8:  # the calibration photos are the tuning pool's first ones: read each once
+                pool = list(dict.fromkeys(images.calibration + images.tuning))
+                arrays, broken = read_photos(pool, lambda img: preprocess(img, card), keep_paths=True)
+                skipped += broken
+                calibration = [arrays[p] for p in images.calibration if p in arrays]
+                tuning = [arrays[p] for p in images.tuning if p in arrays]
+            verification_pixels, broken = read_photos(images.verification, lambda img: pixels(img, card))
             skipped += broken
-            calibration = [arrays[p] for p in images.calibration if p in arrays]
-            tuning = [arrays[p] for p in images.tuning if p in arrays]
-        verification_pixels, broken = read_photos(images.verification, lambda img: pixels(img, card))
-        skipped += broken
-        if config.verify and not verification_pixels:
-            raise ExportError(f"{images.verification_source}: none of its photos could be read")
-        verification = np.stack([normalize(p, card) for p in verification_pixels]) if verification_pixels else verification
+            if config.verify and not verification_pixels:
+                raise ExportError(f"{images.verification_source}: none of its photos could be read")
+            verification = np.stack([normalize(p, card) for p in verification_pixels]) if verification_pixels else verification
 
-    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-", dir=output))
-    try:
-        with disk_space_checked(staging):
-            job = WriteJob(model, card, config, staging, calibration, tuning, images, progress)
-            written = _write_all(job, formats)
-        parity: list[Parity] = []
-        if config.verify:
-            parity = _verify(config, model, staging, formats, verification, np.stack(verification_pixels), progress)
-            failed = {r.name for r in parity if not r.passed}
-            if failed:
-                hint = ""
-                if failed & {"onnx-int8", "ort-int8"}:
-                    hint = (" (int8 under --min-agreement: --tune makes it answer like the float model"
-                            if not config.tune else " (int8 under --min-agreement even tuned: try more --tune-epochs")
-                    hint += ", or lower --min-agreement)"
-                elif failed & {f.key for f in formats if f.int8}:
-                    hint = " (int8 under --min-agreement: lower it, or use onnx-int8 with --tune)"
-                raise ExportError(f"verification failed{hint}; no file was written\n" + parity_table(parity))
-        quantized = job.int8
-        result = ExportResult(output, [output / name for name in written], parity, card,
-                              quantized.card if quantized else None, images, time.perf_counter() - start,
-                              [f.key for f in formats], skipped, (quantized.explain or []) if quantized else [],
-                              {name: sha256(staging / name) for name in written})
-        report = {"config": config.to_dict(), **result.to_dict(staging)}
-        with disk_space_checked(staging):
-            (staging / REPORT).write_text(json_text(report))
-        _check_targets(output, written, earlier, config.force, reads)  # the writers' extra files too
-        with interrupts_deferred():
-            for name in _commit(staging, output, [*written, REPORT], listed_files(earlier)):
-                progress(f"removed {name}: the earlier export in {output} wrote it, this one did not")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    result.files.append(output / REPORT)
-    return result
+        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-", dir=output))
+        try:
+            with disk_space_checked(staging):
+                job = WriteJob(model, card, config, staging, calibration, tuning, images, progress)
+                written = _write_all(job, formats)
+            parity: list[Parity] = []
+            if config.verify:
+                parity = _verify(config, model, staging, formats, verification, np.stack(verification_pixels), progress)
+                failed = {r.name for r in parity if not r.passed}
+                if failed:
+                    hint = ""
+                    if failed & {"onnx-int8", "ort-int8"}:
+                        hint = (" (int8 under --min-agreement: --tune makes it answer like the float model"
+                                if not config.tune else " (int8 under --min-agreement even tuned: try more --tune-epochs")
+                        hint += ", or lower --min-agreement)"
+                    elif failed & {f.key for f in formats if f.int8}:
+                        hint = " (int8 under --min-agreement: lower it, or use onnx-int8 with --tune)"
+                    raise ExportError(f"verification failed{hint}; no file was written\n" + parity_table(parity))
+            quantized = job.int8
+            result = ExportResult(output, [output / name for name in written], parity, card,
+                                  quantized.card if quantized else None, images, time.perf_counter() - start,
+                                  [f.key for f in formats], skipped, (quantized.explain or []) if quantized else [],
+                                  {name: sha256(staging / name) for name in written})
+            report = {"config": config.to_dict(), **result.to_dict(staging)}
+            with disk_space_checked(staging):
+                (staging / REPORT).write_text(json_text(report))
+            _check_targets(output, written, earlier, config.force, reads)  # the writers' extra files too
+            with interrupts_deferred():
+                for name in _commit(staging, output, [*written, REPORT], listed_files(earlier)):
+                    progress(f"removed {name}: the earlier export in {output} wrote it, this one did not")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        result.files.append(output / REPORT)
+        return result
 
 
 def _reads(config: ExportConfig, train_data: str) -> list[tuple[str, str]]:

@@ -35,13 +35,17 @@ def resolved(path: str | os.PathLike) -> Path:
 
 
 def check_output_file(path: str | os.PathLike, flag: str, reads: Reads = (), *, magic: bytes | None = None,
-                      kind: str = "") -> Path:
-    """Refuse an output file that is an input, lies inside an input folder, is a folder, or exists
-    and does not start with ``magic`` (a file of another kind than the flag writes)."""
+                      kind: str = "", writes: Reads = ()) -> Path:
+    """Refuse an output file that is an input, lies inside an input folder, is a folder, is another
+    of the run's outputs (``writes``), or exists and does not start with ``magic`` (a file of
+    another kind than the flag writes)."""
     target = resolved(path)
     if target.is_dir():
         raise OutputError(f"{flag} {path}: is a folder; give a file name like {Path(path) / 'out.png'}")
     identity = _identity(target)
+    for what, other in writes:
+        if target == resolved(other):
+            raise OutputError(f"{flag} {path}: is {what}, which this run also writes; choose another file")
     for what, read in reads:
         source = resolved(read)
         if target == source or (identity is not None and identity == _identity(source)):

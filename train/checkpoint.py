@@ -26,6 +26,7 @@ from torch import nn
 from flower_edge.runtime.card import ModelCard
 from flower_edge.runtime.errors import CardError, CheckpointError, ConfigError
 from flower_edge.runtime.files import atomic_write
+from flower_edge.runtime.output import check_output_file
 
 from .backbones import get_backbone
 from .config import TrainConfig
@@ -195,6 +196,32 @@ def with_metrics(card: ModelCard, history: list[dict], best_epoch: int,
     if test:
         metrics.update({"test_top1": test["top1"], "test_top5": test["top5"]})
     return replace(card, metrics=metrics)
+
+
+def reads(config: TrainConfig) -> list[tuple[str, str]]:
+    """What a training run reads, which no path it writes may be or lie inside (--resume excepted:
+    continuing a checkpoint into itself is what --resume is for)."""
+    found = [("DATA", config.data)] if Path(config.data).is_dir() else []
+    if config.labels:
+        found.append(("--labels", config.labels))
+    if config.weights not in ("imagenet", "none"):
+        found.append(("--weights", config.weights))
+    return found
+
+
+def check_output(config: TrainConfig) -> None:
+    """Fail before hours of training, not after the first epoch: -o is a writable file name, not an
+    input of the run, and not an existing file of another kind than a checkpoint."""
+    output = Path(config.output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--output {output}: cannot create its folder ({e.strerror})") from None
+    if output.is_dir():
+        raise ConfigError(f"--output {output}: is a folder; give a file name like {output / 'flower.pth'}")
+    if not os.access(output.parent, os.W_OK):
+        raise ConfigError(f"--output {output}: its folder is not writable")
+    check_output_file(output, "--output", reads(config), magic=b"PK\x03\x04", kind="PyTorch checkpoint")
 
 
 def check_resumable(old: TrainConfig, new: TrainConfig) -> None:

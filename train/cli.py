@@ -169,14 +169,16 @@ def main(
             return
         if not options["data"]:
             raise typer.BadParameter("DATA is required: a folder of photos, 'synthetic' or 'flowers102'")
-        from flower_edge.train.loop import reads, train
+        from flower_edge.train.checkpoint import reads
+        from flower_edge.train.loop import train
 
         config = _config(options)
         if plot:
             from flower_edge.runtime.output import PNG_MAGIC, check_output_file
 
-            written = [("the checkpoint (--output)", config.output)] + ([("--resume", str(resume))] if resume else [])
-            check_output_file(plot, "--plot", reads(config) + written, magic=PNG_MAGIC, kind="PNG")
+            resumed = [("--resume", str(resume))] if resume else []
+            check_output_file(plot, "--plot", reads(config) + resumed, magic=PNG_MAGIC, kind="PNG",
+                              writes=[("the checkpoint (--output)", config.output)])
         with reporter:
             result = train(config, reporter, resume=str(resume) if resume else None)
         if not main_rank:

@@ -28,6 +28,7 @@ from flower_edge.runtime.errors import DataError, ImageError
 from flower_edge.runtime.image import is_image_file, load_image
 
 from .distributed import Dist
+from .folders import Walk, check_names
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def open_data(spec: str, *, valid_fraction: float = 0.15, labels_file: Path | No
     the check that decodes every image once. Symbolic links under a folder that point outside it
     (a class folder linked to /usr/share, say) are skipped and counted unless ``follow_symlinks``."""
     cache_dir = cache_dir or default_cache_dir()
-    walk = _Walk(follow_symlinks)
+    walk = Walk(follow_symlinks)
     if spec == "synthetic":
         from .synthetic import ensure_synthetic
 
@@ -101,42 +102,9 @@ def split_paths(spec: str, *, valid_fraction: float = 0.15, cache_dir: Path | No
     return {name: [s.path for s in samples] for name, samples in source.splits.items()}
 
 
-class _Walk:
-    """Folders and files under a DATA root, symbolic links that leave it skipped and counted."""
-
-    def __init__(self, follow: bool) -> None:
-        self.follow, self.root = follow, Path("/")
-        self.links: set[Path] = set()
-
-    def allowed(self, path: Path) -> bool:
-        if self.follow or not path.is_symlink():
-            return True
-        target = path.resolve()
-        if target == self.root or self.root in target.parents:
-            return True
-        self.links.add(path)
-        log.info("skipping %s: a symbolic link to %s, outside %s", path, target, self.root)
-        return False
-
-    def class_dirs(self, folder: Path) -> list[Path]:
-        return [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and self.allowed(p)]
-
-    def files(self, folder: Path):
-        real = folder.resolve()  # a link back up the tree (to DATA itself, say) is never walked again
-        seen = {self.root, *(p for p in real.parents if p == self.root or self.root in p.parents)}
-        for here, dirs, names in os.walk(folder, followlinks=True):
-            real = Path(here).resolve()
-            if real in seen:  # a link back up the tree: walk each real folder once
-                dirs[:] = []
-                continue
-            seen.add(real)
-            dirs[:] = [d for d in dirs if not d.startswith(".") and self.allowed(Path(here, d))]
-            yield from (Path(here, n) for n in names if self.allowed(Path(here, n)))
-
-
 def _open_folder(root: Path, description: str, valid_fraction: float, labels_file: Path | None,
-                 check_images: bool, task=None, walk: _Walk | None = None) -> DataSource:
-    walk = walk or _Walk(False)
+                 check_images: bool, task=None, walk: Walk | None = None) -> DataSource:
+    walk = walk or Walk(False)
     walk.root = root.resolve()
     if (root / "train").is_dir():
         class_ids = _class_dirs(root / "train", walk)
@@ -156,7 +124,7 @@ def _open_folder(root: Path, description: str, valid_fraction: float, labels_fil
         splits = {"train": train, "valid": valid}
     _at_least_two(class_ids, root / "train" if (root / "train").is_dir() else root)
     labels = _read_labels(labels_file or root / LABELS_FILE, class_ids, required=labels_file is not None)
-    _check_names(class_ids, labels, labels_file or root / LABELS_FILE)
+    check_names(class_ids, labels, labels_file or root / LABELS_FILE)
     skipped: list[str] = []
     if check_images:
         progress = task("checking images", sum(map(len, splits.values()))) if task else None
@@ -169,24 +137,6 @@ def _open_folder(root: Path, description: str, valid_fraction: float, labels_fil
     return DataSource(description, root, class_ids, labels, splits, skipped, len(walk.links))
 
 
-def _check_names(class_ids: Sequence[str], labels: Sequence[str], labels_file: Path) -> None:
-    """Class names are one line of text each, and each class has its own (the card refuses the
-    rest; here the message names the folder or labels file to fix)."""
-    from flower_edge.runtime.output import control_character, printable
-
-    for cid, label in zip(class_ids, labels):
-        for what, name in (("class folder", cid), (f"{labels_file}: the name of class {printable(cid)!r}", label)):
-            if control_character(name) is not None:
-                raise DataError(f"{what} {printable(name)!r} holds a control character (a newline, say); "
-                                "class names must be one line of text")
-    seen: dict[str, str] = {}
-    for cid, label in zip(class_ids, labels):
-        if label in seen:
-            raise DataError(f"{labels_file}: classes {printable(seen[label])!r} and {printable(cid)!r} are both named "
-                            f"{printable(label)!r}; each class needs its own name")
-        seen[label] = cid
-
-
 def _at_least_two(class_ids: tuple[str, ...], folder: Path) -> tuple[str, ...]:
     """One class trains a model that is always right and knows nothing ("100% valid")."""
     if len(class_ids) < 2:
@@ -194,7 +144,7 @@ def _at_least_two(class_ids: tuple[str, ...], folder: Path) -> tuple[str, ...]:
     return class_ids
 
 
-def _class_dirs(folder: Path, walk: _Walk) -> tuple[str, ...]:
+def _class_dirs(folder: Path, walk: Walk) -> tuple[str, ...]:
     names = [p.name for p in walk.class_dirs(folder)]
     if not names:
         raise DataError(f"{folder}: no class folders (expected {folder}/<class-id>/*.jpg)")
@@ -203,7 +153,7 @@ def _class_dirs(folder: Path, walk: _Walk) -> tuple[str, ...]:
     return tuple(sorted(names, key=key))
 
 
-def _scan_split(folder: Path, class_ids: Sequence[str], walk: _Walk) -> list[Sample]:
+def _scan_split(folder: Path, class_ids: Sequence[str], walk: Walk) -> list[Sample]:
     samples = []
     for index, cid in enumerate(class_ids):
         class_dir = folder / cid

@@ -27,11 +27,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from flower_edge.runtime.card import ModelCard
 from flower_edge.runtime.errors import CheckpointError, ConfigError, TrainingDiverged
 from flower_edge.runtime.files import exclusive, interrupts_deferred, remove_stale
-from flower_edge.runtime.output import check_output_file, resolved
+from flower_edge.runtime.output import resolved
 
 from .backbones import check_weights, get_backbone
-from .checkpoint import (check_resumable, load_checkpoint, make_card, resume_state, save_checkpoint, training_payload,
-                         with_metrics)
+from .checkpoint import (check_output, check_resumable, load_checkpoint, make_card, resume_state, save_checkpoint,
+                         training_payload, with_metrics)
 from .config import TrainConfig
 from .data import make_loader, open_data
 from .device import autocast_args, resolve_device, seed_everything, to_device
@@ -75,8 +75,7 @@ def train(config: TrainConfig, reporter: Reporter | None = None, resume: str | N
     get_backbone(config.arch)  # an unknown arch fails before any slow work
     check_weights(config.weights)
     _check_workers(config.workers)
-    _check_writable(Path(config.output))
-    check_output_file(config.output, "--output", reads(config), magic=b"PK\x03\x04", kind="PyTorch checkpoint")
+    check_output(config)
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun rank 0 alone writes
     with exclusive(config.output, "flower-train") if main_rank else nullcontext():
         for stale in remove_stale(Path(config.output).parent, f".{Path(config.output).name}."):
@@ -89,17 +88,6 @@ def train(config: TrainConfig, reporter: Reporter | None = None, resume: str | N
             return _train(config, reporter if world.main else Reporter(), ckpt, resume, world, started)
         finally:
             teardown(world)
-
-
-def reads(config: TrainConfig) -> list[tuple[str, str]]:
-    """What a training run reads, which no path it writes may be or lie inside (--resume excepted:
-    continuing a checkpoint into itself is what --resume is for)."""
-    found = [("DATA", config.data)] if Path(config.data).is_dir() else []
-    if config.labels:
-        found.append(("--labels", config.labels))
-    if config.weights not in ("imagenet", "none"):
-        found.append(("--weights", config.weights))
-    return found
 
 
 def _check_workers(workers: int | None) -> None:
@@ -186,7 +174,7 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
         trainable = DistributedDataParallel(trainable, device_ids=[device.index] if device.type == "cuda" else None)
 
     history, best_epoch, best_acc, best_state = state.history, state.best_epoch, state.best_acc, state.best_state
-    on_disk = state.first_epoch - 1 if resume and _same_file(resume, config.output) else None
+    on_disk = state.first_epoch - 1 if resume and resolved(resume) == resolved(config.output) else None
 
     def checkpoint(epoch: int) -> None:
         nonlocal on_disk
@@ -244,22 +232,6 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
         card = with_metrics(card, history, best_epoch, test)
         checkpoint(history[-1]["epoch"])
     return TrainResult(Path(config.output), card, history, best_epoch, time.perf_counter() - started)
-
-
-def _check_writable(output: Path) -> None:
-    """Fail before hours of training, not after the first epoch."""
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"--output {output}: cannot create its folder ({e.strerror})") from None
-    if output.is_dir():
-        raise ConfigError(f"--output {output}: is a folder; give a file name like {output / 'flower.pth'}")
-    if not os.access(output.parent, os.W_OK):
-        raise ConfigError(f"--output {output}: its folder is not writable")
-
-
-def _same_file(a: str, b: str) -> bool:
-    return resolved(a) == resolved(b)
 
 
 class _FromBlock(nn.Module):

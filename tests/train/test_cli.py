@@ -116,10 +116,10 @@ def test_output_to_a_file_gets_progress_lines(synthetic_dir, tmp_path):
 def test_one_class_is_refused(tmp_path):
     from PIL import Image
 
-    (tmp_path / "only").mkdir()
+    (tmp_path / "data" / "only").mkdir(parents=True)
     for i in range(4):
-        Image.new("RGB", (16, 16), (i * 50, 0, 0)).save(tmp_path / "only" / f"{i}.png")
-    result = run(tmp_path, "-o", tmp_path / "x.pth")
+        Image.new("RGB", (16, 16), (i * 50, 0, 0)).save(tmp_path / "data" / "only" / f"{i}.png")
+    result = run(tmp_path / "data", "-o", tmp_path / "x.pth")
     assert_one_error_line(result, "flower-train", "one class folder (only); a classifier needs at least two")
     assert not (tmp_path / "x.pth").exists()
 

@@ -31,7 +31,7 @@ def test_a_plot_or_checkpoint_that_is_an_input_is_refused_before_training(synthe
     before = photo.read_bytes()
     (tmp_path / "r.pth").write_bytes(b"PK\x03\x04 a checkpoint")
     for args, fragment in (
-        (("-o", tmp_path / "r.pth", "--plot", tmp_path / "r.pth"), "--plot"),
+        (("-o", tmp_path / "r.pth", "--plot", tmp_path / "r.pth"), "is the checkpoint (--output), which this run also writes"),
         (("-o", tmp_path / "r.pth", "--plot", photo), "is inside DATA"),
         (("-o", tmp_path / "s.pth", "--resume", tmp_path / "r.pth", "--plot", tmp_path / "r.pth"), "is --resume"),
         (("-o", photo), "--output"),
