@@ -103,7 +103,7 @@ def bundle(export_dir: str | os.PathLike, output: str | os.PathLike, model: str 
     remove_stale(output.parent, f".{output.name}{STAGING}")
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}{STAGING}{os.getpid()}-", dir=output.parent))
     try:
-        with disk_space_checked(staging):
+        with disk_space_checked(staging, report_as=output):
             _fill(staging, found, card, ort_dir)
         with interrupts_deferred():
             replace_folder(staging, output)

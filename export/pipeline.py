@@ -119,7 +119,7 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
 
         staging = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-", dir=output))
         try:
-            with disk_space_checked(staging):
+            with disk_space_checked(staging, report_as=output):
                 job = WriteJob(model, card, config, staging, calibration, tuning, images, progress)
                 written = _write_all(job, formats)
             parity: list[Parity] = []
@@ -141,7 +141,7 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
                                   [f.key for f in formats], skipped, (quantized.explain or []) if quantized else [],
                                   {name: sha256(staging / name) for name in written})
             report = {"config": config.to_dict(), **result.to_dict(staging)}
-            with disk_space_checked(staging):
+            with disk_space_checked(staging, report_as=output):
                 (staging / REPORT).write_text(json_text(report))
             _check_targets(output, written, earlier, config.force, reads)  # the writers' extra files too
             with interrupts_deferred():

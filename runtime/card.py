@@ -145,7 +145,10 @@ class ModelCard:
     def from_metadata(cls, metadata: Mapping[str, str], source: str | os.PathLike = "model") -> "ModelCard":
         if ONNX_METADATA_KEY not in metadata:
             raise CardError(f"{source}: has no flower-edge model card (metadata key {ONNX_METADATA_KEY!r})")
-        return cls.from_json(metadata[ONNX_METADATA_KEY])
+        try:
+            return cls.from_json(metadata[ONNX_METADATA_KEY])
+        except CardError as e:
+            raise CardError(f"{source}: {e}") from None
 
     @classmethod
     def from_json(cls, text: str) -> "ModelCard":

@@ -39,10 +39,11 @@ chunk, so a few megabytes can be left)."""
 
 
 @contextlib.contextmanager
-def disk_space_checked(path: str | os.PathLike):
+def disk_space_checked(path: str | os.PathLike, report_as: str | os.PathLike | None = None):
     """A write that fails on a full disk says "PATH: No space left on device" (OSError ENOSPC),
     whatever the library that wrote raised: torch's zip writer, onnxruntime's .ort writer and the
-    LiteRT converter each say it in their own words, or not at all."""
+    LiteRT converter each say it in their own words, or not at all. PATH is ``report_as`` when
+    given (the output folder, not a hidden staging folder inside it)."""
     from .errors import FlowerEdgeError
 
     try:
@@ -50,10 +51,10 @@ def disk_space_checked(path: str | os.PathLike):
     except Exception as e:
         if isinstance(e, FlowerEdgeError) and e.__cause__ is None:  # a check that failed, not a write
             raise
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC and e.filename:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC and e.filename and report_as is None:
             raise
         if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or _disk_full(path, e):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(report_as or path)) from None
         raise
 
 

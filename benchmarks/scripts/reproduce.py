@@ -31,8 +31,9 @@ def main() -> None:
     checkpoint = args.checkpoint or args.out / "flower.pth"
     if not checkpoint.exists():
         subprocess.run(["flower-train", str(args.data), "-o", str(checkpoint), "--quiet"], check=True)
+    # --force: --out is this script's folder, and holds the checkpoint it trained beside the bench files
     bench = subprocess.run(["flower-bench", str(checkpoint), "--data", str(args.data), "--out", str(args.out),
-                            "--threads", str(args.threads)], capture_output=True, text=True)
+                            "--threads", str(args.threads), "--force"], capture_output=True, text=True)
     if bench.returncode not in (0, 1) or not (args.out / "bench.md").exists():
         sys.exit(f"flower-bench failed:\n{bench.stderr}")
     verdict = bench.stderr.strip().splitlines()[-1].removeprefix("flower-bench: error: ") if bench.returncode else "every format passed its agreement threshold"

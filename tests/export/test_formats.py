@@ -93,3 +93,24 @@ def test_the_table_and_the_onnx_runner_leave_torch_out(tiny_export):
             "print(out.shape[1] == card.num_classes, 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["True", "False"], done.stderr
+
+
+def test_labels_round_trip_through_every_file_we_write(tiny_export, tmp_path):
+    """Issue 22, row 6: labels are data, not layout. Names with quotes, accents, other scripts and
+    separators come back from labels.txt (one line each), card.json and the card inside the file."""
+    import json
+    import zipfile
+    from dataclasses import replace
+
+    from flower_edge.export.tflite import attach_card, read_card
+
+    names = ('giant "white" arum lily', "fleur-de-lis \u00e9", "\u83ca", "a, b; c", "sweet pea \u2014 pink")
+    card = replace(tiny_export.card, labels=names)
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"\0\0\0\0TFL3" + b"\0" * 100)  # attach_card appends after any flatbuffer
+    attach_card(path, card)
+    with zipfile.ZipFile(path) as archive:
+        lines = archive.read("labels.txt").decode().split("\n")
+    assert lines[:-1] == list(names) and lines[-1] == ""
+    assert read_card(path).labels == names
+    assert tuple(json.loads(card.to_json())["labels"]) == names
