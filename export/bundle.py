@@ -173,13 +173,15 @@ def main(
     force: Annotated[bool, typer.Option("--force", help="Replace an --output folder that holds files flower-bundle did not write (its whole content), once the new bundle is complete. Without it such a folder is refused; an earlier bundle is always replaced. A folder that is, holds or lies inside what the bundle reads is refused either way.")] = False,
     serve: Annotated[bool, typer.Option("--serve", help="Serve SOURCE (a bundle) over HTTP with COOP/COEP headers.")] = False,
     host: Annotated[str, typer.Option(help="Address to serve on (0.0.0.0: the local network).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port to serve on (1 to 65535).")] = 8000,
     debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,
 ) -> None:
     with one_line_errors("flower-bundle", debug):
         if serve:
             if not (source / "index.html").is_file():
                 raise ExportError(f"{source}: not a bundle (no index.html); make one with flower-bundle EXPORT_DIR -o DIR")
+            if not 1 <= port <= 65535:
+                raise ExportError(f"--port must be between 1 and 65535, found {port}")
             httpd = server(source, host, port)
             print(f"serving {source} at http://{host}:{port}/ (Ctrl-C stops)", file=sys.stderr)
             try:
