@@ -74,12 +74,11 @@ def open_data(spec: str, *, valid_fraction: float = 0.15, labels_file: Path | No
     the check that decodes every image once. Symbolic links under a folder that point outside it
     (a class folder linked to /usr/share, say) are skipped and counted unless ``follow_symlinks``."""
     cache_dir = cache_dir or default_cache_dir()
-    walk = Walk(follow_symlinks)
     if spec == "synthetic":
         from .synthetic import ensure_synthetic
 
         root = ensure_synthetic(cache_dir / "synthetic")
-        return _open_folder(root, "synthetic", valid_fraction, labels_file, check_images, task, walk)
+        return _open_folder(root, "synthetic", valid_fraction, labels_file, check_images, task, follow_symlinks)
     if spec == "flowers102":
         return _open_flowers102(cache_dir / "flowers102", labels_file)
     root = Path(spec)
@@ -87,7 +86,7 @@ def open_data(spec: str, *, valid_fraction: float = 0.15, labels_file: Path | No
         raise DataError(f"{spec}: no such directory (expected a folder of photos, 'synthetic' or 'flowers102')")
     if not root.is_dir():
         raise DataError(f"{spec}: is a file; DATA must be a folder of photos, 'synthetic' or 'flowers102'")
-    return _open_folder(root, str(root), valid_fraction, labels_file, check_images, task, walk)
+    return _open_folder(root, str(root), valid_fraction, labels_file, check_images, task, follow_symlinks)
 
 
 def split_paths(spec: str, *, valid_fraction: float = 0.15, cache_dir: Path | None = None,
@@ -103,9 +102,8 @@ def split_paths(spec: str, *, valid_fraction: float = 0.15, cache_dir: Path | No
 
 
 def _open_folder(root: Path, description: str, valid_fraction: float, labels_file: Path | None,
-                 check_images: bool, task=None, walk: Walk | None = None) -> DataSource:
-    walk = walk or Walk(False)
-    walk.root = root.resolve()
+                 check_images: bool, task=None, follow_symlinks: bool = False) -> DataSource:
+    walk = Walk(root, follow_symlinks)
     if (root / "train").is_dir():
         class_ids = _class_dirs(root / "train", walk)
         splits = {"train": _scan_split(root / "train", class_ids, walk)}

@@ -1,7 +1,7 @@
 """What a DATA folder holds: its folders and files, with symbolic links that leave it skipped, and
 class names that are one line of text each.
 
-    walk = Walk(follow=False); walk.root = Path("flowers").resolve()
+    walk = Walk(Path("flowers"), follow=False)
     files = list(walk.files(Path("flowers/train/1"))); len(walk.links)   # links skipped
 """
 
@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 class Walk:
     """Folders and files under a DATA root, symbolic links that leave it skipped and counted."""
 
-    def __init__(self, follow: bool) -> None:
-        self.follow, self.root = follow, Path("/")
+    def __init__(self, root: Path, follow: bool = False) -> None:
+        self.root, self.follow = root.resolve(), follow
         self.links: set[Path] = set()
 
     def allowed(self, path: Path) -> bool:
