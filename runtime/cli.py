@@ -20,7 +20,10 @@ HELP = (
     "An image that cannot be read is reported on stderr and the rest go on; the exit code is then 1. "
     "Limits: images over 64 million pixels, or narrower than 20:1 (longest side over shortest), are "
     "refused before they are resized; --threads is 1 to the number of cores; --batch-size 1 to 256; "
-    "--plot draws the first 50 images. No path it writes may be one it reads."
+    "--plot draws the first 50 images. No path it writes may be one it reads. A model whose card asks for a "
+    "resize or crop over 4,096 px, more than 100,000 labels, a label over 256 characters or holding a control "
+    "character, a card over 8 MB or nested over 8 levels, or a mean and std that do not give finite inputs, is "
+    "refused."
 )
 JSON_HELP = ('one JSON document on stdout: {"model": PATH, "results": [{"image": PATH, "top_k": '
              '[{"rank", "index", "label", "prob"}, ...]} or {"image": PATH, "error": MESSAGE}, ...]}')

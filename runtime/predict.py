@@ -21,7 +21,7 @@ from typing import Iterable, Mapping, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from .card import ModelCard
+from .card import MAX_CARD_BYTES, ModelCard
 from .errors import CardError, ConfigError, FlowerEdgeError, ImageError
 from .image import MAX_PIXELS, load_image, preprocess, to_rgb
 from .session import open_session
@@ -151,11 +151,13 @@ def _override_labels(card: ModelCard, labels: str | os.PathLike | Mapping[str, s
     if not isinstance(labels, Mapping):
         path = Path(labels)
         try:
+            if path.stat().st_size > MAX_CARD_BYTES:
+                raise CardError(f"--labels {path}: over the limit of {MAX_CARD_BYTES:,} bytes")
             labels = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise CardError(f"--labels {path}: no such file") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CardError(f"--labels {path}: not a JSON file ({e})") from None
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise CardError(f"--labels {path}: not a JSON file ({str(e)[:200]})") from None
         if not isinstance(labels, Mapping) or not all(isinstance(v, str) for v in labels.values()):
             raise CardError(f'--labels {path}: expected an object of class id -> name, like {{"1": "daisy"}}')
     unknown = set(labels) - set(card.class_ids)

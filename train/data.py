@@ -205,10 +205,14 @@ def _read_labels(path: Path, class_ids: Sequence[str], required: bool) -> tuple[
         if required:
             raise DataError(f"{path}: no such labels file")
         return tuple(class_ids)
+    from flower_edge.runtime.card import MAX_CARD_BYTES
+
     try:
+        if path.stat().st_size > MAX_CARD_BYTES:
+            raise DataError(f"{path}: over the limit of {MAX_CARD_BYTES:,} bytes for a labels file")
         names = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: not a readable JSON labels file ({e})") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise DataError(f"{path}: not a readable JSON labels file ({str(e)[:200]})") from None
     if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values()):
         raise DataError(f'{path}: expected an object of class id -> name, like {{"1": "daisy"}}')
     missing = [c for c in class_ids if c not in names]
