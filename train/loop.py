@@ -34,7 +34,7 @@ from .checkpoint import (check_output, check_resumable, load_checkpoint, make_ca
                          training_payload, with_metrics)
 from .config import TrainConfig
 from .data import make_loader, open_data
-from .device import autocast_args, resolve_device, seed_everything, to_device
+from .device import autocast_args, check_workers, resolve_device, seed_everything, to_device
 from .distributed import Dist, setup, teardown
 from .features import FeatureCache, cached_batches
 from .model import FlowerNet, build_model
@@ -74,7 +74,7 @@ def train(config: TrainConfig, reporter: Reporter | None = None, resume: str | N
     started = time.perf_counter()
     get_backbone(config.arch)  # an unknown arch fails before any slow work
     check_weights(config.weights)
-    _check_workers(config.workers)
+    check_workers(config.workers)
     check_output(config)
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun rank 0 alone writes
     with exclusive(config.output, "flower-train") if main_rank else nullcontext():
@@ -88,12 +88,6 @@ def train(config: TrainConfig, reporter: Reporter | None = None, resume: str | N
             return _train(config, reporter if world.main else Reporter(), ckpt, resume, world, started)
         finally:
             teardown(world)
-
-
-def _check_workers(workers: int | None) -> None:
-    cores = os.cpu_count() or 1
-    if workers is not None and workers > cores:  # each is a process with its own copy of the data set
-        raise ConfigError(f"--workers must be between 0 and {cores} (the cores of this machine), found {workers}")
 
 
 def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, world: Dist,
