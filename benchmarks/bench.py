@@ -127,9 +127,17 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
     for key, path in files.items():  # a runtime that can abort on a bad file reads it in a child first
         TABLE[key].probe(path)
 
-    from flower_edge.runtime.image import load_image, normalize, pixels
+    from flower_edge.export.images import read_photos
+    from flower_edge.runtime.image import normalize, pixels
 
-    raw = np.stack([pixels(load_image(p), card) for p in photos])  # (N, H, W, 3) uint8, resized and cropped
+    readable, broken = read_photos(photos, lambda img: pixels(img, card), keep_paths=True)
+    for line in broken:  # a broken photo is reported and left out; the rest are measured
+        progress(f"skipped broken image {line}")
+    if not readable:
+        raise DataError(f"{config.data}/{config.split}: none of its photos could be read")
+    labels = np.array([y for p, y in zip(photos, labels) if p in readable])
+    photos = list(readable)
+    raw = np.stack(list(readable.values()))  # (N, H, W, 3) uint8, resized and cropped
     normalized = np.stack([normalize(p, card) for p in raw])  # (N, 3, H, W)
     inputs = {f: raw if f in TABLE and TABLE[f].takes_pixels else normalized for f in config.formats}
     runners = {f: _runner(f, model, files.get(f), config.threads) for f in config.formats}

@@ -64,7 +64,7 @@ def main(
             latency_runs=latency_runs, cold_starts=cold_starts, force=force,
         )
         result = run_bench(config, (lambda m: None) if quiet else
-                           (lambda m: err.print(f"· {printable(m)}", highlight=False, markup=False)))
+                           (lambda m: err.print(f"· {printable(m)}", highlight=False, markup=False, soft_wrap=True)))
         written = write_outputs(result, out)
     print(json_text(result.to_dict()) if json_out else markdown_table(result))
     if not quiet:

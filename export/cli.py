@@ -86,7 +86,7 @@ def main(
                 if not quiet:
                     message = printable(message)
                     status.update(Text(message))
-                    err.print(f"· {message}", highlight=False, markup=False)
+                    err.print(f"· {message}", highlight=False, markup=False, soft_wrap=True)
 
             result = export(config, progress)
 

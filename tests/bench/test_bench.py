@@ -115,3 +115,18 @@ def test_without_torch_the_extra_is_named(monkeypatch, tiny_checkpoint, syntheti
     result = run(tiny_checkpoint, "--data", synthetic_dir, "--out", tmp_path, "--quiet")
     assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
     assert "pip install 'flower-edge[train]'" in result.stderr and "internal error" not in result.stderr
+
+
+def test_a_broken_photo_is_left_out_not_fatal(tiny_checkpoint, tiny_export, synthetic_dir, tmp_path):
+    """Issue 22: one failed input never aborts a batch; flower-bench measures the rest."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dir / "valid", data / "valid")
+    first = sorted((data / "valid").iterdir())[0]
+    (first / "broken.png").write_bytes(b"not a png")
+    result = run(tiny_checkpoint, "--data", data, "--models", tiny_export.output, "--formats", "onnx",
+                 "--out", tmp_path / "out", "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    assert "skipped broken image" in result.stderr and "broken.png" in result.stderr
+    assert json.loads(result.stdout)["model"]["photos"] == len(list((synthetic_dir / "valid").rglob("*.png")))
