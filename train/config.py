@@ -22,7 +22,7 @@ LIMITS = {"epochs": 10_000, "batch_size": 4096, "image_size": 1024, "cache_views
 """The most each count option may ask for: every one of them is memory or time."""
 MAX_HIDDEN = 65_536
 MAX_RESIZE = 4096
-"""The model card's largest side (runtime/card.py MAX_SIDE)."""
+"""The model card's largest side (runtime/card_fields.py MAX_SIDE)."""
 
 
 def option(default: Any, help: str, **cli: Any) -> Any:
