@@ -36,8 +36,11 @@ D = ExportConfig(checkpoint="")
     "tflite needs the [litert] extra and pte the [executorch] extra; --format all writes what this "
     "install can and names what it skipped. After writing, every file is run by its own runtime "
     "against the PyTorch model on real photos the calibration did not see, and a parity table is "
-    "printed. A float file that differs by more than --atol, or an int8 file under --min-agreement, "
-    "fails the export: exit 1, and no file is left behind."
+    "printed. int8 is made by budget: --max-drop says how much top-1 agreement with PyTorch int8 may "
+    "lose, and the export searches for the fastest int8 model that keeps it (float layers, calibration "
+    "method, then tuning; the candidates are printed and kept in export.json); every int8 format keeps "
+    "the same layers float. A file that fails its check (a float file off by more than --atol, an int8 "
+    "file under the budget) is not written, the others are: exit 1, with one line naming what is missing."
 ))
 def main(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by flower-train.", show_default=False)],
@@ -45,10 +48,10 @@ def main(
     quantize: Annotated[bool, typer.Option("--quantize", help="Also write the int8 counterpart of each float format asked for (onnx -> onnx-int8, tflite -> tflite-int8, pte -> pte-int8), all calibrated on the same real photos.")] = D.quantize,
     calib_data: Annotated[Optional[Path], typer.Option(help="Folder of calibration photos (class folders or loose images). A classic layout calibrates on train/ and verifies on valid/. Default: the checkpoint's training data, when it is still on this machine.")] = None,
     calib_size: Annotated[int, typer.Option(help="Photos to calibrate on (1 to 20,000).")] = D.calib_size,
-    calib_method: Annotated[str, typer.Option(help=f"How activation ranges are chosen: {', '.join(CALIB_METHODS)}.")] = D.calib_method,
+    calib_method: Annotated[Optional[str], typer.Option(help=f"How activation ranges are chosen: {', '.join(CALIB_METHODS)}. Default: searched, minmax first, the others only when float layers do not keep the budget.", show_default=False)] = D.calib_method,
     reduce_range: Annotated[bool, typer.Option("--reduce-range/--full-range", help="7-bit int8 weights. The default 8-bit weights are the more precise model, run by onnxruntime's fast kernels on phones, browsers and VNNI CPUs, and by its slower exact path on x86 CPUs without VNNI (AVX2 only), whose fast kernel would saturate. 7-bit weights cannot saturate, so there they take the fast kernels too, at a loss of precision that --tune recovers.")] = D.reduce_range,
-    float_layers: Annotated[int, typer.Option(help="Keep the first N convolutions of the int8 model float. The default 6 is EfficientNet-Lite's stem and first two blocks (the 112 x 112 part at 224 px): the stem reads raw pixels through a few weights that cancel each other, so rounding them costs more than anywhere else, and keeping these float costs little time. 0 quantizes everything (faster, less faithful). tflite-int8 and pte-int8 keep the whole blocks that hold these convolutions float, and their classifier too.")] = D.float_layers,
-    tune: Annotated[bool, typer.Option("--tune", help="Fine-tune the int8 model to answer like the float one: the quantized graph's weights are trained by distillation from the PyTorch model on --tune-size training photos and their mirror images (no labels needed), keeping onnxruntime's scales. For models that are unsure of many photos, where plain quantization flips answers. Minutes on a CPU (about 5 for Lite0, 1000 photos, 2 epochs, 2 cores); the layers before the first 28 x 28 feature map keep their rounding and are computed once.")] = D.tune,
+    float_layers: Annotated[Optional[int], typer.Option(help="Keep the first N convolutions of the int8 model float, instead of searching. Default: searched, from 0 (everything int8, fastest) up to 16, the convolutions whose int8 error is largest first (--explain's figures), until the budget holds. tflite-int8 and pte-int8 keep the same convolutions float, and their classifier too.", show_default=False)] = D.float_layers,
+    tune: Annotated[Optional[bool], typer.Option("--tune/--no-tune", help="Fine-tune the int8 ONNX model to answer like the float one: the quantized graph's weights are trained by distillation from the PyTorch model on --tune-size training photos and their mirror images (no labels needed), keeping onnxruntime's scales. Default: only when no untuned candidate keeps the budget (models unsure of many photos); --tune always, --no-tune never. Minutes on a CPU (about 4 for Lite0, 1000 photos, 2 epochs, 2 cores); the layers before the first 28 x 28 feature map keep their rounding and are computed once.", show_default=False)] = D.tune,
     tune_size: Annotated[int, typer.Option(help="Photos to tune on (1 to 20,000): the calibration source's, never a verification photo.")] = D.tune_size,
     tune_epochs: Annotated[int, typer.Option(help="Passes over the tuning photos (1 to 50).")] = D.tune_epochs,
     explain: Annotated[bool, typer.Option("--explain", help="Print where int8 loses: the quantization error (SQNR) of every layer, from onnxruntime's qdq_loss_debug, on the calibration photos; also in export.json.")] = D.explain,
@@ -60,7 +63,8 @@ def main(
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check every file against PyTorch after writing (recommended).")] = D.verify,
     verify_data: Annotated[Optional[Path], typer.Option(help="Folder of photos to verify on (default: the held-out photos of the calibration source; never a calibration photo).")] = None,
     verify_size: Annotated[int, typer.Option(help="Most photos to verify on; 0 takes them all, up to 20,000.")] = D.verify_size,
-    min_agreement: Annotated[float, typer.Option(help="Least share of int8 top-1 answers that must equal PyTorch's.")] = D.min_agreement,
+    max_drop: Annotated[Optional[float], typer.Option(help="The int8 budget: top-1 agreement with PyTorch that int8 may lose, in points (0.2: at least 99.8% of the held-out photos answered alike). Default: from --min-agreement (0.99: 1 point).", show_default=False)] = D.max_drop,
+    min_agreement: Annotated[float, typer.Option(help="Least share of int8 top-1 answers that must equal PyTorch's (--max-drop, when given, sets it).")] = D.min_agreement,
     atol: Annotated[float, typer.Option(help="Largest |logit difference| allowed for float files (TorchScript: a tenth of it).")] = D.atol,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result (files, sizes, parity) as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
@@ -79,7 +83,7 @@ def main(
             tune_epochs=tune_epochs, explain=explain, opset=opset, ort_format=ort_format,
             embed_preprocessing=embed_preprocessing, verify=verify,
             verify_data=str(verify_data) if verify_data else None, verify_size=verify_size,
-            min_agreement=min_agreement, atol=atol, force=force,
+            max_drop=max_drop, min_agreement=min_agreement, atol=atol, force=force,
         )
         with err.status("exporting", spinner="dots") if not quiet else _Null() as status:
             def progress(message: str) -> None:
@@ -94,17 +98,24 @@ def main(
         err.print(f"skipped broken image {printable(line)}", highlight=False, markup=False, soft_wrap=True)
     if json_out:
         print(json_text(result.to_dict()))
-        return
-    from .verify import parity_table
+    else:
+        from .verify import parity_table
 
-    if result.explain:
-        from .explain import explain_table
+        if result.explain:
+            from .explain import explain_table
 
-        print(explain_table(result.explain) + "\n")
-    if result.parity:
-        print(parity_table(result.parity))
-    for path in result.files:
-        print(f"{path}  {path.stat().st_size / 1e6:.2f} MB")
+            print(explain_table(result.explain) + "\n")
+        if result.search:
+            from .search import search_table
+
+            print(search_table(result.search) + "\n")
+        if result.parity:
+            print(parity_table(result.parity))
+        for path in result.files:
+            print(f"{path}  {path.stat().st_size / 1e6:.2f} MB")
+    if not result.ok:
+        err.print(f"flower-export: error: {printable(result.failure())}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 class _Null:

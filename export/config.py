@@ -11,6 +11,8 @@ CALIB_METHODS = ("minmax", "entropy", "percentile")
 MAX_TUNE_SIZE = 20_000
 """Tuning keeps its photos in memory: 0.6 MB each at 224 px."""
 MAX_TUNE_EPOCHS = 50
+MAX_FLOAT_LAYERS = 1000
+"""Lite2 has 56 convolutions; the bound only keeps the number finite."""
 MAX_PHOTOS = 20_000
 """Calibration and verification photos are held in memory too (0.6 MB each at 224 px)."""
 MIN_OPSET = 17
@@ -30,13 +32,18 @@ class ExportConfig:
     calib_data: str | None = None
     """Folder of calibration photos; None means the checkpoint's training data."""
     calib_size: int = 200
-    calib_method: str = "minmax"
+    calib_method: str | None = None
+    """None: searched (minmax first; export/search.py), else this method only."""
     reduce_range: bool = False
     """7-bit weights, for onnxruntime's fast but saturating int8 path on x86 CPUs without VNNI."""
-    float_layers: int = 6
-    """The first N convolutions stay float in the int8 model (1: the stem; see export/quantize.py)."""
-    tune: bool = False
-    """Fine-tune the int8 graph's weights to reproduce the float logits (export/tune.py)."""
+    float_layers: int | None = None
+    """None: searched, the convolutions that lose most first (export/search.py); N: the first N
+    convolutions stay float in the int8 model (1: the stem)."""
+    tune: bool | None = None
+    """Fine-tune the int8 graph's weights to reproduce the float logits (export/tune.py): None only
+    when no untuned candidate keeps the budget, True always, False never."""
+    max_drop: float | None = None
+    """Top-1 agreement with the float model that int8 may lose, in points (None: from min_agreement)."""
     tune_size: int = 1000
     """Photos to tune on (the calibration pool's first ones; never a verification photo)."""
     tune_epochs: int = 2
@@ -61,7 +68,7 @@ class ExportConfig:
         from .formats import parse_keys
 
         parse_keys(self.format)
-        if self.calib_method not in CALIB_METHODS:
+        if self.calib_method is not None and self.calib_method not in CALIB_METHODS:
             raise ConfigError(
                 f"--calib-method must be one of {', '.join(CALIB_METHODS)}, found {self.calib_method!r}"
             )
@@ -69,8 +76,10 @@ class ExportConfig:
             raise ConfigError(f"--opset must be {MIN_OPSET} or newer, found {self.opset}")
         if not 1 <= self.calib_size <= MAX_PHOTOS:
             raise ConfigError(f"--calib-size must be between 1 and {MAX_PHOTOS:,}, found {self.calib_size}")
-        if self.float_layers < 0:
-            raise ConfigError(f"--float-layers must be 0 (all int8) or more, found {self.float_layers}")
+        if self.float_layers is not None and not 0 <= self.float_layers <= MAX_FLOAT_LAYERS:
+            raise ConfigError(f"--float-layers must be 0 (all int8) to {MAX_FLOAT_LAYERS}, found {self.float_layers}")
+        if self.max_drop is not None and not 0.0 <= self.max_drop <= 100.0:  # NaN fails too
+            raise ConfigError(f"--max-drop must be between 0 and 100 points, found {self.max_drop}")
         if not 1 <= self.tune_size <= MAX_TUNE_SIZE:
             raise ConfigError(f"--tune-size must be between 1 and {MAX_TUNE_SIZE}, found {self.tune_size}")
         if not 1 <= self.tune_epochs <= MAX_TUNE_EPOCHS:
@@ -80,6 +89,13 @@ class ExportConfig:
                               f"found {self.verify_size}")
         if not 0.0 <= self.min_agreement <= 1.0:
             raise ConfigError(f"--min-agreement must be between 0 and 1, found {self.min_agreement}")
+
+    @property
+    def agreement_floor(self) -> float:
+        """The least int8 top-1 agreement with PyTorch: 1 - max_drop / 100, or min_agreement."""
+        if self.max_drop is None:
+            return self.min_agreement
+        return round(1.0 - self.max_drop / 100.0, 6)  # 0.2 points -> 0.998, not 0.99799999
 
     def formats(self):
         """The formats to write (export/formats.py rows) and a note per format ``all`` skipped."""

@@ -46,6 +46,8 @@ class LayerError:
     local_db: float
     accumulated_db: float | None
     weight_db: float | None
+    layer: str | None = None
+    """The convolution whose output this is, by layer name (export/quantize.py conv_layers)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,7 +105,8 @@ def explain_int8(float_path: str | Path, int8_path: str | Path, photos: Sequence
             order.get(tensor, -1), tensor, node.op_type if node is not None else "input",
             _finite(compute_signal_to_quantization_noice_ratio(pre, match["post_qdq"])),
             _finite(compute_signal_to_quantization_noice_ratio(float_values, match["post_qdq"])) if float_values else None,
-            weight_db))
+            weight_db,
+            node.input[1].removesuffix(".weight") if node is not None and node.op_type == "Conv" and len(node.input) > 1 else None))
     return sorted(rows, key=lambda r: r.index)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -185,16 +185,73 @@ class WriteJob:
     staging: Path
     calibration: list[np.ndarray]
     """Normalized photos (3, H, W) to calibrate int8 formats on: the same for every format."""
-    tuning: list[np.ndarray]
     images: Any
     """export/images.py ImageSets, or None."""
     progress: Callable[[str], None]
+    verification: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
+    """Normalized held-out photos (N, 3, H, W): the int8 search measures on them, then verification."""
     int8: Any = None
     """export/quantize.py Int8Result, once the int8 ONNX file is written."""
+    skipped: list[str] = field(default_factory=list)
+    """One line per broken photo read by a writer (the tuning photos)."""
+    _cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def calibration_source(self) -> str:
         return self.images.calibration_source if self.images else ""
+
+    def reference_logits(self) -> np.ndarray:
+        """PyTorch's logits for the verification photos, computed once for the search and the checks."""
+        if "reference" not in self._cache:
+            from .verify import torch_logits
+
+            self._cache["reference"] = torch_logits(self.model, self.verification)
+        return self._cache["reference"]
+
+    @property
+    def searched(self):
+        """The int8 plan if an int8 format asked for one, else None."""
+        return self._cache.get("plan")
+
+    def int8_plan(self):
+        """export/search.py's choice for every int8 format, searched once (on the float ONNX file
+        of this export, or one made for the search when no ONNX file is asked for)."""
+        if "plan" not in self._cache:
+            from .search import search
+
+            scratch = self.staging / ".int8-search"
+            scratch.mkdir(exist_ok=True)
+            fp32 = self.staging / FORMATS["onnx"].file
+            if not fp32.is_file():
+                from .onnx_export import export_onnx
+
+                self.progress("int8: a float ONNX graph for the search")
+                fp32 = scratch / "float.onnx"
+                export_onnx(self.model, self.card, fp32, self.config.opset)
+            self._cache["plan"] = search(self, fp32, scratch)
+        return self._cache["plan"]
+
+    def tuning(self) -> Any:
+        """export/quantize.py Tuning on the tuning photos, read now (only a search that tunes needs them)."""
+        from flower_edge.runtime.image import preprocess
+
+        from .images import read_photos
+        from .quantize import Tuning, step_lines
+        from .verify import torch_logits
+
+        config = self.config
+        paths = self.images.tuning if self.images else ()
+        photos, broken = read_photos(paths, lambda img: preprocess(img, self.card), progress=self.progress,
+                                     what="int8 tuning: reading photos")
+        self.skipped += broken
+        if not photos:
+            from flower_edge.runtime.errors import ExportError
+
+            raise ExportError("int8 tuning: no readable tuning photos")
+        self.progress(f"int8 tuning: {len(photos)} photos and their mirror images, {config.tune_epochs} epochs")
+        return Tuning(photos, lambda x: torch_logits(self.model, x), epochs=config.tune_epochs,
+                      source=self.calibration_source, progress=step_lines(self.progress, "int8 tuning"),
+                      say=self.progress)
 
 
 def parse_keys(text: str) -> tuple[str, ...]:

@@ -54,9 +54,11 @@ def _hash_order(paths: list[Path]) -> list[Path]:
 
 
 def choose_images(config: ExportConfig, train_data: str, valid_fraction: float = 0.15,
-                  follow_symlinks: bool = False) -> ImageSets:
+                  follow_symlinks: bool = False, int8: bool | None = None) -> ImageSets:
     """Calibration, tuning and verification photos for an export of a model trained on ``train_data``
-    (split as that training split it: ``follow_symlinks`` as it was trained with)."""
+    (split as that training split it: ``follow_symlinks`` as it was trained with); ``int8``: whether
+    an int8 format is written (None: ``config.quantize``)."""
+    int8 = config.quantize if int8 is None else int8
     from flower_edge.train.data import split_paths
 
     if config.calib_data:
@@ -82,7 +84,7 @@ def choose_images(config: ExportConfig, train_data: str, valid_fraction: float =
             ) from None
         pool, held_out = _hash_order(splits["train"]), _hash_order(splits["valid"])
         source, held_source = f"{train_data} (its training photos)", f"{train_data} (its validation photos)"
-    if not pool and (config.quantize or not config.verify_data):
+    if not pool and (int8 or not config.verify_data):
         raise ExportError(f"{source}: no images to calibrate on or verify with (.jpg, .png, ...)")
 
     if config.verify_data:
@@ -91,8 +93,9 @@ def choose_images(config: ExportConfig, train_data: str, valid_fraction: float =
             raise ExportError(f"--verify-data {vroot}: no such folder")
         held_out, held_source = find_images(vroot), str(vroot)
     calibration = tuple(pool[:config.calib_size])
-    tuning = tuple(pool[:config.tune_size]) if config.quantize and config.tune else ()
-    used = {p.resolve() for p in calibration + tuning} if config.quantize else set()
+    # Photos a search may tune on are kept out of verification even when it does not tune.
+    tuning = tuple(pool[:config.tune_size]) if int8 and config.tune is not False else ()
+    used = {p.resolve() for p in calibration + tuning} if int8 else set()
     held_out = [p for p in held_out if p.resolve() not in used]
     if config.verify and not held_out:
         raise ExportError(
@@ -102,9 +105,14 @@ def choose_images(config: ExportConfig, train_data: str, valid_fraction: float =
     return ImageSets(calibration, verification, source, held_source, tuning)
 
 
-def read_photos(paths: Iterable[Path], convert: Callable[[Image.Image], np.ndarray], keep_paths: bool = False):
+def read_photos(paths: Iterable[Path], convert: Callable[[Image.Image], np.ndarray], keep_paths: bool = False,
+                progress: Callable[[str], None] | None = None, what: str = "reading photos"):
     """``convert`` applied to each readable photo (a list, or with ``keep_paths`` a dict by path),
-    and one line for each broken one."""
+    and one line for each broken one; with ``progress``, lines as the reading goes."""
+    from flower_edge.runtime.progress import ProgressLines
+
+    paths = list(paths)
+    lines = ProgressLines(what, len(paths), progress) if progress else None
     arrays: dict[Path, np.ndarray] = {}
     broken = []
     for path in paths:
@@ -112,4 +120,8 @@ def read_photos(paths: Iterable[Path], convert: Callable[[Image.Image], np.ndarr
             arrays[path] = convert(load_image(path))
         except ImageError as e:
             broken.append(str(e))
+        if lines:
+            lines.advance()
+    if lines:
+        lines.close()
     return (arrays if keep_paths else list(arrays.values())), broken

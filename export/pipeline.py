@@ -28,10 +28,12 @@ from flower_edge.runtime.output import check_output_file, check_output_folder, j
 from flower_edge.runtime.image import normalize, pixels, preprocess
 
 from .config import ExportConfig
-from .formats import Format, WriteJob, logits
+from .formats import FORMATS, Format, WriteJob, logits
 from .images import ImageSets, choose_images, read_photos
 from .manifest import CARD, LABELS, MANIFEST as REPORT, is_export_folder, listed_files, read_manifest, sha256
-from .verify import Parity, compare, parity_table, torch_logits
+from .verify import Parity, compare, parity_table
+
+_INT8 = {f.key for f in FORMATS.values() if f.int8}
 
 STAGING = ".flower-export-"
 """The hidden staging folder's prefix, followed by the exporting process's id."""
@@ -52,6 +54,10 @@ class ExportResult:
     """One line per broken calibration or verification photo."""
     explain: list = field(default_factory=list)
     """With ``explain``: the int8 error of every layer (export/explain.py LayerError rows)."""
+    search: object | None = None
+    """export/search.py Int8Plan: the int8 candidates tried and the one chosen."""
+    not_written: list[str] = field(default_factory=list)
+    """Formats that failed verification, left out while the others were written."""
 
     sha256: dict[str, str] = field(default_factory=dict)
     """The SHA-256 of each file written, by name: export.json's record of what belongs together."""
@@ -70,7 +76,24 @@ class ExportResult:
             "skipped": self.skipped,
             "seconds": round(self.seconds, 1),
             "explain": [r.to_dict() for r in self.explain],
+            "int8_search": self.search.to_dict() if self.search else None,
+            "not_written": self.not_written,
         }
+
+    @property
+    def ok(self) -> bool:
+        """Every format asked for was written (and passed verification)."""
+        return not self.not_written
+
+    def failure(self) -> str:
+        """One line naming what was not written and why, for the CLI's exit."""
+        rows = {r.name: r for r in self.parity}
+        why = "; ".join(f"{k}: top-1 agreement {rows[k].top1_agreement:.2%}, {rows[k].requirement}"
+                        if k in rows and k in _INT8 else f"{k}: {rows[k].requirement if k in rows else 'failed'}"
+                        for k in self.not_written)
+        hint = " (int8: a larger --max-drop allows more; --tune-epochs tunes longer)" if set(self.not_written) & _INT8 else ""
+        return f"verification failed, not written: {why}{hint}; the other files were written"
+
 
 
 def export(config: ExportConfig, progress: Callable[[str], None] = lambda message: None) -> ExportResult:
@@ -98,20 +121,17 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
 
         int8 = any(f.int8 for f in formats)
         trained = ckpt["config"]
-        images = (choose_images(config, trained.data, trained.valid_fraction, trained.follow_symlinks)
+        images = (choose_images(config, trained.data, trained.valid_fraction, trained.follow_symlinks, int8=int8)
                   if int8 or config.verify else None)
         skipped: list[str] = []
-        calibration, tuning, verification, verification_pixels = [], [], np.zeros((0,)), []
+        calibration, verification, verification_pixels = [], np.zeros((0,), np.float32), []
         if images:
-            progress(f"reading {len(images.calibration) if int8 else 0} calibration, "
-                     f"{len(images.tuning) if int8 else 0} tuning and {len(images.verification)} verification photos")
-            if int8:  # the calibration photos are the tuning pool's first ones: read each once
-                pool = list(dict.fromkeys(images.calibration + images.tuning))
-                arrays, broken = read_photos(pool, lambda img: preprocess(img, card), keep_paths=True)
+            if int8:  # tuning photos are read only if the int8 search tunes (export/search.py)
+                calibration, broken = read_photos(images.calibration, lambda img: preprocess(img, card),
+                                                  progress=progress, what="reading calibration photos")
                 skipped += broken
-                calibration = [arrays[p] for p in images.calibration if p in arrays]
-                tuning = [arrays[p] for p in images.tuning if p in arrays]
-            verification_pixels, broken = read_photos(images.verification, lambda img: pixels(img, card))
+            verification_pixels, broken = read_photos(images.verification, lambda img: pixels(img, card),
+                                                      progress=progress, what="reading verification photos")
             skipped += broken
             if config.verify and not verification_pixels:
                 raise ExportError(f"{images.verification_source}: none of its photos could be read")
@@ -120,26 +140,24 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
         staging = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-", dir=output))
         try:
             with disk_space_checked(staging, report_as=output):
-                job = WriteJob(model, card, config, staging, calibration, tuning, images, progress)
-                written = _write_all(job, formats)
+                job = WriteJob(model, card, config, staging, calibration, images, progress, verification)
+                files = _write_all(job, formats)
+            skipped += job.skipped
             parity: list[Parity] = []
+            failed: set[str] = set()
             if config.verify:
-                parity = _verify(config, model, staging, formats, verification, np.stack(verification_pixels), progress)
+                parity = _verify(job, formats, np.stack(verification_pixels), progress)
                 failed = {r.name for r in parity if not r.passed}
-                if failed:
-                    hint = ""
-                    if failed & {"onnx-int8", "ort-int8"}:
-                        hint = (" (int8 under --min-agreement: --tune makes it answer like the float model"
-                                if not config.tune else " (int8 under --min-agreement even tuned: try more --tune-epochs")
-                        hint += ", or lower --min-agreement)"
-                    elif failed & {f.key for f in formats if f.int8}:
-                        hint = " (int8 under --min-agreement: lower it, or use onnx-int8 with --tune)"
-                    raise ExportError(f"verification failed{hint}; no file was written\n" + parity_table(parity))
-            quantized = job.int8
+                if failed >= {f.key for f in formats}:  # nothing passed: nothing is written
+                    raise ExportError("verification failed; no file was written\n" + parity_table(parity))
+            written = list(dict.fromkeys(name for key, names in files.items() if key not in failed for name in names))
+            quantized = job.int8 if "onnx-int8" not in failed else None
             result = ExportResult(output, [output / name for name in written], parity, card,
                                   quantized.card if quantized else None, images, time.perf_counter() - start,
-                                  [f.key for f in formats], skipped, (quantized.explain or []) if quantized else [],
-                                  {name: sha256(staging / name) for name in written})
+                                  [f.key for f in formats if f.key not in failed], skipped,
+                                  (quantized.explain or []) if quantized else [],
+                                  sha256={name: sha256(staging / name) for name in written}, search=job.searched,
+                                  not_written=[f.key for f in formats if f.key in failed])
             report = {"config": config.to_dict(), **result.to_dict(staging)}
             with disk_space_checked(staging, report_as=output):
                 (staging / REPORT).write_text(json_text(report))
@@ -202,27 +220,29 @@ def _commit(staging: Path, output: Path, names: list[str], earlier: list[str]) -
     return removed
 
 
-def _write_all(job: WriteJob, formats: list[Format]) -> list[str]:
-    """Each format's file into the staging folder, in the table's order (sources first)."""
-    written: list[str] = []
+def _write_all(job: WriteJob, formats: list[Format]) -> dict[str, list[str]]:
+    """Each format's file into the staging folder, in the table's order (sources first): the files
+    of each format by its key, and the card and labels under ""."""
+    files: dict[str, list[str]] = {}
     for fmt in formats:
-        written += [fmt.file, *fmt.function("write")(job, fmt)]
+        files[fmt.key] = [fmt.file, *fmt.function("write")(job, fmt)]
     (job.staging / CARD).write_text(job.card.to_json())
     (job.staging / LABELS).write_text(json.dumps(list(job.card.labels), indent=2, ensure_ascii=False))
-    return list(dict.fromkeys(written + [CARD, LABELS]))
+    files[""] = [CARD, LABELS]
+    return files
 
 
-def _verify(config: ExportConfig, model, staging: Path, formats: list[Format], x: np.ndarray,
-            raw: np.ndarray, progress: Callable[[str], None]) -> list[Parity]:
+def _verify(job: WriteJob, formats: list[Format], raw: np.ndarray, progress: Callable[[str], None]) -> list[Parity]:
     """Every written format run by its own runtime on the verification photos, against PyTorch."""
-    reference = torch_logits(model, x)
+    config, x = job.config, job.verification
+    reference = job.reference_logits()
     rows = []
     for fmt in formats:
         progress(f"verifying {fmt.key} on {len(x)} photos")
-        fmt.probe(staging / fmt.file)  # a runtime that can abort on a bad file reads it in a child first
-        out = logits(fmt.open(staging / fmt.file), raw if fmt.takes_pixels else x)
+        fmt.probe(job.staging / fmt.file)  # a runtime that can abort on a bad file reads it in a child first
+        out = logits(fmt.open(job.staging / fmt.file), raw if fmt.takes_pixels else x)
         if fmt.int8:
-            rows.append(compare(fmt.key, reference, out, min_agreement=config.min_agreement))
+            rows.append(compare(fmt.key, reference, out, min_agreement=config.agreement_floor))
         else:
             rows.append(compare(fmt.key, reference, out, atol=config.atol * fmt.atol_scale))
     return rows

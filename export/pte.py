@@ -41,13 +41,14 @@ def write(job, fmt) -> list[str]:
             get_symmetric_quantization_config,
         )
 
-        from .pt2e import calibrated, quantization_card
+        from .pt2e import calibrated_within_budget, quantization_card
 
-        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-        model = calibrated(model, example, quantizer, job.calibration, job.progress, fmt.key,
-                           float_layers=job.config.float_layers)
+        def quantizer():
+            return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+
+        model, _, trials = calibrated_within_budget(job, model, example, quantizer, fmt.key)
         card = replace(card, quantization=quantization_card("executorch", "XNNPACKQuantizer", len(job.calibration),
-                                                            job.calibration_source, job.config.float_layers))
+                                                            job.calibration_source, job.int8_plan(), trials))
     job.progress(f"{fmt.key}: lowering to XNNPACK")
     card_bytes = torch.tensor(list(card.to_json().encode()), dtype=torch.uint8)
     try:

@@ -10,11 +10,11 @@ What it does, and why (measured on the default Lite0 models, flowers5 and Flower
 - ``quant_pre_process`` first (shape inference and graph optimization). The exporter already
   folded BatchNorm, and ReLU6 (Clip) is absorbed into the uint8 range of the convolution's output.
 - The logits stay float (``float_output``): rounded to 8 bits they tie and flip close answers.
-- The first ``float_layers`` convolutions stay float (default 6: EfficientNet-Lite's stem and first
-  two blocks, the 112 x 112 part at 224 px). The stem reads raw pixels through few weights that
-  largely cancel each other, so rounding them costs more than anywhere else (its output's SQNR:
-  31.9 dB from the weights, 40.4 dB from the input). flowers5 valid agreement: all int8 93.7%,
-  stem float 96.7%, first 6 float 98.1%; the 6 cost about as much time as the stem alone.
+- The convolutions named in ``float_layers`` stay float: export/search.py chooses them, the fewest
+  that keep the budget. The stem reads raw pixels through few weights that largely cancel each
+  other, so rounding them costs more than anywhere else (its output's SQNR: 31.9 dB from the
+  weights, 40.4 dB from the input); kept float it is also no slower (onnxruntime then skips
+  quantizing the input).
 - 8-bit weights by default. x86 CPUs without VNNI (AVX2) multiply uint8 by int8 with a 16-bit
   saturating instruction whose sums overflow with 8-bit weights, so flower-edge runs such models on
   onnxruntime's exact path there (runtime/session.py). ``reduce_range`` (7-bit weights) cannot
@@ -104,19 +104,28 @@ class Int8Result:
 
 def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, card: ModelCard,
                   calibration: Sequence[np.ndarray], *, method: str = "minmax",
-                  reduce_range: bool = False, float_layers: int = 6, source: str = "",
-                  tuning: Tuning | None = None, explain: Sequence[np.ndarray] = ()) -> Int8Result:
+                  reduce_range: bool = False, float_layers: Sequence[str] = (), source: str = "",
+                  tuning: Tuning | None = None, explain: Sequence[np.ndarray] = (),
+                  prepared: str | os.PathLike | None = None,
+                  calibration_cache: str | os.PathLike | None = None) -> Int8Result:
     """Quantize a float ONNX model, optionally tune it; the int8 card is stored in the file too.
 
+    ``float_layers``: the convolutions that stay float, by layer name (:func:`conv_layers`).
+    ``prepared``: ``fp32_path`` already through :func:`prepare` (a search prepares once).
+    ``calibration_cache``: a file for the activation ranges of ``method``: written by the first
+    call, read by the next ones (onnxruntime's ``calibration_cache_path``), so a search over float
+    layers calibrates once per method.
     ``explain``: photos on which to report the error of every layer (export/explain.py)."""
     if not calibration:
         raise ExportError("no readable calibration photos")
+    float_layers = list(float_layers)
     quantization = {
         "format": "QDQ",
         "activations": "uint8, per tensor, asymmetric; logits float",
         "weights": f"int8, per channel, symmetric, {7 if reduce_range else 8}-bit",
         "reduce_range": reduce_range,
-        "float_layers": float_layers,
+        "float_layers": len(float_layers),
+        "float_layer_names": float_layers,
         "calibration_method": method,
         "calibration_data": source,
         "calibration_size": len(calibration),
@@ -124,20 +133,26 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, ca
     }
     result = Int8Result(card)
     with tempfile.TemporaryDirectory() as tmp:
-        prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
+        quantized = Path(tmp) / "int8.onnx"
+        if prepared is None:
+            prepared = Path(tmp) / "prepared.onnx"
+            prepare(fp32_path, prepared)
+        layers = conv_layers(onnx.load(str(prepared), load_external_data=False))
+        unknown = [name for name in float_layers if name not in layers]
+        if unknown:
+            raise ExportError(f"no convolution named {unknown[0]!r} in the model (float layers: {', '.join(layers)})")
         with _quiet():
-            quant_pre_process(str(fp32_path), str(prepared))
-            convolutions = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"]
             quantize_static(
                 str(prepared), str(quantized), CardCalibrationReader(calibration),
                 quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=METHODS[method], nodes_to_exclude=convolutions[:float_layers],
+                calibrate_method=METHODS[method], nodes_to_exclude=[layers[name] for name in float_layers],
+                calibration_cache_path=str(calibration_cache) if calibration_cache else None,
             )
         proto = onnx.load(str(quantized))
         float_output(proto)
         if tuning is not None:
-            report = result.tuning = _tune(proto, prepared, tuning)
+            report = result.tuning = _tune(proto, Path(prepared), tuning)
             quantization.update({
                 "tuning": "distillation: the QDQ graph's weights trained to match the float logits "
                           "(straight-through rounding, KL at temperature 2)",
@@ -155,6 +170,23 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, ca
 
             result.explain = explain_int8(prepared, int8_path, explain)
     return result
+
+
+def prepare(fp32_path: str | os.PathLike, prepared: str | os.PathLike) -> None:
+    """onnxruntime's ``quant_pre_process``: shape inference and graph optimization before quantizing."""
+    with _quiet():
+        quant_pre_process(str(fp32_path), str(prepared))
+
+
+def conv_layers(proto: onnx.ModelProto) -> dict[str, str]:
+    """The convolutions of a graph in order, by layer name: the PyTorch module whose weight the
+    node reads (``features.0.conv.weight`` -> ``features.0.conv``), to the node's name. The same
+    names select float layers in the ONNX file and in the PT2E (LiteRT, ExecuTorch) ones."""
+    layers = {}
+    for node in proto.graph.node:
+        if node.op_type == "Conv" and len(node.input) > 1:
+            layers[node.input[1].removesuffix(".weight")] = node.name
+    return layers
 
 
 def float_output(proto: onnx.ModelProto) -> None:
@@ -219,23 +251,21 @@ def _quiet():
 
 
 def write(job, fmt) -> list[str]:
-    """The format table's writer (export/formats.py): int8 ONNX from the float file in staging."""
-    from .formats import FORMATS
+    """The format table's writer (export/formats.py): the int8 ONNX file the search chose
+    (export/search.py), its card recording the choice and the budget."""
+    plan = job.int8_plan()
+    chosen = plan.chosen.result
+    chosen.card = replace(chosen.card, quantization={**chosen.card.quantization, "budget": plan.budget()})
+    proto = onnx.load(str(plan.chosen.path))
+    set_card(proto, chosen.card)
+    atomic_write(job.staging / fmt.file, lambda f: f.write(proto.SerializeToString()))
+    if job.config.explain:
+        from .explain import explain_int8
 
-    config = job.config
-    job.progress(f"int8: calibrating ({config.calib_method}) on {len(job.calibration)} photos, quantizing")
-    tune = None
-    if config.tune:
-        from .verify import torch_logits
-
-        job.progress(f"int8: tuning on {len(job.tuning)} photos and their mirror images, {config.tune_epochs} epochs")
-        tune = Tuning(job.tuning, lambda x: torch_logits(job.model, x), epochs=config.tune_epochs,
-                      source=job.calibration_source, progress=step_lines(job.progress, "int8 tuning"),
-                      say=job.progress)
-    job.int8 = quantize_int8(job.staging / FORMATS[fmt.source].file, job.staging / fmt.file, job.card,
-                             job.calibration, method=config.calib_method, reduce_range=config.reduce_range,
-                             float_layers=config.float_layers, source=job.calibration_source, tuning=tune,
-                             explain=job.calibration if config.explain else ())
+        job.progress(f"int8: each layer's error on {len(job.calibration)} calibration photos (--explain)")
+        chosen.explain = explain_int8(plan.prepared, job.staging / fmt.file,
+                                      job.calibration)
+    job.int8 = chosen
     return []
 
 

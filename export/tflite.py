@@ -47,14 +47,15 @@ def write(job, fmt) -> list[str]:
         from litert_torch.quantize import pt2e_quantizer as pq
         from litert_torch.quantize.quant_config import QuantConfig
 
-        from .pt2e import calibrated, quantization_card
+        from .pt2e import calibrated_within_budget, quantization_card
 
-        quantizer = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=True))
-        model = calibrated(model, example, quantizer, job.calibration, job.progress, fmt.key,
-                           float_layers=job.config.float_layers, fold_quantize=False)
-        options["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
+        def quantizer():
+            return pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=True))
+
+        model, chosen, trials = calibrated_within_budget(job, model, example, quantizer, fmt.key, fold_quantize=False)
+        options["quant_config"] = QuantConfig(pt2e_quantizer=chosen)
         card = replace(card, quantization=quantization_card("litert-torch", "PT2EQuantizer", len(job.calibration),
-                                                            job.calibration_source, job.config.float_layers))
+                                                            job.calibration_source, job.int8_plan(), trials))
     job.progress(f"{fmt.key}: converting with litert-torch")
     path = job.staging / fmt.file
     with contextlib.redirect_stdout(io.StringIO()), native_stderr_silenced():  # it prints each step

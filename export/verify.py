@@ -57,7 +57,7 @@ def compare(name: str, reference: np.ndarray, logits: np.ndarray, *, atol: float
     else:
         min_agreement = 0.0 if min_agreement is None else min_agreement
         passed = agreement >= min_agreement
-        requirement = f"top-1 >= {min_agreement:.0%}"
+        requirement = f"top-1 >= {100 * min_agreement:.4g}%"  # 99.8%, not a rounded 100%
     return Parity(name, len(reference), diff, agreement, overlap, requirement, bool(passed and np.isfinite(diff)))
 
 

@@ -28,12 +28,13 @@ from flower_edge.runtime.cpu import describe_machine
 from flower_edge.runtime.session import kernel_path, open_session
 
 VARIANTS = {
-    "default": ("int8 (default: minmax, 8-bit weights)", []),
-    "tune": ("int8 --tune", ["--tune"]),
-    "all-int8": ("int8 --float-layers 0 (the stem int8 too)", ["--float-layers", "0"]),
-    "reduce-range": ("int8 --reduce-range (7-bit weights)", ["--reduce-range"]),
-    "reduce-range-tune": ("int8 --reduce-range --tune", ["--reduce-range", "--tune"]),
-    "percentile": ("int8 --calib-method percentile", ["--calib-method", "percentile"]),
+    "budget": ("int8 --max-drop 0.2 (the search)", ["--max-drop", "0.2"]),
+    "all-int8": ("int8 --float-layers 0 (everything but the logits int8)", ["--float-layers", "0", "--no-tune"]),
+    "first6": ("int8 --float-layers 6 (the default before the search)", ["--float-layers", "6", "--no-tune"]),
+    "tune": ("int8 --float-layers 0 --tune", ["--float-layers", "0", "--tune"]),
+    "reduce-range": ("int8 --reduce-range (7-bit weights)", ["--float-layers", "0", "--no-tune", "--reduce-range"]),
+    "reduce-range-tune": ("int8 --reduce-range --tune", ["--float-layers", "0", "--reduce-range", "--tune"]),
+    "percentile": ("int8 --calib-method percentile", ["--float-layers", "0", "--no-tune", "--calib-method", "percentile"]),
 }
 
 

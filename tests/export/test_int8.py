@@ -65,7 +65,7 @@ def test_writing_back_untrained_weights_reproduces_the_quantizer(tiny_export):
 def test_tuning_brings_the_int8_graph_closer_to_the_float_model(tiny_export, inputs, tmp_path):
     # everything int8, so that there is error to remove
     path = tmp_path / "int8.onnx"
-    quantize_int8(tiny_export.output / "model.onnx", path, tiny_export.card, list(inputs), float_layers=0)
+    quantize_int8(tiny_export.output / "model.onnx", path, tiny_export.card, list(inputs), float_layers=())
     proto = onnx.load(path)
     float_weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(tiny_export.output / "model.onnx").graph.initializer}
     twin = QDQGraph(proto, float_weights)
