@@ -100,7 +100,7 @@ def calibrated_within_budget(job, model, example: tuple, make_quantizer: Callabl
                                       for i in range(0, len(x), BATCH)])
         agreement = float((answers == reference).mean())
         trials.append((list(layers), agreement))
-        job.progress(f"{what}: {len(layers)} float layers: agreement {agreement:.2%} (floor {floor:.2%})")
+        job.progress(f"{what}: {len(layers)} float layer{'' if len(layers) == 1 else 's'}: agreement {agreement:.2%} (floor {floor:.2%})")
         if best is None or agreement > best[3]:
             best = (graph, quantizer, layers, agreement)
         if agreement >= floor:
