@@ -38,8 +38,8 @@ D = ExportConfig(checkpoint="")
     "against the PyTorch model on real photos the calibration did not see, and a parity table is "
     "printed. int8 is made by budget: --max-drop says how much top-1 agreement with PyTorch int8 may "
     "lose, and the export searches for the fastest int8 model that keeps it (float layers, calibration "
-    "method, then tuning; the candidates are printed and kept in export.json); every int8 format keeps "
-    "the same layers float. A file that fails its check (a float file off by more than --atol, an int8 "
+    "method, then tuning; the candidates are printed and kept in export.json); the LiteRT and "
+    "ExecuTorch int8 files keep the same layers float (more of the same order only if their own quantizer needs them). A file that fails its check (a float file off by more than --atol, an int8 "
     "file under the budget) is not written, the others are: exit 1, with one line naming what is missing."
 ))
 def main(

@@ -130,7 +130,7 @@ def explain_table(rows: Sequence[LayerError], worst: int = 8) -> str:
         return f"{r.index:>4} {r.op:<10} {r.tensor[-40:]:<40} {r.local_db:9.1f} {acc:>9} {w:>10}"
 
     lines += [line(r) for r in rows]
-    lines += ["", f"lowest local SQNR (where rounding costs most):", head]
+    lines += ["", "lowest local SQNR (where rounding costs most):", head]
     lines += [line(r) for r in sorted(rows, key=lambda r: r.local_db)[:worst]]
     return "\n".join(lines)
 
