@@ -232,7 +232,8 @@ class WriteJob:
         return self._cache["plan"]
 
     def tuning(self) -> Any:
-        """export/quantize.py Tuning on the tuning photos, read now (only a search that tunes needs them)."""
+        """export/quantize.py Tuning on the tuning photos, read on the first call (only a search
+        that tunes needs them); one per tuning, for its own progress lines."""
         from flower_edge.runtime.image import preprocess
 
         from .images import read_photos
@@ -240,10 +241,12 @@ class WriteJob:
         from .verify import torch_logits
 
         config = self.config
-        paths = self.images.tuning if self.images else ()
-        photos, broken = read_photos(paths, lambda img: preprocess(img, self.card), progress=self.progress,
-                                     what="int8 tuning: reading photos")
-        self.skipped += broken
+        if "tuning" not in self._cache:  # read once; each tuning gets its own progress lines
+            paths = self.images.tuning if self.images else ()
+            self._cache["tuning"], broken = read_photos(paths, lambda img: preprocess(img, self.card),
+                                                        progress=self.progress, what="int8 tuning: reading photos")
+            self.skipped += broken
+        photos = self._cache["tuning"]
         if not photos:
             from flower_edge.runtime.errors import ExportError
 

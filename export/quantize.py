@@ -64,12 +64,19 @@ METHODS = {
 class CardCalibrationReader(CalibrationDataReader):
     """Feeds photos to the calibrator one at a time, preprocessed exactly as the card says."""
 
-    def __init__(self, inputs: Sequence[np.ndarray], input_name: str = INPUT_NAME) -> None:
-        self.inputs, self.input_name = inputs, input_name
+    def __init__(self, inputs: Sequence[np.ndarray], input_name: str = INPUT_NAME,
+                 lines: ProgressLines | None = None) -> None:
+        self.inputs, self.input_name, self.lines = inputs, input_name, lines
         self._next = iter(self.inputs)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         x = next(self._next, None)
+        if self.lines is not None:
+            if x is None:
+                self.lines.close()
+                self.lines = None  # one pass is reported; the calibrator may read again
+            else:
+                self.lines.advance()
         return None if x is None else {self.input_name: x[None]}  # (1, ...) batch of one
 
     def rewind(self) -> None:
@@ -107,7 +114,8 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, ca
                   reduce_range: bool = False, float_layers: Sequence[str] = (), source: str = "",
                   tuning: Tuning | None = None, explain: Sequence[np.ndarray] = (),
                   prepared: str | os.PathLike | None = None,
-                  calibration_cache: str | os.PathLike | None = None) -> Int8Result:
+                  calibration_cache: str | os.PathLike | None = None,
+                  progress: Callable[[str], None] | None = None) -> Int8Result:
     """Quantize a float ONNX model, optionally tune it; the int8 card is stored in the file too.
 
     ``float_layers``: the convolutions that stay float, by layer name (:func:`conv_layers`).
@@ -115,7 +123,8 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, ca
     ``calibration_cache``: a file for the activation ranges of ``method``: written by the first
     call, read by the next ones (onnxruntime's ``calibration_cache_path``), so a search over float
     layers calibrates once per method.
-    ``explain``: photos on which to report the error of every layer (export/explain.py)."""
+    ``explain``: photos on which to report the error of every layer (export/explain.py).
+    ``progress``: told how the calibration goes (entropy and percentile take minutes)."""
     if not calibration:
         raise ExportError("no readable calibration photos")
     float_layers = list(float_layers)
@@ -143,7 +152,9 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, ca
             raise ExportError(f"no convolution named {unknown[0]!r} in the model (float layers: {', '.join(layers)})")
         with _quiet():
             quantize_static(
-                str(prepared), str(quantized), CardCalibrationReader(calibration),
+                str(prepared), str(quantized), CardCalibrationReader(
+                    calibration, lines=ProgressLines(f"int8: calibrating ({method})", len(calibration), progress)
+                    if progress else None),
                 quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 calibrate_method=METHODS[method], nodes_to_exclude=[layers[name] for name in float_layers],

@@ -159,12 +159,14 @@ def search(job, fp32: Path, scratch: Path) -> Int8Plan:
         path = scratch / f"candidate-{n}.onnx"
         if tuning is not None:
             job.progress(f"int8 candidate {n}: tuning {candidate.describe().removesuffix(', tuned')}")
-        elif candidate.method not in {t.candidate.method for t in trials}:
+        calibrates = tuning is None and candidate.method not in {t.candidate.method for t in trials}
+        if calibrates:
             job.progress(f"int8: calibrating ({candidate.method}) on {len(job.calibration)} photos")
         result = quantize_int8(fp32, path, job.card, job.calibration, method=candidate.method,
                                reduce_range=config.reduce_range, float_layers=candidate.float_layers,
                                source=job.calibration_source, tuning=tuning, prepared=prepared,
-                               calibration_cache=scratch / f"ranges-{candidate.method}.json")
+                               calibration_cache=scratch / f"ranges-{candidate.method}.json",
+                               progress=job.progress if calibrates else None)
         session = open_session(path)
         agreement = None
         if reference is not None:
@@ -204,10 +206,9 @@ def search(job, fp32: Path, scratch: Path) -> Int8Plan:
     if config.tune or (config.tune is None and passed is None and reference is not None):
         # Tuning wins back most flipped answers wherever it starts, so it starts from the fastest
         # candidate (the first), and from the most faithful one only if that was not enough.
-        tuning = job.tuning()
         starts = [passed.candidate] if passed else [trials[0].candidate, best().candidate]
         for base in dict.fromkeys(starts):
-            tuned = attempt(Candidate(base.float_layers, base.method, tune=True), tuning)
+            tuned = attempt(Candidate(base.float_layers, base.method, tune=True), job.tuning())
             if tuned.passed:
                 passed = tuned
                 break
