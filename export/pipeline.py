@@ -88,12 +88,10 @@ class ExportResult:
     def failure(self) -> str:
         """One line naming what was not written and why, for the CLI's exit."""
         rows = {r.name: r for r in self.parity}
-        why = "; ".join(f"{k}: top-1 agreement {rows[k].top1_agreement:.2%}, {rows[k].requirement}"
-                        if k in rows and k in _INT8 else f"{k}: {rows[k].requirement if k in rows else 'failed'}"
-                        for k in self.not_written)
+        why = "; ".join(f"{k}: top-1 agreement {rows[k].top1_agreement:.2%}, max |diff| {rows[k].max_abs_diff:.2g}, "
+                        f"needs {rows[k].requirement}" for k in self.not_written)
         hint = " (int8: a larger --max-drop allows more; --tune-epochs tunes longer)" if set(self.not_written) & _INT8 else ""
         return f"verification failed, not written: {why}{hint}; the other files were written"
-
 
 
 def export(config: ExportConfig, progress: Callable[[str], None] = lambda message: None) -> ExportResult:

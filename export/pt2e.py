@@ -71,8 +71,9 @@ def calibrated_within_budget(job, model, example: tuple, make_quantizer: Callabl
                              fold_quantize: bool = True):
     """:func:`calibrated` with the float layers of the int8 search (export/search.py), and, when
     this quantizer loses more than onnxruntime's there, with more of the same order until the
-    budget holds on the verification photos: (model, quantizer, trials), a trial being
-    (float layers, agreement) as measured here, in PyTorch, before conversion.
+    budget holds on the verification photos: (model, quantizer, float layers, trials), a trial
+    being (float layers, agreement) as measured here, in PyTorch, before conversion; when none
+    keeps the budget, the one that agreed best.
 
     Why a row may keep more: these quantizers take int8 activations, the pixels too, observed by
     histograms. On a Flowers102 model that onnxruntime quantized whole at 100% agreement, LiteRT's
@@ -94,7 +95,7 @@ def calibrated_within_budget(job, model, example: tuple, make_quantizer: Callabl
         quantizer = make_quantizer()
         graph = calibrated(model, example, quantizer, job.calibration, job.progress, what, layers, fold_quantize)
         if reference is None:
-            return graph, quantizer, trials
+            return graph, quantizer, layers, trials
         with torch.no_grad():
             answers = np.concatenate([graph(torch.from_numpy(x[i:i + BATCH])).argmax(1).numpy()
                                       for i in range(0, len(x), BATCH)])
@@ -104,18 +105,14 @@ def calibrated_within_budget(job, model, example: tuple, make_quantizer: Callabl
         if best is None or agreement > best[3]:
             best = (graph, quantizer, layers, agreement)
         if agreement >= floor:
-            return graph, quantizer, trials
-    if best[2] != ladder[-1]:  # the last one tried is not the best: make the best again
-        quantizer = make_quantizer()
-        return calibrated(model, example, quantizer, job.calibration, job.progress, what, best[2], fold_quantize), \
-            quantizer, trials
-    return best[0], best[1], trials
+            return graph, quantizer, layers, trials
+    return (*best[:3], trials)
 
 
-def quantization_card(tool: str, quantizer: str, photos: int, source: str, plan, trials=()) -> dict:
-    """The card's quantization record of a PT2E file made with ``plan`` (export/search.py) and
-    ``trials`` (:func:`calibrated_within_budget`)."""
-    layers = list(trials[-1][0]) if trials else list(plan.chosen.candidate.float_layers)
+def quantization_card(tool: str, quantizer: str, photos: int, source: str, plan, layers, trials=()) -> dict:
+    """The card's quantization record of a PT2E file made with ``plan`` (export/search.py), keeping
+    ``layers`` float after ``trials`` (:func:`calibrated_within_budget`)."""
+    layers = list(layers)
     return {
         "format": "PT2E static",
         "activations": "int8, per tensor, asymmetric; the classifier and the logits float",

@@ -46,9 +46,9 @@ def write(job, fmt) -> list[str]:
         def quantizer():
             return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
 
-        model, _, trials = calibrated_within_budget(job, model, example, quantizer, fmt.key)
+        model, _, layers, trials = calibrated_within_budget(job, model, example, quantizer, fmt.key)
         card = replace(card, quantization=quantization_card("executorch", "XNNPACKQuantizer", len(job.calibration),
-                                                            job.calibration_source, job.int8_plan(), trials))
+                                                            job.calibration_source, job.int8_plan(), layers, trials))
     job.progress(f"{fmt.key}: lowering to XNNPACK")
     card_bytes = torch.tensor(list(card.to_json().encode()), dtype=torch.uint8)
     try:

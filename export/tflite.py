@@ -52,10 +52,11 @@ def write(job, fmt) -> list[str]:
         def quantizer():
             return pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=True))
 
-        model, chosen, trials = calibrated_within_budget(job, model, example, quantizer, fmt.key, fold_quantize=False)
+        model, chosen, layers, trials = calibrated_within_budget(job, model, example, quantizer, fmt.key,
+                                                                 fold_quantize=False)
         options["quant_config"] = QuantConfig(pt2e_quantizer=chosen)
         card = replace(card, quantization=quantization_card("litert-torch", "PT2EQuantizer", len(job.calibration),
-                                                            job.calibration_source, job.int8_plan(), trials))
+                                                            job.calibration_source, job.int8_plan(), layers, trials))
     job.progress(f"{fmt.key}: converting with litert-torch")
     path = job.staging / fmt.file
     with contextlib.redirect_stdout(io.StringIO()), native_stderr_silenced():  # it prints each step
