@@ -52,7 +52,7 @@ def calibrated(model, example: tuple, quantizer, photos: Sequence[np.ndarray],
     batch = torch.export.Dim("batch", max=1024)
     program = torch.export.export(body, (example[0].expand(2, *example[0].shape[1:]).contiguous(),),
                                   dynamic_shapes=({0: batch},))
-    graph = prepare_pt2e(program.module(), _with_float_layers(quantizer, float_layers))
+    graph = prepare_pt2e(program.module(), _annotated(quantizer, float_layers))
     lines = ProgressLines(f"{what}: calibrating", len(photos), progress)
     with torch.no_grad():
         for i in range(0, len(photos), BATCH):
@@ -135,29 +135,50 @@ def quantization_card(tool: str, quantizer: str, photos: int, source: str, plan,
     }
 
 
-def _with_float_layers(quantizer, names: Sequence[str]):
-    """``quantizer`` with the convolutions of the modules ``names`` left float. Neither quantizer
-    has one way to say so (LiteRT's refuses ``set_module_name(name, None)``), but both skip a node
-    that is annotated already: these are, with an empty annotation, before the quantizer runs.
-    Module names are the model's (``features.0.conv``), as the exported body keeps them."""
+def _annotated(quantizer, names: Sequence[str]):
+    """``quantizer`` with two things annotated before it runs (both quantizers skip a node that is
+    annotated already):
+
+    - the convolutions of the modules ``names`` left float, with an empty annotation. Neither
+      quantizer has one way to say so (LiteRT's refuses ``set_module_name(name, None)``).
+      Module names are the model's (``features.0.conv``), as the exported body keeps them.
+    - each convolution followed by ReLU6 (``hardtanh``) as one unit, quantized after the ReLU6
+      only, as the quantizers do for ReLU. Left to them, the convolution's own output is rounded to
+      int8 over its whole range first, then clipped to [0, 6] and rounded again. On the Flowers102
+      default model (818 valid photos) LiteRT's file agreed with PyTorch on 98.78% with the stem
+      float and no better than 98.90% with 16 float layers; fused, 99.27% with the stem float
+      (ExecuTorch's: 99.39%). EfficientNet-Lite has 33 such pairs."""
+    import torch
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, Quantizer
 
     names = set(names)
-    if not names:
-        return quantizer
+    convolutions = {torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default}
+    relu6 = {torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default}
 
-    class FloatLayers(Quantizer):
+    class Annotated(Quantizer):
         def transform_for_annotation(self, model):
             return quantizer.transform_for_annotation(model)
 
         def annotate(self, model):
+            config = quantizer.global_config
             for node in model.graph.nodes:
                 stack = node.meta.get("nn_module_stack") or {}
                 if node.op == "call_function" and stack and list(stack.values())[-1][0] in names:
                     node.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
+            for node in model.graph.nodes:
+                conv = node.args[0] if node.op == "call_function" and node.target in relu6 else None
+                if (conv is None or getattr(conv, "target", None) not in convolutions or len(conv.users) != 1
+                        or "quantization_annotation" in conv.meta or tuple(node.args[1:3]) not in {(), (0.0, 6.0)}):
+                    continue
+                inputs = {conv.args[0]: config.input_activation, conv.args[1]: config.weight}
+                if len(conv.args) > 2 and isinstance(conv.args[2], torch.fx.Node):
+                    inputs[conv.args[2]] = config.bias
+                conv.meta["quantization_annotation"] = QuantizationAnnotation(input_qspec_map=inputs, _annotated=True)
+                node.meta["quantization_annotation"] = QuantizationAnnotation(output_qspec=config.output_activation,
+                                                                              _annotated=True)
             return quantizer.annotate(model)
 
         def validate(self, model) -> None:
             quantizer.validate(model)
 
-    return FloatLayers()
+    return Annotated()

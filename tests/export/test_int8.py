@@ -140,3 +140,38 @@ def test_tuning_from_a_cut_keeps_the_start_of_the_graph_as_quantized(tiny_export
     frozen_weights = {twin.weights[n.output[0]]["init"] for n in frozen if n.output[0] in twin.weights}
     assert frozen_weights and all(np.array_equal(before[w], after[w]) for w in frozen_weights)
     assert any(not np.array_equal(before[w], after[w]) for w in before if w.endswith("_quantized") and w not in frozen_weights)
+
+
+@pytest.mark.parametrize("key", ["tflite-int8", "pte-int8"])
+def test_pt2e_rounds_a_convolution_and_its_relu6_once(key, tiny_checkpoint):
+    """Each convolution followed by ReLU6 is quantized after the ReLU6 only: no int8 rounding of
+    the convolution's own output, which would waste most of the 256 steps on values ReLU6 clips."""
+    from flower_edge.export.formats import FORMATS
+    from flower_edge.export.pt2e import calibrated
+    from flower_edge.train.checkpoint import load_model
+
+    if FORMATS[key].missing() is not None:
+        pytest.skip(FORMATS[key].missing())
+    if key == "tflite-int8":
+        from litert_torch.quantize import pt2e_quantizer as pq
+
+        quantizer = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=True))
+    else:
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer, get_symmetric_quantization_config)
+
+        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    model, card, _ = load_model(tiny_checkpoint)
+    photos = list(np.random.default_rng(0).standard_normal((4, *card.input_size)).astype(np.float32))
+    stem = "features.0.conv"
+    whole = calibrated(model, (torch.zeros(1, *card.input_size),), quantizer, photos, lambda line: None, key,
+                       [stem], fold_quantize=False)
+    nodes = [n for n in whole[0].graph.nodes if n.op == "call_function"]
+    relu6 = [n for n in nodes if "hardtanh" in str(n.target)]
+    assert len(relu6) >= 10
+    for node in relu6:  # conv -> relu6 -> quantize, never conv -> quantize -> dequantize -> relu6
+        assert "conv" in str(node.args[0].target), (node, node.args[0])
+        assert all("quantize_per_tensor" in str(user.target) for user in node.users), node
+    x = torch.from_numpy(np.stack(photos))
+    with torch.no_grad():
+        assert torch.isfinite(whole(x)).all()
