@@ -64,6 +64,9 @@ class Format:
     """flower-bundle can ship it to onnxruntime-web."""
     magic: tuple[int, bytes] | None = None
     """(offset, bytes) every file of this format holds: checked before a native runtime reads it."""
+    client: str | None = None
+    """The module (and extra) of the client apps load the file with, which writes its metadata and
+    verifies it on whole photos when installed ("mediapipe")."""
     may_abort: bool = False
     """Its runtime can abort the whole process on a malformed file (ExecuTorch's SIGABRT): a file not
     proven by this run is first opened in a child process (:meth:`probe`)."""
@@ -132,7 +135,7 @@ _ONNX, _TS, _TFL, _PTE = "flower_edge.export.onnx_export", "flower_edge.export.t
     "flower_edge.export.tflite", "flower_edge.export.pte"
 _ORT_RUN, _ONNX_CARD = "flower_edge.runtime.session:onnx_runner", "flower_edge.runtime.card:ModelCard.from_onnx"
 _LITERT = dict(extra="litert", write_needs=("torch", "litert_torch", "ai_edge_litert"), run_needs=("ai_edge_litert",),
-               magic=(4, b"TFL3"), may_abort=True)
+               magic=(4, b"TFL3"), may_abort=True, client="mediapipe")
 _EXECUTORCH = dict(extra="executorch", write_needs=("torch", "executorch"), run_needs=("torch", "executorch"),
                    magic=(4, b"ET"), may_abort=True)
 _ORT_MAGIC = (4, b"ORTM")
@@ -157,9 +160,9 @@ FORMATS: dict[str, Format] = {f.key: f for f in (
            "ONNX Runtime Mobile copy of model.preproc.onnx", takes_pixels=True, in_all=False,
            source="onnx-preproc", magic=_ORT_MAGIC),
     Format("tflite", "model.tflite", f"{_TFL}:write", f"{_TFL}:runner", f"{_TFL}:read_card",
-           "LiteRT (TensorFlow Lite), float, for Android", **_LITERT),
+           "LiteRT (TensorFlow Lite), float, NHWC, MediaPipe ImageClassifier metadata", **_LITERT),
     Format("tflite-int8", "model.int8.tflite", f"{_TFL}:write", f"{_TFL}:runner", f"{_TFL}:read_card",
-           "LiteRT, int8 (PT2E static, calibrated on photos)", int8=True, int8_of="tflite", **_LITERT),
+           "LiteRT, int8 (PT2E static, calibrated on photos), NHWC, MediaPipe metadata", int8=True, int8_of="tflite", **_LITERT),
     Format("pte", "model.pte", f"{_PTE}:write", f"{_PTE}:runner", f"{_PTE}:read_card",
            "ExecuTorch program, XNNPACK delegate, float", **_EXECUTORCH),
     Format("pte-int8", "model.int8.pte", f"{_PTE}:write", f"{_PTE}:runner", f"{_PTE}:read_card",
@@ -301,6 +304,13 @@ def select(text: str, *, quantize: bool = False, ort: bool = True,
         problem = FORMATS[key].missing()
         if problem:
             raise ConfigError(problem)
+    without = [k for k in sorted(chosen, key=list(FORMATS).index)
+               if FORMATS[k].client and importlib.util.find_spec(FORMATS[k].client) is None]
+    if without:
+        client = FORMATS[without[0]].client
+        notes.append(f"{', '.join(without)}: no TFLite metadata and no {client} check, so MediaPipe's ImageClassifier "
+                     f"will not load the files; they need {client}, from the [{client}] extra: "
+                     f"pip install 'flower-edge[{client}]'")
     return [f for f in FORMATS.values() if f.key in chosen], notes
 
 

@@ -31,6 +31,7 @@ from .config import ExportConfig
 from .formats import FORMATS, Format, WriteJob, logits
 from .images import ImageSets, choose_images, read_photos
 from .manifest import CARD, LABELS, MANIFEST as REPORT, is_export_folder, listed_files, read_manifest, sha256
+from . import mediapipe_check
 from .verify import Parity, compare, parity_table
 
 _INT8 = {f.key for f in FORMATS.values() if f.int8}
@@ -87,8 +88,8 @@ class ExportResult:
 
     def failure(self) -> str:
         """One line naming what was not written and why, for the CLI's exit."""
-        rows = {r.name: r for r in self.parity}
-        why = "; ".join(f"{k}: top-1 agreement {rows[k].top1_agreement:.2%}, max |diff| {rows[k].max_abs_diff:.2g}, "
+        rows = {r.format: r for r in self.parity if not r.passed}
+        why = "; ".join(f"{rows[k].name}: top-1 agreement {rows[k].top1_agreement:.2%}, max |diff| {rows[k].max_abs_diff:.2g}, "
                         f"needs {rows[k].requirement}" for k in self.not_written)
         hint = " (int8: a larger --max-drop allows more; --tune-epochs tunes longer)" if set(self.not_written) & _INT8 else ""
         return f"verification failed, not written: {why}{hint}; the other files were written"
@@ -145,7 +146,7 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
             failed: set[str] = set()
             if config.verify:
                 parity = _verify(job, formats, np.stack(verification_pixels), progress)
-                failed = {r.name for r in parity if not r.passed}
+                failed = {r.format for r in parity if not r.passed}
                 if failed >= {f.key for f in formats}:  # nothing passed: nothing is written
                     raise ExportError("verification failed; no file was written\n" + parity_table(parity))
             written = list(dict.fromkeys(name for key, names in files.items() if key not in failed for name in names))
@@ -231,19 +232,44 @@ def _write_all(job: WriteJob, formats: list[Format]) -> dict[str, list[str]]:
 
 
 def _verify(job: WriteJob, formats: list[Format], raw: np.ndarray, progress: Callable[[str], None]) -> list[Parity]:
-    """Every written format run by its own runtime on the verification photos, against PyTorch."""
+    """Every written format run by its own runtime on the verification photos, against PyTorch; the
+    .tflite files also through MediaPipe's ImageClassifier on the whole photos, when it is installed."""
     config, x = job.config, job.verification
     reference = job.reference_logits()
     rows = []
     for fmt in formats:
         progress(f"verifying {fmt.key} on {len(x)} photos")
-        fmt.probe(job.staging / fmt.file)  # a runtime that can abort on a bad file reads it in a child first
-        out = logits(fmt.open(job.staging / fmt.file), raw if fmt.takes_pixels else x)
+        path = job.staging / fmt.file
+        fmt.probe(path)  # a runtime that can abort on a bad file reads it in a child first
+        out = logits(fmt.open(path), raw if fmt.takes_pixels else x)
+        # A file that gives probabilities is read as log-probabilities: PyTorch's log-softmax beside it.
+        expected = _log_softmax(reference) if fmt.read_card(path).output == "probabilities" else reference
         if fmt.int8:
-            rows.append(compare(fmt.key, reference, out, min_agreement=config.agreement_floor))
+            rows.append(compare(fmt.key, expected, out, min_agreement=config.agreement_floor))
         else:
-            rows.append(compare(fmt.key, reference, out, atol=config.atol * fmt.atol_scale))
+            rows.append(compare(fmt.key, expected, out, atol=config.atol * fmt.atol_scale))
+        if fmt.client == "mediapipe" and job.images and mediapipe_check.available():
+            rows.append(_verify_mediapipe(job, fmt, path, reference, progress))
     return rows
+
+
+def _verify_mediapipe(job: WriteJob, fmt: Format, path: Path, reference: np.ndarray,
+                      progress: Callable[[str], None]) -> Parity:
+    """MediaPipe's whole pipeline (crop, resize, normalize, infer, rank) on the whole verification
+    photos with the card's crop as region of interest: its scores against PyTorch's, held to the
+    int8 floor (its resize is not the card's). The photos that could not be read were left out of
+    ``reference`` too, so the rows line up."""
+    card = fmt.read_card(path)
+    photos, _ = read_photos(job.images.verification, np.asarray, progress=progress,
+                            what=f"verifying {fmt.key} through MediaPipe's ImageClassifier")
+    scores = mediapipe_check.classify(path, card, photos)
+    return compare(f"{fmt.key} (MediaPipe)", _log_softmax(reference), np.log(np.maximum(scores, 1e-38)),
+                   min_agreement=job.config.agreement_floor)
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    shifted = z - z.max(1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
 
 
 def _check_writable(output: Path) -> None:

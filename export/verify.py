@@ -32,6 +32,11 @@ class Parity:
     requirement: str
     passed: bool
 
+    @property
+    def format(self) -> str:
+        """The format key of the row (``tflite`` of ``tflite (MediaPipe)``): the file it passes or fails."""
+        return self.name.split(" ")[0]
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -62,9 +67,9 @@ def compare(name: str, reference: np.ndarray, logits: np.ndarray, *, atol: float
 
 
 def parity_table(rows: list[Parity]) -> str:
-    lines = [f"{'format':<22} {'images':>6} {'max |diff|':>11} {'top-1 agree':>11} {'top-5 overlap':>13}  requirement"]
+    lines = [f"{'format':<24} {'images':>6} {'max |diff|':>11} {'top-1 agree':>11} {'top-5 overlap':>13}  requirement"]
     for r in rows:
         verdict = "ok" if r.passed else "FAILED"
-        lines.append(f"{r.name:<22} {r.images:>6} {r.max_abs_diff:>11.2e} {r.top1_agreement:>11.2%} "
+        lines.append(f"{r.name:<24} {r.images:>6} {r.max_abs_diff:>11.2e} {r.top1_agreement:>11.2%} "
                      f"{r.top5_overlap:>13.2%}  {r.requirement}: {verdict}")
     return "\n".join(lines)
