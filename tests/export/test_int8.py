@@ -132,7 +132,7 @@ def test_tuning_from_a_cut_keeps_the_start_of_the_graph_as_quantized(tiny_export
     assert source != "image" and twin.schedule(source) is not None
     assert twin.schedule(twin.nodes[5].output[0]) is None  # early tensors do not carry the whole rest
     before = {i.name: numpy_helper.to_array(i).copy() for i in proto.graph.initializer}
-    report = tune(twin, inputs, reference, epochs=2, batch_size=8, lr=5e-3)  # 64 px: cut at 8 x 8 or less
+    report = tune(twin, inputs, reference, epochs=2, batch_size=8, lr=5e-3, from_pixels=1 / 64)  # 64 px: cut at 8 x 8
     assert report.start == source and 0 < report.trained_parameters < report.parameters
     twin.write_into(proto)
     after = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
