@@ -7,16 +7,28 @@ const $ = (id) => document.getElementById(id);
 const TOP_K = 5;
 const MAX_PIXELS = 64_000_000;  // the runtime's decompression-bomb cap
 
+const RELOADED = "flower-edge-isolation-reload";
+
 ort.env.wasm.wasmPaths = new URL("./ort/", import.meta.url).href;
-// Threads need a cross-origin isolated page (COOP/COEP headers); otherwise one thread, still SIMD.
+// Threads need a cross-origin isolated page (COOP/COEP headers: flower-bundle --serve sends them, and
+// sw.js adds them on any other host); otherwise one thread, still SIMD.
 ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+
+function reloadIsolated() {  // once per tab: a browser that will not isolate the page still runs it
+  if (self.crossOriginIsolated || sessionStorage.getItem(RELOADED)) return false;
+  sessionStorage.setItem(RELOADED, "1");
+  location.reload();
+  return true;
+}
 
 async function load() {
   const bundle = await (await fetch("bundle.json")).json();
   const card = await (await fetch("card.json")).json();
   const session = await ort.InferenceSession.create(bundle.model, { executionProviders: ["wasm"] });
+  const threads = ort.env.wasm.numThreads;
   $("status").textContent = `Ready: ${card.labels.length} flowers, ${bundle.model} (${bundle.model_mb} MB), ` +
-    `${ort.env.wasm.numThreads} thread${ort.env.wasm.numThreads > 1 ? "s" : ""}, offline`;
+    `onnxruntime-web WASM SIMD, ${threads} thread${threads > 1 ? "s" : ""}` +
+    `${self.crossOriginIsolated ? "" : " (page not cross-origin isolated)"}, offline`;
   $("about").textContent = `${card.arch} · input ${card.crop_size}px · onnxruntime-web ${ort.env.versions?.web ?? ""}`;
   return { bundle, card, session };
 }
@@ -101,5 +113,8 @@ for (const input of [$("camera"), $("gallery")]) {
 }
 
 if ("serviceWorker" in navigator && location.protocol !== "file:") {
+  // A page loaded before the worker controlled it has no COOP/COEP headers: reload once it does.
+  if (navigator.serviceWorker.controller) reloadIsolated();
+  else navigator.serviceWorker.addEventListener("controllerchange", reloadIsolated);
   navigator.serviceWorker.register("sw.js").catch(() => {});
 }

@@ -1,5 +1,9 @@
 // Offline after the first visit: the app, the model and onnxruntime-web are cached on install and
 // served from the cache first. A new bundle changes VERSION (written by flower-bundle).
+// Every response it serves carries the COOP/COEP headers that make the page cross-origin isolated
+// (the coi-serviceworker technique), so onnxruntime-web gets threads on any static host: a plain
+// file server, GitHub Pages, a Capacitor shell. app.js reloads once on the first visit, when the
+// page was loaded before this worker controlled it.
 const VERSION = "flower-edge-__VERSION__";
 const FILES = __FILES__;
 
@@ -13,8 +17,17 @@ self.addEventListener("activate", (event) => {
     .then(() => self.clients.claim()));
 });
 
+function isolated(response) {
+  if (!response || response.status === 0 || response.type === "opaque") return response;
+  const headers = new Headers(response.headers);
+  headers.set("Cross-Origin-Opener-Policy", "same-origin");
+  headers.set("Cross-Origin-Embedder-Policy", "require-corp");
+  headers.set("Cross-Origin-Resource-Policy", "same-origin");
+  return new Response(response.body, { status: response.status, statusText: response.statusText, headers });
+}
+
 self.addEventListener("fetch", (event) => {
-  if (event.request.method !== "GET") return;
+  if (event.request.method !== "GET" || new URL(event.request.url).origin !== self.location.origin) return;
   event.respondWith(caches.match(event.request, { ignoreSearch: true })
-    .then((hit) => hit || fetch(event.request)));
+    .then((hit) => hit || fetch(event.request)).then(isolated));
 });

@@ -88,6 +88,58 @@ def test_phone_app_matches_flower_run_on_real_photos(web, flowers5, tmp_path, ca
               f"median {np.median([h['ms'] for h in got]):.0f} ms per photo in chromium; screenshot {shot}")
 
 
+@pytest.mark.real
+def test_a_plain_static_host_still_gets_threads(web, flowers5):
+    """Issue 24, item 1: served with no special headers (a plain file server, as GitHub Pages or a
+    Capacitor shell serve it), the service worker adds COOP/COEP and the page reloads once into a
+    cross-origin isolated one, so onnxruntime-web runs threaded; then it classifies as before."""
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    import functools
+    import http.server
+    import time
+
+    from playwright.sync_api import Error, sync_playwright
+
+    from flower_edge.export.bundle import IsolatedHandler
+
+    class Plain(http.server.SimpleHTTPRequestHandler):  # MIME types a static host knows; no other header
+        extensions_map = IsolatedHandler.extensions_map
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Plain, directory=str(web)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    photo = find_images(flowers5 / "valid")[0]
+    expected = Classifier(web / "model.int8.onnx").predict(photo, k=1)[0]
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_context(**p.devices["Pixel 7"]).new_page()
+            page.goto(f"http://127.0.0.1:{httpd.server_address[1]}/")
+            isolated, deadline = False, time.monotonic() + 60
+            while not isolated and time.monotonic() < deadline:  # the one reload destroys the context
+                try:
+                    isolated = page.evaluate("self.crossOriginIsolated && window.flowerEdge !== undefined")
+                except Error:
+                    pass
+                page.wait_for_timeout(200)
+            assert isolated, "the page never became cross-origin isolated"
+            page.evaluate("window.flowerEdge.ready.then(() => true)")
+            status = page.locator("#status").text_content()
+            threads = page.evaluate("Math.min(4, navigator.hardwareConcurrency || 1)")
+            assert f"{threads} thread" in status and "not cross-origin isolated" not in status, status
+            assert page.evaluate("sessionStorage.getItem('flower-edge-isolation-reload')") == "1"  # reloaded once
+            page.set_input_files("#gallery", str(photo))
+            page.wait_for_function("window.flowerEdge.results.length === 1")
+            got = page.evaluate("window.flowerEdge.results[0]")
+            browser.close()
+    finally:
+        httpd.shutdown()
+    assert got["top_k"][0]["index"] == expected.index, (got, expected)
+
+
 def test_the_wheel_carries_the_phone_app(tmp_path):
     """flower-bundle from a plain pip install: the app's files are package data of the wheel."""
     import subprocess
