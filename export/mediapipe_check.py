@@ -20,6 +20,7 @@ from typing import Iterable
 import numpy as np
 
 from flower_edge.runtime.card import ModelCard
+from flower_edge.runtime.errors import ExportError
 
 
 def available() -> bool:
@@ -57,7 +58,7 @@ def classifier(path: str | os.PathLike, threads: int | None = None):
 def classify(path: str | os.PathLike, card: ModelCard, photos: Iterable[np.ndarray], crop: bool = True) -> np.ndarray:
     """MediaPipe's score of every class (N, classes) for each photo (H, W, 3 uint8 RGB), with the
     card's crop as the region of interest, or the whole photo when ``crop`` is False. Raises
-    ValueError when MediaPipe names a class otherwise than the card."""
+    ExportError when MediaPipe names a class otherwise than the card."""
     import mediapipe as mp
     from mediapipe.tasks.python.components.containers.rect import RectF
     from mediapipe.tasks.python.vision.core.image_processing_options import ImageProcessingOptions
@@ -73,7 +74,7 @@ def classify(path: str | os.PathLike, card: ModelCard, photos: Iterable[np.ndarr
             scores = np.zeros(len(card.labels), np.float32)
             for category in task.classify(image, options).classifications[0].categories:
                 if category.category_name != card.labels[category.index]:
-                    raise ValueError(f"{path}: MediaPipe names class {category.index} {category.category_name!r}, "
+                    raise ExportError(f"{path}: MediaPipe names class {category.index} {category.category_name!r}, "
                                      f"the card {card.labels[category.index]!r}")
                 scores[category.index] = category.score
             rows.append(scores)

@@ -22,10 +22,11 @@ from typing import Callable
 import numpy as np
 
 from flower_edge.runtime.card import ModelCard
-from flower_edge.runtime.errors import ExportError, OutputError
+from flower_edge.runtime.errors import ExportError, ImageError, OutputError
 from flower_edge.runtime.files import disk_space_checked, exclusive, interrupts_deferred, remove_stale
 from flower_edge.runtime.output import check_output_file, check_output_folder, json_text
-from flower_edge.runtime.image import normalize, pixels, preprocess
+from flower_edge.runtime.image import load_image, normalize, pixels, preprocess
+from flower_edge.runtime.predict import log_softmax
 
 from .config import ExportConfig
 from .formats import FORMATS, Format, WriteJob, logits
@@ -243,7 +244,7 @@ def _verify(job: WriteJob, formats: list[Format], raw: np.ndarray, progress: Cal
         fmt.probe(path)  # a runtime that can abort on a bad file reads it in a child first
         out = logits(fmt.open(path), raw if fmt.takes_pixels else x)
         # A file that gives probabilities is read as log-probabilities: PyTorch's log-softmax beside it.
-        expected = _log_softmax(reference) if fmt.read_card(path).output == "probabilities" else reference
+        expected = log_softmax(reference) if fmt.read_card(path).output == "probabilities" else reference
         if fmt.int8:
             rows.append(compare(fmt.key, expected, out, min_agreement=config.agreement_floor))
         else:
@@ -258,18 +259,19 @@ def _verify_mediapipe(job: WriteJob, fmt: Format, path: Path, reference: np.ndar
     """MediaPipe's whole pipeline (crop, resize, normalize, infer, rank) on the whole verification
     photos with the card's crop as region of interest: its scores against PyTorch's, held to the
     int8 floor (its resize is not the card's). The photos that could not be read were left out of
-    ``reference`` too, so the rows line up."""
-    card = fmt.read_card(path)
-    photos, _ = read_photos(job.images.verification, np.asarray, progress=progress,
-                            what=f"verifying {fmt.key} through MediaPipe's ImageClassifier")
-    scores = mediapipe_check.classify(path, card, photos)
-    return compare(f"{fmt.key} (MediaPipe)", _log_softmax(reference), np.log(np.maximum(scores, 1e-38)),
+    ``reference`` too, so the rows line up. Read one at a time: whole photos can be 12 MP each."""
+    progress(f"verifying {fmt.key} through MediaPipe's ImageClassifier on {len(reference)} whole photos")
+
+    def photos():
+        for photo in job.images.verification:
+            try:
+                yield np.asarray(load_image(photo))
+            except ImageError:  # skipped by the reading of the verification photos as well
+                continue
+
+    scores = mediapipe_check.classify(path, fmt.read_card(path), photos())
+    return compare(f"{fmt.key} (MediaPipe)", log_softmax(reference), np.log(np.maximum(scores, 1e-38)),
                    min_agreement=job.config.agreement_floor)
-
-
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    shifted = z - z.max(1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
 
 
 def _check_writable(output: Path) -> None:

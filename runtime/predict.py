@@ -142,6 +142,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=1, keepdims=True)
 
 
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log of :func:`softmax`, without its underflow to log(0)."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
 def _name(image: ImageInput) -> str:
     return "<image>" if isinstance(image, Image.Image) else str(image)
 
