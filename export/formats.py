@@ -60,8 +60,6 @@ class Format:
     """Part of ``--format all``; the preprocessing variants are asked for by their own flag."""
     ort_copy: str | None = None
     """The ONNX Runtime Mobile (.ort) format made from this one when ``--ort`` is on."""
-    web: bool = False
-    """flower-bundle can ship it to onnxruntime-web."""
     magic: tuple[int, bytes] | None = None
     """(offset, bytes) every file of this format holds: checked before a native runtime reads it."""
     client: str | None = None
@@ -145,10 +143,10 @@ FORMATS: dict[str, Format] = {f.key: f for f in (
            "TorchScript, traced and frozen (servers, libtorch)", atol_scale=0.1,
            run_needs=("torch",), magic=(0, b"PK\x03\x04")),
     Format("onnx", "model.onnx", f"{_ONNX}:write", _ORT_RUN, _ONNX_CARD,
-           "ONNX, float (onnxruntime, onnxruntime-web)", ort_copy="ort", web=True),
+           "ONNX, float (onnxruntime, onnxruntime-web)", ort_copy="ort"),
     Format("onnx-int8", "model.int8.onnx", "flower_edge.export.quantize:write", _ORT_RUN, _ONNX_CARD,
            "ONNX, int8 QDQ, calibrated on photos", int8=True, source="onnx", int8_of="onnx",
-           ort_copy="ort-int8", web=True),
+           ort_copy="ort-int8"),
     Format("onnx-preproc", "model.preproc.onnx", f"{_ONNX}:write_preprocessing", _ORT_RUN, _ONNX_CARD,
            "ONNX, float, taking uint8 pixels (--embed-preprocessing)", takes_pixels=True, in_all=False,
            ort_copy="ort-preproc"),

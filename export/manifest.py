@@ -25,9 +25,10 @@ CARD, LABELS = "card.json", "labels.json"
 def known_names() -> set[str]:
     """Every file name an export can write: a record naming anything else is not trusted with it."""
     from .formats import FORMATS
+    from .golden import GOLDEN
     from .ort import ORT_CONFIG
 
-    return {f.file for f in FORMATS.values()} | {CARD, LABELS, ORT_CONFIG}
+    return {f.file for f in FORMATS.values()} | {CARD, LABELS, GOLDEN, ORT_CONFIG}
 
 
 def read_manifest(folder: str | os.PathLike) -> dict | None:

@@ -32,7 +32,7 @@ from .config import ExportConfig
 from .formats import FORMATS, Format, WriteJob, logits
 from .images import ImageSets, choose_images, read_photos
 from .manifest import CARD, LABELS, MANIFEST as REPORT, is_export_folder, listed_files, read_manifest, sha256
-from . import mediapipe_check
+from . import golden, mediapipe_check
 from .verify import Parity, compare, parity_table
 
 _INT8 = {f.key for f in FORMATS.values() if f.int8}
@@ -114,7 +114,7 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
                         force=config.force or config.output is None, leftovers=(STAGING, f".{REPORT}."))
     _check_writable(output)
     earlier = read_manifest(output)
-    _check_targets(output, [f.file for f in formats] + [CARD, LABELS, REPORT], earlier, config.force, reads)
+    _check_targets(output, [f.file for f in formats] + [CARD, LABELS, golden.GOLDEN, REPORT], earlier, config.force, reads)
     with exclusive(output / REPORT, "flower-export"):  # one export at a time into a folder
         for stale in remove_stale(output, STAGING) + remove_stale(output, f".{REPORT}."):
             progress(f"removed {stale.name}, left in {output} by an export that was killed")
@@ -229,6 +229,8 @@ def _write_all(job: WriteJob, formats: list[Format]) -> dict[str, list[str]]:
     (job.staging / CARD).write_text(job.card.to_json())
     (job.staging / LABELS).write_text(json.dumps(list(job.card.labels), indent=2, ensure_ascii=False))
     files[""] = [CARD, LABELS]
+    if golden.write(job, job.staging / golden.GOLDEN):
+        files[""].append(golden.GOLDEN)  # the phone app's self-check (flower-bundle)
     return files
 
 

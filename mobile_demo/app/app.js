@@ -1,18 +1,21 @@
-// flower-edge on the phone: the exported model, its card and onnxruntime-web, all from this folder.
+// flower-edge on the phone: the exported model, its card and its web runtimes, all from this folder.
 // Every step of preprocessing comes from card.json (see preprocess.js); nothing is sent anywhere.
-import * as ort from "./ort/ort.wasm.min.mjs";
+// At its first start the app runs the export's golden photos through the very path of a user's
+// photo and keeps the first runtime of bundle.json's chain that answers them as the checkpoint did;
+// the status line says which, and what failed. ?runtime=onnxruntime|litert|webgpu puts one first.
 import { preprocess } from "./preprocess.js";
+import { open } from "./runtimes.js";
 
 const $ = (id) => document.getElementById(id);
 const TOP_K = 5;
 const MAX_PIXELS = 64_000_000;  // the runtime's decompression-bomb cap
-
+// A golden photo passes when its top-1 is the checkpoint's and its probability within PROB_TOL of it.
+// Golden photos are answered with a margin of 0.5 or more, and a faithful int8 model moves the
+// top-1 probability by up to 0.16 on them (Flowers102, model.int8.onnx); a wrong model or kernel
+// changes the answer.
+const PROB_TOL = 0.25;
 const RELOADED = "flower-edge-isolation-reload";
-
-ort.env.wasm.wasmPaths = new URL("./ort/", import.meta.url).href;
-// Threads need a cross-origin isolated page (COOP/COEP headers: flower-bundle --serve sends them, and
-// sw.js adds them on any other host); otherwise one thread, still SIMD.
-ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+const THREADS = Math.min(4, navigator.hardwareConcurrency || 1);
 
 function reloadIsolated() {  // once per tab: a browser that will not isolate the page still runs it
   if (self.crossOriginIsolated || sessionStorage.getItem(RELOADED)) return false;
@@ -21,16 +24,79 @@ function reloadIsolated() {  // once per tab: a browser that will not isolate th
   return true;
 }
 
+const fetchJson = async (url) => {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`${url}: ${response.status}`);
+  return response.json();
+};
+
+function chainOf(bundle) {
+  const chain = bundle.runtimes ?? [{ runtime: "onnxruntime", name: "onnxruntime-web", model: bundle.model }];
+  const asked = new URLSearchParams(location.search).get("runtime");
+  if (asked === "webgpu") {
+    const litert = chain.find((e) => e.runtime === "litert");
+    return litert ? [{ ...litert, accelerator: "webgpu", name: "LiteRT.js WebGPU" }, ...chain] : chain;
+  }
+  return asked ? [...chain.filter((e) => e.runtime === asked), ...chain.filter((e) => e.runtime !== asked)] : chain;
+}
+
 async function load() {
-  const bundle = await (await fetch("bundle.json")).json();
-  const card = await (await fetch("card.json")).json();
-  const session = await ort.InferenceSession.create(bundle.model, { executionProviders: ["wasm"] });
-  const threads = ort.env.wasm.numThreads;
-  $("status").textContent = `Ready: ${card.labels.length} flowers, ${bundle.model} (${bundle.model_mb} MB), ` +
-    `onnxruntime-web WASM SIMD, ${threads} thread${threads > 1 ? "s" : ""}` +
-    `${self.crossOriginIsolated ? "" : " (page not cross-origin isolated)"}, offline`;
-  $("about").textContent = `${card.arch} · input ${card.crop_size}px · onnxruntime-web ${ort.env.versions?.web ?? ""}`;
-  return { bundle, card, session };
+  const [bundle, card] = await Promise.all([fetchJson("bundle.json"), fetchJson("card.json")]);
+  const golden = bundle.golden ? await fetchJson("golden/golden.json") : [];
+  const notes = [];
+  let unverified = null;
+  for (const entry of chainOf(bundle)) {
+    const spec = { ...card, ...entry };  // the model's own layout, output and input type
+    let runtime;
+    try {
+      runtime = await open(spec, THREADS);
+    } catch (e) {
+      notes.push(`${entry.name} could not start (${e.message})`);
+      continue;
+    }
+    const state = { bundle, card: spec, runtime, golden, notes };
+    state.check = await selfCheck(state);
+    if (state.check.passed || !golden.length) return showStatus(state);
+    notes.push(`${runtime.name} (${entry.model}) failed its self-check: ${state.check.same}/${state.check.total}`);
+    unverified ??= state;
+  }
+  if (!unverified) throw new Error(notes.join("; "));
+  return showStatus(unverified);
+}
+
+// The golden photos through classify(), as a user's photo goes: same decode, preprocessing, runtime.
+async function selfCheck(state) {
+  const rows = [];
+  for (const g of state.golden) {
+    const want = g.top_k[0];
+    try {
+      const blob = await (await fetch(`golden/${g.name}`)).blob();
+      const got = (await classify(state, blob)).top_k[0];
+      rows.push({ name: g.name, expected: want.label, got: got.label,
+                  ok: got.index === want.index && Math.abs(got.prob - want.prob) <= PROB_TOL });
+    } catch (e) {
+      rows.push({ name: g.name, expected: want.label, got: null, error: e.message, ok: false });
+    }
+  }
+  const same = rows.filter((r) => r.ok).length;
+  return { same, total: rows.length, passed: rows.length > 0 && same === rows.length, rows };
+}
+
+function showStatus(state) {
+  const { bundle, card, runtime, check, notes } = state;
+  const threads = runtime.threads ? `${runtime.threads} thread${runtime.threads > 1 ? "s" : ""}` : "GPU";
+  const isolated = self.crossOriginIsolated ? "" : " (page not cross-origin isolated)";
+  const verdict = !check.total ? "not checked on this device (the bundle has no golden photos)"
+    : check.passed ? `answers as the checkpoint on this device: ${check.same}/${check.total}`
+    : `does NOT answer as the checkpoint on this device (${check.same}/${check.total}); answers are unverified`;
+  state.trusted = check.total ? check.passed : null;  // null: nothing to check against
+  $("status").textContent = `${card.labels.length} flowers, ${card.model}, ${runtime.name}, ${threads}${isolated}, ` +
+    `offline. Self-check: ${verdict}.${notes.length ? ` ${notes.join("; ")}.` : ""}`;
+  $("status").className = check.passed ? "trusted" : check.total ? "untrusted" : "";
+  $("about").textContent = `${card.arch} · input ${card.crop_size}px · ${bundle.created}`;
+  window.flowerEdge.state = { runtime: runtime.name, model: card.model, threads: runtime.threads, check, notes,
+                              trusted: state.trusted };
+  return state;
 }
 
 async function decode(file) {
@@ -61,7 +127,7 @@ function softmax(z) {
   return e.map((v) => v / s);
 }
 
-function show(file, top, ms) {
+function show(file, top, ms, trusted) {
   const img = document.createElement("img");
   img.src = URL.createObjectURL(file);
   img.alt = file.name;
@@ -74,25 +140,44 @@ function show(file, top, ms) {
     li.querySelector(".bar span").style.width = `${(t.prob * 100).toFixed(1)}%`;
     return li;
   }));
-  $("timing").textContent = `${ms.toFixed(0)} ms on this device`;
+  const warning = trusted === false ? " · unverified: this device's runtime failed its self-check" : "";
+  $("timing").textContent = `${ms.toFixed(0)} ms on this device${warning}`;
 }
 
-async function classify(model, file) {
-  const { card, session } = model;
+async function classify(state, file) {
+  const { card, runtime } = state;
   const start = performance.now();
-  const x = preprocess(await decode(file), card);
-  const uint8 = card.input_dtype === "uint8";
-  const shape = uint8 ? [1, card.crop_size, card.crop_size, 3] : [1, 3, card.crop_size, card.crop_size];
-  const input = new ort.Tensor(uint8 ? "uint8" : "float32", x, shape);
-  const output = await session.run({ [session.inputNames[0]]: input });
-  const top = topK(output[session.outputNames[0]].data, card);
-  const ms = performance.now() - start;
-  return { image: file.name, top_k: top, ms };
+  const image = await decode(file);
+  const decoded = performance.now();
+  const x = preprocess(image, card);
+  const preprocessed = performance.now();
+  const top = topK(await runtime.run(x), card);
+  const end = performance.now();
+  return { image: file.name, top_k: top, ms: end - start, runtime: runtime.name, trusted: state.trusted ?? null,
+           stages_ms: { decode: decoded - start, preprocess: preprocessed - decoded, inference: end - preprocessed } };
 }
 
-const ready = load();
-window.flowerEdge = { ready, results: [] };
-ready.catch((e) => { $("status").textContent = `Could not load the model: ${e.message}`; });
+window.flowerEdge = { results: [], state: null };
+// A first visit on a host without COOP/COEP reloads once the service worker controls the page:
+// wait for that rather than load a runtime twice (3 s at most: a browser may refuse the worker).
+const reloading = !self.crossOriginIsolated && "serviceWorker" in navigator && location.protocol !== "file:" &&
+  !sessionStorage.getItem(RELOADED);
+const ready = (reloading ? new Promise((resolve) => setTimeout(resolve, 3000)) : Promise.resolve()).then(load);
+window.flowerEdge.ready = ready;
+ready.catch((e) => { $("status").textContent = `Could not load the model: ${e.message}`; $("status").className = "untrusted"; });
+
+// The model's input for a photo at ``url``, as the app computes it (tests compare it with flower-run's).
+window.flowerEdge.tensor = async (url) => {
+  const state = await ready;
+  return Array.from(preprocess(await decode(await (await fetch(url)).blob()), state.card));
+};
+
+$("check").addEventListener("click", async () => {
+  const state = await ready;
+  $("status").textContent = "Checking this device against the golden photos…";
+  state.check = await selfCheck(state);
+  showStatus(state);
+});
 
 for (const input of [$("camera"), $("gallery")]) {
   input.addEventListener("change", async () => {
@@ -101,7 +186,7 @@ for (const input of [$("camera"), $("gallery")]) {
     const model = await ready;
     try {
       const result = await classify(model, file);
-      show(file, result.top_k, result.ms);
+      show(file, result.top_k, result.ms, result.trusted);
       window.flowerEdge.results.push(result);
     } catch (e) {
       $("results").replaceChildren();

@@ -5,7 +5,6 @@
 
 const PRECISION_BITS = 32 - 8 - 2;
 const FILTERS = {
-  nearest: { support: 0.5, f: (x) => (x >= -0.5 && x < 0.5 ? 1.0 : 0.0) },
   bilinear: { support: 1.0, f: (x) => { x = Math.abs(x); return x < 1.0 ? 1.0 - x : 0.0; } },
   bicubic: {
     support: 2.0,
@@ -53,69 +52,111 @@ function coefficients(inSize, outSize, filter) {
 
 const clip8 = (v) => { const x = v >> PRECISION_BITS; return x < 0 ? 0 : x > 255 ? 255 : x; };
 
-// RGB (3 bytes per pixel) of w x h -> RGB of outW x outH.
-function resample(rgb, w, h, outW, outH, interpolation) {
-  const filter = FILTERS[interpolation];
-  let src = rgb, sw = w;
-  if (outW !== w) {
-    const { bounds, kk, ksize } = coefficients(w, outW, filter);
-    const tmp = new Uint8Array(outW * h * 3);
-    for (let y = 0; y < h; y++) {
-      for (let xx = 0; xx < outW; xx++) {
-        const xmin = bounds[xx * 2], xmax = bounds[xx * 2 + 1];
-        for (let c = 0; c < 3; c++) {
-          let s = 1 << (PRECISION_BITS - 1);
-          for (let x = 0; x < xmax; x++) s += src[(y * sw + x + xmin) * 3 + c] * kk[xx * ksize + x];
-          tmp[(y * outW + xx) * 3 + c] = clip8(s);
-        }
+// One pass of Pillow's resampling along x ("h") or y ("v"). ``src``: {data, w, h, ch, x0, y0}, pixels
+// of ch bytes whose first column and row are at (x0, y0) of the image the pass reads. It computes the
+// output positions [from, from + count) along the axis, for the src's lines [other, other + lines)
+// across it; the result's (x0, y0) is where it lies in the image the pass writes.
+function pass(src, axis, coeffs, from, count, other, lines) {
+  const { bounds, kk, ksize } = coeffs;
+  const half = 1 << (PRECISION_BITS - 1);
+  const h = axis === "h", outW = h ? count : lines, outH = h ? lines : count, d = src.data, ch = src.ch;
+  const out = new Uint8Array(outW * outH * 3);
+  for (let y = 0; y < outH; y++) {
+    for (let x = 0; x < outW; x++) {
+      const o = from + (h ? x : y), n = bounds[o * 2 + 1], k = o * ksize;
+      const first = bounds[o * 2] - (h ? src.x0 : src.y0);
+      let r = half, g = half, b = half;
+      for (let t = 0; t < n; t++) {
+        const i = h ? ((y + other) * src.w + first + t) * ch : ((first + t) * src.w + x + other) * ch;
+        const c = kk[k + t];
+        r += d[i] * c; g += d[i + 1] * c; b += d[i + 2] * c;
       }
+      const j = (y * outW + x) * 3;
+      out[j] = clip8(r); out[j + 1] = clip8(g); out[j + 2] = clip8(b);
     }
-    src = tmp; sw = outW;
   }
-  if (outH !== h) {
-    const { bounds, kk, ksize } = coefficients(h, outH, filter);
-    const out = new Uint8Array(sw * outH * 3);
-    for (let yy = 0; yy < outH; yy++) {
-      const ymin = bounds[yy * 2], ymax = bounds[yy * 2 + 1];
-      for (let x = 0; x < sw; x++) {
-        for (let c = 0; c < 3; c++) {
-          let s = 1 << (PRECISION_BITS - 1);
-          for (let y = 0; y < ymax; y++) s += src[((y + ymin) * sw + x) * 3 + c] * kk[yy * ksize + y];
-          out[(yy * sw + x) * 3 + c] = clip8(s);
-        }
-      }
-    }
-    src = out;
-  }
-  return src;
+  return { data: out, w: outW, h: outH, ch: 3, x0: h ? from : src.x0 + other, y0: h ? src.y0 + other : from };
 }
 
-// The card's pipeline: RGBA ImageData-like {data, width, height} -> model input.
+// The source lines [first, last) that output positions [from, from + count) read.
+function span(coeffs, from, count) {
+  let last = 0;
+  for (let o = from; o < from + count; o++) last = Math.max(last, coeffs.bounds[o * 2] + coeffs.bounds[o * 2 + 1]);
+  return [coeffs.bounds[from * 2], last];
+}
+
+// Pillow's resize (libImaging/Resample.c, Pillow 13), computed only where the centre crop needs it:
+// two separable passes, 8 bits in between, the vertical one first when the height shrinks more than
+// twice as much as the width. Each output pixel depends on its own window alone, so this is what
+// resizing the whole photo and cropping gives, bit for bit. RGBA in (w x h), the crop's RGB out.
+function resampleCrop(rgba, w, h, outW, outH, interpolation, left, top, crop) {
+  if (interpolation === "nearest") return nearestCrop(rgba, w, h, outW, outH, left, top, crop);
+  const filter = FILTERS[interpolation];
+  const H = outW !== w ? coefficients(w, outW, filter) : null;
+  const V = outH !== h ? coefficients(h, outH, filter) : null;
+  let img = { data: rgba, w, h, ch: 4, x0: 0, y0: 0 };
+  if (!(h - outH > 0 && h - outH > (w - outW) * 2)) {  // horizontal first
+    const [r0, r1] = V ? span(V, top, crop) : [top, top + crop];
+    if (H) img = pass(img, "h", H, left, crop, r0, r1 - r0);
+    if (V) img = pass(img, "v", V, top, crop, H ? 0 : left, crop);
+  } else {
+    const [c0, c1] = H ? span(H, left, crop) : [left, left + crop];
+    img = pass(img, "v", V, top, crop, c0, c1 - c0);
+    if (H) img = pass(img, "h", H, left, crop, 0, crop);
+  }
+  const out = new Uint8Array(crop * crop * 3);  // the crop, wherever img's origin lies
+  for (let y = 0; y < crop; y++) {
+    for (let x = 0; x < crop; x++) {
+      const i = ((top + y - img.y0) * img.w + left + x - img.x0) * img.ch, j = (y * crop + x) * 3;
+      out[j] = img.data[i]; out[j + 1] = img.data[i + 1]; out[j + 2] = img.data[i + 2];
+    }
+  }
+  return out;
+}
+
+// Pillow's NEAREST resize is no convolution but an affine scale (Geometry.c ImagingScaleAffine): the
+// source of output x is trunc(x0 + s/2 + x s), s = w / outW, the sum accumulated in doubles as there.
+function positions(size, outSize, from, count) {
+  const step = size / outSize, at = new Int32Array(count);
+  let v = step * 0.5;
+  for (let o = 0; o < from + count; o++, v += step) if (o >= from) at[o - from] = Math.trunc(v);
+  return at;
+}
+
+function nearestCrop(rgba, w, h, outW, outH, left, top, crop) {
+  const xs = positions(w, outW, left, crop), ys = positions(h, outH, top, crop);
+  const out = new Uint8Array(crop * crop * 3);
+  for (let y = 0; y < crop; y++) {
+    for (let x = 0; x < crop; x++) {
+      const i = (ys[y] * w + xs[x]) * 4, j = (y * crop + x) * 3;
+      out[j] = rgba[i]; out[j + 1] = rgba[i + 1]; out[j + 2] = rgba[i + 2];
+    }
+  }
+  return out;
+}
+
+// The card's pipeline: RGBA ImageData-like {data, width, height} -> model input (the card's layout).
 export function preprocess(image, card) {
   const { width: w, height: h } = image;
-  const rgb = new Uint8Array(w * h * 3);
-  for (let i = 0, j = 0; i < w * h * 4; i += 4, j += 3) {
-    rgb[j] = image.data[i]; rgb[j + 1] = image.data[i + 1]; rgb[j + 2] = image.data[i + 2];
-  }
   // resize_shorter: the shorter side becomes resize_size, the longer keeps the aspect (truncated)
   const size = card.resize_size;
   let nw, nh;
   if (w <= h) { nw = size; nh = Math.trunc(size * h / w); } else { nh = size; nw = Math.trunc(size * w / h); }
-  const resized = (nw === w && nh === h) ? rgb : resample(rgb, w, h, nw, nh, card.interpolation);
   // center_crop: Python's round() of half-integers goes to even
   const crop = card.crop_size;
   const top = roundHalfEven((nh - crop) / 2), left = roundHalfEven((nw - crop) / 2);
-  const uint8 = card.input_dtype === "uint8";
-  const out = uint8 ? new Uint8Array(crop * crop * 3) : new Float32Array(3 * crop * crop);
-  const mean = card.mean.map(Math.fround), std = card.std.map(Math.fround);
-  for (let y = 0; y < crop; y++) {
-    for (let x = 0; x < crop; x++) {
-      for (let c = 0; c < 3; c++) {
-        const v = resized[((y + top) * nw + x + left) * 3 + c];
-        if (uint8) out[(y * crop + x) * 3 + c] = v;  // NHWC raw pixels
-        else out[c * crop * crop + y * crop + x] = Math.fround(Math.fround(Math.fround(v / 255) - mean[c]) / std[c]);
-      }
-    }
+  const rgb = resampleCrop(image.data, w, h, nw, nh, card.interpolation, left, top, crop);
+  if (card.input_dtype === "uint8") return rgb;  // NHWC raw pixels
+  const nhwc = card.layout === "NHWC";  // the .tflite files take NHWC, the ONNX files NCHW
+  // (v / 255 - mean) / std in float32, as a 256-entry table per channel, as runtime/image.py does
+  const tables = [0, 1, 2].map((c) => {
+    const mean = Math.fround(card.mean[c]), std = Math.fround(card.std[c]);
+    return Float32Array.from({ length: 256 }, (_, v) => Math.fround(Math.fround(Math.fround(v / 255) - mean) / std));
+  });
+  const out = new Float32Array(3 * crop * crop);
+  const plane = crop * crop;
+  for (let p = 0; p < plane; p++) {
+    for (let c = 0; c < 3; c++) out[nhwc ? p * 3 + c : c * plane + p] = tables[c][rgb[p * 3 + c]];
   }
   return out;
 }

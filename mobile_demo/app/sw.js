@@ -1,5 +1,7 @@
-// Offline after the first visit: the app, the model and onnxruntime-web are cached on install and
-// served from the cache first. A new bundle changes VERSION (written by flower-bundle).
+// Offline after the first visit: the app, the model and the runtimes' scripts are cached on install;
+// the WASM build a browser loads (one of LiteRT.js's three) and a fallback runtime's model are cached
+// the first time they are fetched. Everything is served from the cache first. A new bundle changes
+// VERSION (written by flower-bundle).
 // Every response it serves carries the COOP/COEP headers that make the page cross-origin isolated
 // (the coi-serviceworker technique), so onnxruntime-web gets threads on any static host: a plain
 // file server, GitHub Pages, a Capacitor shell. app.js reloads once on the first visit, when the
@@ -28,6 +30,11 @@ function isolated(response) {
 
 self.addEventListener("fetch", (event) => {
   if (event.request.method !== "GET" || new URL(event.request.url).origin !== self.location.origin) return;
-  event.respondWith(caches.match(event.request, { ignoreSearch: true })
-    .then((hit) => hit || fetch(event.request)).then(isolated));
+  event.respondWith(caches.open(VERSION).then(async (cache) => {
+    const hit = await cache.match(event.request, { ignoreSearch: true });
+    if (hit) return isolated(hit);
+    const response = await fetch(event.request);
+    if (response.ok && response.type === "basic") await cache.put(event.request, response.clone());
+    return isolated(response);
+  }));
 });
