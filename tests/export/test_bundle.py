@@ -59,6 +59,18 @@ def test_bundle_is_self_contained(web, tiny_export):
         assert "https://" not in (web / name).read_text()
 
 
+def test_golden_photos_the_export_did_not_write_are_not_shipped(tiny_export, tmp_path):
+    """A golden.json edited since the export (its SHA-256 is not the record's) would check the
+    phone against answers nobody proved: the bundle carries no self-check instead."""
+    runtimes_installed()
+    folder = shutil.copytree(tiny_export.output, tmp_path / "export")
+    record = json.loads((folder / "golden.json").read_text())
+    record["photos"][0]["top_k"][0]["index"] += 1
+    (folder / "golden.json").write_text(json.dumps(record))
+    web = bundle(folder, tmp_path / "web")
+    assert json.loads((web / "bundle.json").read_text())["golden"] == 0 and not (web / "golden").exists()
+
+
 def test_golden_photos_carry_the_checkpoints_answers(tiny_export, tiny_checkpoint):
     """golden.json: PyTorch's top-5 on the very JPEG stored, each a clear answer."""
     import io
