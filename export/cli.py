@@ -64,6 +64,8 @@ def main(
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check every file against PyTorch after writing (recommended).")] = D.verify,
     verify_data: Annotated[Optional[Path], typer.Option(help="Folder of photos to verify on (default: the held-out photos of the calibration source; never a calibration photo).")] = None,
     verify_size: Annotated[int, typer.Option(help="Most photos to verify on; 0 takes them all, up to 20,000.")] = D.verify_size,
+    verify_on: Annotated[Optional[str], typer.Option(help="Also run every phone file (ONNX, .ort, .tflite; float and int8) on arm64 kernels, in an emulated arm64 Python (QEMU, neoverse-n1), against PyTorch as on this machine: rows '(arm64)' in the parity table, each held to the same requirement, with its agreement with this machine's run. Needs QEMU 8+ and mmdebstrap; the environment is built once (under a minute, 265 MB, from Debian's mirror and PyPI) and cached.", show_default=False)] = D.verify_on,
+    arm64_photos: Annotated[int, typer.Option(help="Verification photos run on arm64 (1 to 2,000): emulated, a float Lite0 file takes about 3.5 s a photo, an int8 one 0.7 s.")] = D.arm64_photos,
     max_drop: Annotated[Optional[float], typer.Option(help="The int8 budget: top-1 agreement with PyTorch that int8 may lose, in points (0.2: at least 99.8% of the held-out photos answered alike). Default: from --min-agreement (0.99: 1 point).", show_default=False)] = D.max_drop,
     min_agreement: Annotated[float, typer.Option(help="Least share of int8 top-1 answers that must equal PyTorch's (--max-drop, when given, sets it).")] = D.min_agreement,
     atol: Annotated[float, typer.Option(help="Largest |logit difference| allowed for float files (TorchScript: a tenth of it).")] = D.atol,
@@ -85,6 +87,7 @@ def main(
             embed_preprocessing=embed_preprocessing, verify=verify,
             verify_data=str(verify_data) if verify_data else None, verify_size=verify_size,
             max_drop=max_drop, min_agreement=min_agreement, atol=atol, force=force,
+            verify_on=verify_on, arm64_photos=arm64_photos,
         )
         with err.status("exporting", spinner="dots") if not quiet else _Null() as status:
             def progress(message: str) -> None:

@@ -15,6 +15,8 @@ MAX_FLOAT_LAYERS = 1000
 """Lite2 has 56 convolutions; the bound only keeps the number finite."""
 MAX_PHOTOS = 20_000
 """Calibration and verification photos are held in memory too (0.6 MB each at 224 px)."""
+MAX_ARM64_PHOTOS = 2000
+"""An emulated float photo takes seconds: 2,000 is about two hours per float file."""
 MIN_OPSET = 17
 DEFAULT_OPSET = 18
 """Opset 18: the dynamo exporter's own, run by current onnxruntime and onnxruntime-web."""
@@ -61,6 +63,10 @@ class ExportConfig:
     """Least int8 top-1 agreement with PyTorch that verification accepts."""
     atol: float = 1e-4
     """Largest |logit difference| accepted for the float ONNX model (TorchScript: atol / 10)."""
+    verify_on: str | None = None
+    """Also run the phone files on another CPU architecture, emulated ("arm64": export/arm64.py)."""
+    arm64_photos: int = 50
+    """Verification photos run on arm64 (the first ones; about 3.5 s each for a float Lite0 file)."""
     force: bool = False
     """Write into a folder that holds files no export wrote, replacing those with a model file's name."""
 
@@ -87,6 +93,12 @@ class ExportConfig:
         if not 0 <= self.verify_size <= MAX_PHOTOS:
             raise ConfigError(f"--verify-size must be 0 (all, up to {MAX_PHOTOS:,}) to {MAX_PHOTOS:,}, "
                               f"found {self.verify_size}")
+        if self.verify_on not in (None, "arm64"):
+            raise ConfigError(f"--verify-on takes arm64, found {self.verify_on!r}")
+        if self.verify_on and not self.verify:
+            raise ConfigError("--verify-on arm64 compares the files with PyTorch: it needs --verify")
+        if not 1 <= self.arm64_photos <= MAX_ARM64_PHOTOS:
+            raise ConfigError(f"--arm64-photos must be between 1 and {MAX_ARM64_PHOTOS:,}, found {self.arm64_photos}")
         if not 0.0 <= self.min_agreement <= 1.0:
             raise ConfigError(f"--min-agreement must be between 0 and 1, found {self.min_agreement}")
 

@@ -103,6 +103,12 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
     formats, notes = config.formats()
     for note in notes:
         progress(note)
+    if config.verify_on == "arm64":  # before any work: the line that says what to install
+        from . import arm64
+
+        problem = arm64.missing()
+        if problem:
+            raise ExportError(problem)
     model, card, ckpt = load_model(config.checkpoint)
     card = replace(card, provenance={**card.provenance, "exported_from": Path(config.checkpoint).name,
                                      "export_date": datetime.now(timezone.utc).isoformat(timespec="seconds")})
@@ -146,7 +152,9 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
             parity: list[Parity] = []
             failed: set[str] = set()
             if config.verify:
-                parity = _verify(job, formats, np.stack(verification_pixels), progress)
+                parity, outputs = _verify(job, formats, np.stack(verification_pixels), progress)
+                if config.verify_on == "arm64":
+                    parity += _verify_arm64(job, formats, np.stack(verification_pixels), outputs, progress)
                 failed = {r.format for r in parity if not r.passed}
                 if failed >= {f.key for f in formats}:  # nothing passed: nothing is written
                     raise ExportError("verification failed; no file was written\n" + parity_table(parity))
@@ -234,17 +242,19 @@ def _write_all(job: WriteJob, formats: list[Format]) -> dict[str, list[str]]:
     return files
 
 
-def _verify(job: WriteJob, formats: list[Format], raw: np.ndarray, progress: Callable[[str], None]) -> list[Parity]:
+def _verify(job: WriteJob, formats: list[Format], raw: np.ndarray,
+            progress: Callable[[str], None]) -> tuple[list[Parity], dict[str, np.ndarray]]:
     """Every written format run by its own runtime on the verification photos, against PyTorch; the
-    .tflite files also through MediaPipe's ImageClassifier on the whole photos, when it is installed."""
+    .tflite files also through MediaPipe's ImageClassifier on the whole photos, when it is installed.
+    The rows, and each format's outputs."""
     config, x = job.config, job.verification
     reference = job.reference_logits()
-    rows = []
+    rows, outputs = [], {}
     for fmt in formats:
         progress(f"verifying {fmt.key} on {len(x)} photos")
         path = job.staging / fmt.file
         fmt.probe(path)  # a runtime that can abort on a bad file reads it in a child first
-        out = logits(fmt.open(path), raw if fmt.takes_pixels else x)
+        out = outputs[fmt.key] = logits(fmt.open(path), raw if fmt.takes_pixels else x)
         # A file that gives probabilities is read as log-probabilities: PyTorch's log-softmax beside it.
         expected = log_softmax(reference) if fmt.read_card(path).output == "probabilities" else reference
         if fmt.int8:
@@ -253,7 +263,35 @@ def _verify(job: WriteJob, formats: list[Format], raw: np.ndarray, progress: Cal
             rows.append(compare(fmt.key, expected, out, atol=config.atol * fmt.atol_scale))
         if fmt.client == "mediapipe" and job.images and mediapipe_check.available():
             rows.append(_verify_mediapipe(job, fmt, path, reference, progress))
-    return rows
+    return rows, outputs
+
+
+def _verify_arm64(job: WriteJob, formats: list[Format], raw: np.ndarray, outputs: dict[str, np.ndarray],
+                  progress: Callable[[str], None]) -> list[Parity]:
+    """The phone files run on arm64 kernels (export/arm64.py) on the first verification photos,
+    each against PyTorch as on this machine, with its agreement with this machine's run."""
+    from . import arm64
+
+    n = min(len(job.verification), job.config.arm64_photos)
+    files, left = {}, []
+    for fmt in formats:
+        path = job.staging / fmt.file
+        if arm64.kind(fmt) is None:
+            left.append(fmt.key)
+            continue
+        card = fmt.read_card(path)
+        files[fmt.key] = {"path": str(path), "kind": arm64.kind(fmt), "layout": card.layout, "output": card.output,
+                          "takes_pixels": fmt.takes_pixels}
+    if left:
+        progress(f"arm64: {', '.join(left)} not run there (no runtime of theirs in the emulated Python)")
+    if not files:
+        return []
+    env = arm64.Arm64Env.ensure(progress)
+    progress(f"arm64: running {', '.join(files)} on {n} photos, emulated ({arm64.CPU})")
+    out = env.run(files, job.verification[:n], raw[:n], progress)
+    reference = job.reference_logits()[:n]
+    return [arm64.parity(key, reference, out[key], outputs[key][:n], files[key]["output"] == "probabilities",
+                         FORMATS[key], job.config) for key in files]
 
 
 def _verify_mediapipe(job: WriteJob, fmt: Format, path: Path, reference: np.ndarray,
