@@ -27,6 +27,8 @@ from flower_edge.runtime.image import load_image, preprocess, resize_shorter
 from flower_edge.runtime.predict import softmax
 
 GOLDEN = "golden.json"
+FOR = ("onnx", "onnx-int8", "tflite", "tflite-int8")
+"""Written with any of the formats the phone app runs (export/bundle.py RUNTIMES)."""
 COUNT = 5
 MIN_GAP = 0.5
 """Least top-1 minus top-2 probability of a golden photo."""

@@ -40,7 +40,7 @@ def run(path, x):
 def test_every_table_row_is_written_verified_and_nothing_else(tiny_export):
     names = {p.name for p in tiny_export.output.iterdir()}
     assert names == {FORMATS[k].file for k in INSTALLED} | {
-        "required_operators.config", "card.json", "labels.json", "export.json"}
+        "required_operators.config", "card.json", "labels.json", "golden.json", "export.json"}
     assert tiny_export.formats == INSTALLED  # in the table's order
     # the same keys in the parity table, the .tflite files' MediaPipe rows after their own (CI has mediapipe)
     rows = [name for k in INSTALLED for name in (k, f"{k} (MediaPipe)" if FORMATS[k].client else None) if name]
