@@ -228,25 +228,19 @@ def _fill(staging: Path, chain: list, sources: dict, golden_file: Path | None) -
         (staging / "golden" / "golden.json").write_text(json.dumps(
             [{k: p[k] for k in ("name", "source", "top_k")} for p in golden], indent=1, ensure_ascii=False))
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
-    (staging / MARKER).write_text(json.dumps({
-        "model": chain[0].model.name, "model_mb": round(chain[0].model.stat().st_size / 1e6, 2), "created": stamp,
-        "runtimes": [e.to_dict() for e in chain], "golden": len(golden),
-    }, indent=2))
-    files = ["./"] + precached(staging, chain) + ["sw.js"]
+    record = {"model": chain[0].model.name, "model_mb": round(chain[0].model.stat().st_size / 1e6, 2),
+              "created": stamp, "runtimes": [e.to_dict() for e in chain], "golden": len(golden)}
+    (staging / MARKER).write_text(json.dumps(record, indent=2))
+    cached = precached(staging, chain)
+    first = chain[0].runtime.files.values()  # and the largest WASM build of the first runtime, loaded on that visit
+    wasm = max(((staging / f).stat().st_size for f in first if f.endswith(".wasm")), default=0)
+    record["first_visit_mb"] = round((sum((staging / f).stat().st_size for f in cached) + wasm) / 1e6, 1)
+    (staging / MARKER).write_text(json.dumps(record, indent=2))
+    files = ["./"] + cached + ["sw.js"]
     sw = (APP / "sw.js").read_text().replace("__VERSION__", stamp).replace("__FILES__", json.dumps(files))
     (staging / "sw.js").write_text(sw)
     for p in [staging, *staging.rglob("*")]:
         p.chmod(0o755 if p.is_dir() else 0o644)
-
-
-def _first_visit_mb(folder: Path, record: dict) -> float:
-    """What a phone downloads on its first visit: the precached files and one WASM build."""
-    sw = (folder / "sw.js").read_text()
-    names = json.loads(sw.split("const FILES = ", 1)[1].split(";\n", 1)[0])
-    wasm = max((p.stat().st_size for p in folder.rglob("*.wasm")
-                if str(p.relative_to(folder)).startswith(("litert/" if record["runtimes"][0]["runtime"] == "litert"
-                                                          else "ort/"))), default=0)
-    return (sum((folder / n).stat().st_size for n in names if (folder / n).is_file()) + wasm) / 1e6
 
 
 def precached(folder: Path, chain: list[Entry]) -> list[str]:
@@ -323,8 +317,7 @@ def main(
                      litert_web=litert_web, fallback=fallback)
     record = json.loads((out / MARKER).read_text())
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    first = _first_visit_mb(out, record)
     chain = " -> ".join(f"{r['name']} ({r['model']})" for r in record["runtimes"])
     check = f"self-check on {record['golden']} golden photos" if record["golden"] else \
         "no self-check (the export has no golden.json: export again)"
-    print(f"{out}  {size / 1e6:.1f} MB ({first:.1f} MB on a phone's first visit); {chain}; {check}")
+    print(f"{out}  {size / 1e6:.1f} MB ({record['first_visit_mb']:.1f} MB on a phone's first visit); {chain}; {check}")

@@ -27,8 +27,6 @@ from flower_edge.runtime.image import load_image, preprocess, resize_shorter
 from flower_edge.runtime.predict import softmax
 
 GOLDEN = "golden.json"
-FOR = ("onnx", "onnx-int8", "tflite", "tflite-int8")
-"""Written with any of the formats the phone app runs (export/bundle.py RUNTIMES)."""
 COUNT = 5
 MIN_GAP = 0.5
 """Least top-1 minus top-2 probability of a golden photo."""
@@ -63,6 +61,13 @@ def golden_photos(job) -> list[dict]:
         if len(chosen) == COUNT:
             break
     return chosen
+
+
+def wanted(formats) -> bool:
+    """Whether an export of ``formats`` writes golden.json: it has a file the phone app runs."""
+    from .bundle import RUNTIMES
+
+    return any(f.key in r.formats for f in formats for r in RUNTIMES.values())
 
 
 def write(job, path: Path) -> bool:

@@ -237,7 +237,7 @@ def _write_all(job: WriteJob, formats: list[Format]) -> dict[str, list[str]]:
     (job.staging / CARD).write_text(job.card.to_json())
     (job.staging / LABELS).write_text(json.dumps(list(job.card.labels), indent=2, ensure_ascii=False))
     files[""] = [CARD, LABELS]
-    if any(f.key in golden.FOR for f in formats) and golden.write(job, job.staging / golden.GOLDEN):
+    if golden.wanted(formats) and golden.write(job, job.staging / golden.GOLDEN):
         files[""].append(golden.GOLDEN)  # the phone app's self-check (flower-bundle)
     return files
 

@@ -148,17 +148,27 @@ export function preprocess(image, card) {
   const rgb = resampleCrop(image.data, w, h, nw, nh, card.interpolation, left, top, crop);
   if (card.input_dtype === "uint8") return rgb;  // NHWC raw pixels
   const nhwc = card.layout === "NHWC";  // the .tflite files take NHWC, the ONNX files NCHW
-  // (v / 255 - mean) / std in float32, as a 256-entry table per channel, as runtime/image.py does
-  const tables = [0, 1, 2].map((c) => {
-    const mean = Math.fround(card.mean[c]), std = Math.fround(card.std[c]);
-    return Float32Array.from({ length: 256 }, (_, v) => Math.fround(Math.fround(Math.fround(v / 255) - mean) / std));
-  });
+  const tables = normalizeTables(card.mean, card.std);
   const out = new Float32Array(3 * crop * crop);
   const plane = crop * crop;
   for (let p = 0; p < plane; p++) {
     for (let c = 0; c < 3; c++) out[nhwc ? p * 3 + c : c * plane + p] = tables[c][rgb[p * 3 + c]];
   }
   return out;
+}
+
+// (v / 255 - mean) / std in float32, as a 256-entry table per channel, as runtime/image.py does;
+// made once per card, not per photo.
+const TABLES = new Map();
+function normalizeTables(mean, std) {
+  const key = `${mean}/${std}`;
+  if (!TABLES.has(key)) {
+    TABLES.set(key, [0, 1, 2].map((c) => {
+      const m = Math.fround(mean[c]), s = Math.fround(std[c]);
+      return Float32Array.from({ length: 256 }, (_, v) => Math.fround(Math.fround(Math.fround(v / 255) - m) / s));
+    }));
+  }
+  return TABLES.get(key);
 }
 
 function roundHalfEven(v) {
