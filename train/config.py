@@ -78,8 +78,11 @@ class TrainConfig:
     ema: float = option(0.0, "Decay per step of a moving average of the weights that validation sees and the "
                         "checkpoint keeps (e.g. 0.99); 0 turns it off.")
     cache_views: int = option(6, "Passes over the training set cached when the backbone's start is frozen (1 "
-                              "to 50; each is held in memory): the first plain, the rest augmented; epoch e uses "
-                              "view e mod N.")
+                              "to 50): the first plain, the rest augmented; epoch e uses view e mod N.")
+    cache_memory: float | None = option(
+        None, "Gigabytes of memory the feature cache and the decoded photos may take (0 to 1,024); a larger cache "
+        "spills to fp16 files under FLOWER_EDGE_CACHE (~/.cache/flower-edge), or is not kept when the disk has no "
+        "room either. Default: 3, or half the memory available at the start if less.", show_default=False)
     cache_engine: str = option("auto", "What computes the cached frozen features: auto (onnxruntime on CPU, "
                                "PyTorch on GPU), torch, onnxruntime.")
     valid_fraction: float = option(0.15, "Share of photos held out for validation when DATA has no valid/ folder.")
@@ -114,6 +117,10 @@ class TrainConfig:
         _within("--label-smoothing", self.label_smoothing, 0, 1, top_open=True)
         _within("--gamma", self.gamma, 0, 1, bottom_open=True)
         _within("--bn-momentum", self.bn_momentum, 0, 1)
+        if self.cache_memory is not None:
+            if not math.isfinite(self.cache_memory):
+                raise ConfigError(f"--cache-memory must be a finite number, found {self.cache_memory}")
+            _within("--cache-memory", self.cache_memory, 0, 1024)
         _within("--backbone-lr-scale", self.backbone_lr_scale, 0, 10)
         _within("--rotation", self.rotation, 0, 180)
         _within("--color-jitter", self.color_jitter, 0, 1)

@@ -251,6 +251,9 @@ def decode_all(samples: Sequence[Sample], budget: int = DECODED_BUDGET, task=Non
     """Every photo decoded once, in threads (Pillow decodes outside the GIL), for passes that read
     each photo several times; None, and nothing kept, once they would take more than ``budget``
     bytes of memory."""
+    if _estimated_pixels(samples) * 3 > budget:
+        log.info("the decoded photos would take over %d bytes; decoding on each pass", budget)
+        return None
     images: list[Image.Image] = []
     used = 0
     progress = task("decoding photos once", len(samples)) if task else None
@@ -266,6 +269,22 @@ def decode_all(samples: Sequence[Sample], budget: int = DECODED_BUDGET, task=Non
     if progress:
         progress.close()
     return images
+
+
+def _estimated_pixels(samples: Sequence[Sample], probes: int = 64) -> float:
+    """Pixels of all the photos, estimated from the headers of up to ``probes`` of them spread over
+    the list (no decoding), so that a set far over the budget is not decoded up to it first."""
+    if not samples:
+        return 0
+    step = max(1, len(samples) // probes)
+    sizes = []
+    for s in samples[::step][:probes]:
+        try:
+            with Image.open(s.path) as im:
+                sizes.append(im.width * im.height)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+    return len(samples) * sum(sizes) / len(sizes) if sizes else 0
 
 
 class ImageDataset(Dataset):

@@ -36,7 +36,7 @@ from .config import TrainConfig
 from .data import make_loader, open_data
 from .device import autocast_args, check_workers, resolve_device, seed_everything, to_device
 from .distributed import Dist, setup, teardown
-from .features import FeatureCache, cached_batches
+from .features import FeatureCache
 from .model import FlowerNet, build_model
 from .optim import make_optimizer, make_scheduler
 from .report import Reporter, Task
@@ -152,11 +152,12 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
     valid_samples = world.shard(source.splits["valid"])
     test_samples = world.shard(source.splits["test"]) if source.splits.get("test") else None
     loader = dict(seed=config.seed, workers=workers)
+    cache = None
     if start > 0:
         cache = FeatureCache(model.prefix(start).eval(), card, config, device, workers, reporter)
-        train_views = cache.train_views(train_samples, config.cache_views)
-        valid_batches = cache.eval_split(valid_samples)
-        test_batches = cache.eval_split(test_samples) if test_samples is not None else None
+        train_views, valid_view, test_view = cache.build(train_samples, valid_samples, test_samples)
+        valid_batches = _Rebatched(valid_view, config.batch_size * 2)
+        test_batches = _Rebatched(test_view, config.batch_size * 2) if test_view is not None else None
     else:
         train_views = None
         valid_batches = make_loader(valid_samples, eval_transform(card), config.batch_size, **loader)
@@ -188,7 +189,7 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
 
     for epoch in range(state.first_epoch, config.epochs + 1):
         if train_views is not None:
-            batches = cached_batches(train_views[(epoch - 1) % len(train_views)], config.batch_size)
+            batches = train_views[(epoch - 1) % len(train_views)].batches(config.batch_size, shuffle=True, epoch=epoch)
         else:
             batches = make_loader(source.splits["train"], training_augmentation(card, config), config.batch_size,
                                   shuffle=True, epoch=epoch, world=world, **loader)
@@ -225,7 +226,20 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
         model.load_state_dict(latest)
         card = with_metrics(card, history, best_epoch, test)
         checkpoint(history[-1]["epoch"])
+    if cache is not None:
+        cache.close()  # a spilled cache's files; on an error their finalizer removes them
     return TrainResult(Path(config.output), card, history, best_epoch, time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class _Rebatched:
+    """A cached split read afresh, in order, on each pass (validation each epoch)."""
+
+    view: object
+    size: int
+
+    def __iter__(self):
+        return self.view.batches(self.size)
 
 
 class _FromBlock(nn.Module):

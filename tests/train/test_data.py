@@ -140,3 +140,17 @@ def test_decode_all_reads_each_photo_once_within_a_memory_budget(synthetic_dir):
     from_memory, from_files = ImageDataset(samples, eval_transform(card), images), ImageDataset(samples, eval_transform(card))
     assert all(torch.equal(from_memory[i][0], from_files[i][0]) and from_memory[i][1] == from_files[i][1]
                for i in range(len(samples)))
+
+
+def test_photos_far_over_the_decoding_budget_are_not_decoded_up_to_it(synthetic_dir, monkeypatch):
+    """The headers tell the size: a set twice the budget returns at once instead of filling it first."""
+    from flower_edge.train import data
+
+    samples = open_data(str(synthetic_dir)).splits["train"]
+    decoded = []
+    real = data.load_image
+    monkeypatch.setattr(data, "load_image", lambda path: decoded.append(path) or real(path))
+    one = Image.open(samples[0].path).size
+    assert data.decode_all(samples, budget=one[0] * one[1] * 3 * len(samples) // 2) is None
+    assert decoded == []
+    assert len(data.decode_all(samples, budget=one[0] * one[1] * 3 * len(samples))) == len(samples)
