@@ -17,16 +17,23 @@ from typing import Sequence
 HELP = (
     "Predict the top-k classes of images with a model written by flower-export (.onnx, .int8.onnx "
     "or their .ort copies). Labels and preprocessing come from the model card inside the file. "
+    "Answers are printed as they are known, in input order, while the next photos decode. "
     "An image that cannot be read is reported on stderr and the rest go on; the exit code is then 1. "
     "Limits: images over 64 million pixels, or narrower than 20:1 (longest side over shortest), are "
-    "refused before they are resized; --threads is 1 to the number of cores; --batch-size 1 to 256; "
+    "refused before they are resized; --threads is 1 to the number of cores; --batch-size 1 to 256; --decoders 1 to 16; "
     "--plot draws the first 50 images. No path it writes may be one it reads. A model whose card asks for a "
     "resize or crop over 4,096 px, more than 100,000 labels, a label over 256 characters or holding a control "
     "character, a card over 8 MB or nested over 8 levels, or a mean and std that do not give finite inputs, is "
     "refused."
 )
-JSON_HELP = ('one JSON document on stdout: {"model": PATH, "results": [{"image": PATH, "top_k": '
-             '[{"rank", "index", "label", "prob"}, ...]} or {"image": PATH, "error": MESSAGE}, ...]}')
+JSON_HELP = ('one JSON document on stdout at the end: {"model": PATH, "results": [{"image": PATH, "top_k": '
+             '[{"rank", "index", "label", "prob"}, ...]} or {"image": PATH, "error": MESSAGE}, ...]}; for small runs')
+JSONL_HELP = ('one JSON object a line, {"image": PATH, "top_k": [...]} or {"image": PATH, "error": MESSAGE}, written '
+              'and flushed as each image is answered, in input order; - for stdout. Memory stays flat on any number '
+              'of images. An existing file is refused unless --resume')
+
+
+MAX_DECODERS = 16
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,11 +47,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", metavar="INPUT", nargs="+", help="image files, folders (searched recursively) or glob patterns")
     p.add_argument("-k", "--top-k", type=int, default=5, help="classes to show per image (default: 5)")
     p.add_argument("--labels", metavar="JSON", help="cat_to_name.json (class id -> name) overriding the card's labels")
-    p.add_argument("--json", action="store_true", help=JSON_HELP)
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help=JSON_HELP)
+    out.add_argument("--jsonl", metavar="PATH", help=JSONL_HELP)
+    p.add_argument("--resume", action="store_true", help="continue the --jsonl file of an interrupted run: the "
+                   "images it already answers are skipped (the inputs must be the same, in the same order) and the "
+                   "rest appended; a half-written last line is dropped first")
+    p.add_argument("--decoders", type=int, help=f"threads decoding photos ahead of inference, 1 to {MAX_DECODERS} "
+                   "(default: up to 4)")
     p.add_argument("--plot", metavar="PNG", help="write a PNG: each of the first 50 images beside a bar chart of "
                    "its top-k (a new file, or a PNG to replace; never the model, an input or a file of another kind)")
     p.add_argument("--threads", type=int, help="onnxruntime threads, 1 to the number of cores (default: one per core)")
     p.add_argument("--batch-size", type=int, default=16, help="images per onnxruntime call, 1 to 256 (default: 16)")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="classify on a Ray cluster, one onnxruntime session per actor (needs the [ray] extra): alone, "
+                   "a local cluster on this machine's cores; 'auto', the cluster `ray start` made; ray://HOST:10001, a "
+                   "remote one (the photos must be reachable from its nodes: a shared folder, or s3:// and other URIs "
+                   "Ray Data reads). Answers are flower-run's, in the same order, with every output option")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     return p
 
@@ -54,48 +73,113 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import FlowerEdgeError
 
     try:
-        if args.top_k < 1:
-            raise FlowerEdgeError(f"--top-k must be at least 1, found {args.top_k}")
-        from .predict import MAX_BATCH, Classifier, expand_inputs
+        from .predict import Classifier
 
-        if not 1 <= args.batch_size <= MAX_BATCH:
-            raise FlowerEdgeError(f"--batch-size must be between 1 and {MAX_BATCH}, found {args.batch_size}")
-        paths = expand_inputs(args.inputs)
-        if not paths:
-            raise FlowerEdgeError("no images found in " + " ".join(args.inputs))
-        if args.plot:
-            from .output import PNG_MAGIC, check_output_file
-
-            reads = [("the model", args.model), *(("an input", p) for p in [*args.inputs, *paths])]
-            check_output_file(args.plot, "--plot", reads + ([("--labels", args.labels)] if args.labels else []),
-                              magic=PNG_MAGIC, kind="PNG")
-        classifier = Classifier(args.model, labels=args.labels, threads=args.threads)
-        results = classifier.predict_many(paths, k=args.top_k, batch_size=args.batch_size)
+        paths, sink = _open(args)
+        if args.ray:
+            results = _on_ray(args, paths)
+        else:
+            classifier = Classifier(args.model, labels=args.labels, threads=args.threads)
+            results = classifier.predict_stream(paths, k=args.top_k, batch_size=args.batch_size, decoders=args.decoders)
+        shown, failed = _emit(args, results, sink)
+    except BrokenPipeError:  # flower-run ... | head: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except (FlowerEdgeError, OSError) as e:
         return _fail(args, e)
     except Exception as e:  # a bug of ours: still one line, the traceback behind --debug
         return _fail(args, e, internal=True)
-
-    try:
-        _print(args, results)  # before the plot: a plot that cannot be written loses no prediction
-    except BrokenPipeError:  # flower-run ... | head: the reader has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        return 0
-    failed = [r for r in results if r.error is not None]
-    from .output import printable
-
-    for r in failed:
-        print(f"flower-run: error: {printable(r.error)}", file=sys.stderr)
     if args.plot:
         try:
             from .plot import plot_results
 
-            plot_results(results, args.plot)
+            plot_results(shown, args.plot)
         except (FlowerEdgeError, OSError) as e:
             return _fail(args, e, what=f"--plot {args.plot}: ")
         except Exception as e:
             return _fail(args, e, internal=True)
     return 1 if failed else 0
+
+
+def _open(args):
+    """The images to answer (an iterator) and where the answers go, every option checked first."""
+    from itertools import chain
+
+    from .errors import FlowerEdgeError
+    from .predict import MAX_BATCH, iter_inputs
+
+    if args.top_k < 1:
+        raise FlowerEdgeError(f"--top-k must be at least 1, found {args.top_k}")
+    if not 1 <= args.batch_size <= MAX_BATCH:
+        raise FlowerEdgeError(f"--batch-size must be between 1 and {MAX_BATCH}, found {args.batch_size}")
+    if args.decoders is not None and not 1 <= args.decoders <= MAX_DECODERS:
+        raise FlowerEdgeError(f"--decoders must be between 1 and {MAX_DECODERS}, found {args.decoders}")
+    if args.resume and args.jsonl in (None, "-"):
+        raise FlowerEdgeError("--resume continues a --jsonl file; give its path with --jsonl")
+    inputs = iter_inputs(args.inputs)
+    first = next(inputs, None)
+    if first is None:
+        raise FlowerEdgeError("no images found in " + " ".join(args.inputs))
+    paths = chain([first], inputs)
+    reads = [("the model", args.model), *(("an input", p) for p in args.inputs)]
+    if args.plot:
+        from .output import PNG_MAGIC, check_output_file
+
+        paths = list(paths)  # --plot is for a few images: each one is checked against it
+        check_output_file(args.plot, "--plot", reads + [("an input", p) for p in paths] +
+                          ([("--labels", args.labels)] if args.labels else []), magic=PNG_MAGIC, kind="PNG")
+    sink = None
+    if args.jsonl not in (None, "-"):
+        from .stream import JsonlSink
+
+        sink = JsonlSink(args.jsonl, reads + ([("--labels", args.labels)] if args.labels else []) +
+                         ([("--plot's PNG", args.plot)] if args.plot else []))
+        paths = sink.resume(paths) if args.resume else sink.create(paths)
+    return paths, sink
+
+
+def _on_ray(args, paths):
+    from .ray import classify, ray_module, results
+
+    ray = ray_module()
+    if not ray.is_initialized():
+        ray.init(address=None if args.ray == "local" else args.ray, logging_level="ERROR", log_to_driver=False)
+    return results(classify(list(paths), args.model, k=args.top_k, batch_size=args.batch_size,
+                            threads=args.threads or 1, labels=args.labels))
+
+
+def _emit(args, results, sink) -> tuple[list, int]:
+    """Each result out as it comes (text, --jsonl) or all at the end (--json); errors on stderr as
+    they come. Returns the results (with --plot, else none) and the number of failed images."""
+    from .output import json_text, printable
+    from .stream import Progress, jsonl_line
+
+    kept, failed, everything = [], 0, [] if args.json else None
+    progress = Progress(sink) if sink is not None else None
+    try:
+        for r in results:
+            if r.error is not None:
+                failed += 1
+                print(f"flower-run: error: {printable(r.error)}", file=sys.stderr)
+            if args.plot:
+                kept.append(r)
+            if everything is not None:
+                everything.append(r)
+            elif sink is not None:
+                sink.write(r)
+                progress.advance(r.error is not None)
+            elif args.jsonl == "-":
+                print(jsonl_line(r), flush=True)
+            elif r.error is None:
+                print(printable(r.image) + "".join(f"\n  {t.rank}. {printable(t.label):<30} {t.prob:7.2%}"
+                                                    for t in r.top_k), flush=True)
+    finally:
+        if sink is not None:
+            sink.close()
+            progress.close()
+    if everything is not None:
+        print(json_text({"model": args.model, "top_k": args.top_k, "results": [r.to_dict() for r in everything]}))
+    return kept, failed
 
 
 def _fail(args, e: Exception, internal: bool = False, what: str = "") -> int:
@@ -109,19 +193,6 @@ def _fail(args, e: Exception, internal: bool = False, what: str = "") -> int:
     else:
         print(f"flower-run: error: {printable(what)}{message(e)}", file=sys.stderr)
     return 1
-
-
-def _print(args, results) -> None:
-    from .output import json_text, printable
-
-    if args.json:
-        print(json_text({"model": args.model, "top_k": args.top_k, "results": [r.to_dict() for r in results]}))
-    else:
-        for r in results:
-            if r.error is None:
-                print(printable(r.image))
-                for t in r.top_k:
-                    print(f"  {t.rank}. {printable(t.label):<30} {t.prob:7.2%}")
 
 
 app = main  # the console script's entry point: sys.exit(app())

@@ -10,6 +10,7 @@ never drift apart. Only Pillow and numpy: no torch.
 from __future__ import annotations
 
 import functools
+import io
 import os
 from pathlib import Path
 
@@ -39,16 +40,17 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, data: bytes | None = None) -> Image.Image:
     """Decode an image file into an 8-bit RGB image the way a person would see it.
 
     EXIF orientation is applied; grayscale, palette, transparent, CMYK and 16-bit images are
     converted. Raises ImageError, with the path and the reason, for anything that is not a
-    readable image.
+    readable image. ``data``, when given, is the file's content, read elsewhere (``path`` then
+    only names it).
     """
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(data) if data is not None else path) as img:
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageError(
@@ -68,7 +70,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
     except IsADirectoryError:
         raise ImageError(f"{path}: is a directory, not an image") from None
     except UnidentifiedImageError:
-        what = "empty file" if _size(path) == 0 else "not an image Pillow can read"
+        what = "empty file" if (len(data) if data is not None else _size(path)) == 0 else "not an image Pillow can read"
         raise ImageError(f"{path}: {what}") from None
     except OSError as e:
         if e.errno and e.strerror:  # the file system's word: a name too long, an I/O error

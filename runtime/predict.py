@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence, Union
+from typing import Iterable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 from PIL import Image
@@ -27,6 +29,7 @@ from .image import MAX_PIXELS, load_image, preprocess, to_rgb
 from .session import open_session
 
 ImageInput = Union[str, os.PathLike, Image.Image]
+_END = object()
 MAX_BATCH = 256
 """Images per onnxruntime call: memory grows with it (300 took 2.9 GB at 224 px, 100,000 was killed)."""
 
@@ -81,31 +84,66 @@ class Classifier:
 
     def predict_many(self, images: Iterable[ImageInput], k: int = 5, batch_size: int = 16) -> list[Result]:
         """One Result per image, in order; an unreadable image gets an error and the rest go on."""
+        return list(self.predict_stream(images, k, batch_size))
+
+    def predict_stream(self, images: Iterable[ImageInput], k: int = 5, batch_size: int = 16,
+                       decoders: int | None = None) -> Iterator[Result]:
+        """:meth:`predict_many` as a stream: each batch's Results, in order, as soon as it is known.
+
+        ``decoders`` threads (default: up to 4) decode and preprocess the next photos while
+        onnxruntime runs a batch, at most two batches ahead, so memory stays flat on any number of
+        images and ``images`` may be a generator that never ends."""
         if not 1 <= batch_size <= MAX_BATCH:
             raise ConfigError(f"--batch-size must be between 1 and {MAX_BATCH}, found {batch_size}")
-        results: list[Result | None] = []
-        pending: list[tuple[int, str, np.ndarray]] = []
+        workers = decoders or min(4, os.cpu_count() or 1)
+        source = iter(images)
+        window: deque[tuple[str, Future]] = deque()
+        with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
+            def fill() -> None:
+                while len(window) < 2 * batch_size:
+                    image = next(source, _END)
+                    if image is _END:
+                        return
+                    window.append((_name(image), pool.submit(self._decoded, image)))
 
-        def flush() -> None:
-            probs = self._probabilities(np.stack([x for _, _, x in pending]))
-            for (i, name, _), p in zip(pending, probs):
-                results[i] = Result(name, tuple(self._top_k(p, k)))
-            pending.clear()
-
-        for image in images:
-            name = _name(image)
-            results.append(None)
             try:
-                pending.append((len(results) - 1, name, self._input(image)))
-            except ImageError as e:
-                results[-1] = Result(name, error=str(e))
-            except OSError as e:  # whatever the file system says of this one path; the rest go on
-                results[-1] = Result(name, error=f"{name}: {e.strerror or e}")
-            if len(pending) >= batch_size:
-                flush()
-        if pending:
-            flush()
-        return results  # type: ignore[return-value]
+                fill()
+                while window:
+                    batch: list[tuple[str, np.ndarray | str]] = []
+                    while window and sum(not isinstance(x, str) for _, x in batch) < batch_size:
+                        name, future = window.popleft()
+                        batch.append((name, future.result()))
+                        fill()
+                    yield from self._answer(batch, k)
+            finally:  # a consumer that stops early: no decoding left running behind it
+                for _, future in window:
+                    future.cancel()
+
+    def predict_files(self, files: Sequence[tuple[str, bytes | None]], k: int = 5) -> list[Result]:
+        """Results of one batch of photos given as (path, the file's bytes or None to read it here):
+        for workers that get the files from elsewhere (Ray Data, object storage)."""
+        if not 1 <= len(files) <= MAX_BATCH:
+            raise ConfigError(f"a batch holds 1 to {MAX_BATCH} photos, found {len(files)}")
+        return list(self._answer([(name, self._decoded(name, data)) for name, data in files], k))
+
+    def _answer(self, batch: list[tuple[str, "np.ndarray | str"]], k: int) -> Iterator[Result]:
+        inputs = [x for _, x in batch if not isinstance(x, str)]
+        probs = iter(self._probabilities(np.stack(inputs)) if inputs else ())
+        for name, x in batch:
+            yield Result(name, error=x) if isinstance(x, str) else Result(name, tuple(self._top_k(next(probs), k)))
+
+    def _decoded(self, image: ImageInput, data: bytes | None = None) -> "np.ndarray | str":
+        """The model's input for ``image`` (whose bytes are ``data`` when given), or why it cannot
+        be read (one line)."""
+        name = _name(image)
+        try:
+            if data is not None:
+                return preprocess(load_image(image, data=data), self.card)  # type: ignore[arg-type]
+            return self._input(image)
+        except ImageError as e:
+            return str(e)
+        except OSError as e:  # whatever the file system says of this one path; the rest go on
+            return f"{name}: {e.strerror or e}"
 
     def _input(self, image: ImageInput) -> np.ndarray:
         if not isinstance(image, Image.Image):
@@ -176,23 +214,48 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
     """Files, folders (recursively: their images) and glob patterns, in order, without repeats.
 
     A path that matches nothing stays in the list, so its error is reported like any other."""
+    return list(iter_inputs(inputs))
+
+
+def iter_inputs(inputs: Sequence[str]) -> Iterator[str]:
+    """:func:`expand_inputs` one path at a time: a folder of a million photos starts at once.
+
+    A folder is walked lazily, each directory's entries sorted so that the order is that of its
+    sorted paths. Repeats are dropped across several INPUTs (one folder has none)."""
     import glob
 
-    out: list[str] = []
+    seen: set[str] | None = set() if len(inputs) > 1 else None
     for item in inputs:
         path = Path(item)
         try:
             if path.is_dir():
-                out += sorted(str(p) for p in path.rglob("*") if _is_image(p))
+                found: Iterable[str] = _walk(path)
             elif not path.exists() and glob.has_magic(item):
                 # a pattern that matches nothing stays, so it is reported instead of vanishing
-                out += sorted(p for p in glob.glob(item, recursive=True) if _is_image(Path(p), any_suffix=True)) or [item]
+                found = sorted(p for p in glob.glob(item, recursive=True) if _is_image(Path(p), any_suffix=True)) or [item]
             else:
-                out.append(item)
+                found = [item]
         except OSError:  # a name over the file system's limit, a folder that cannot be listed: its own error
-            out.append(item)
-    seen: set[str] = set()
-    return [p for p in out if not (p in seen or seen.add(p))]
+            found = [item]
+        for p in found:
+            if seen is None or not (p in seen or seen.add(p)):
+                yield p
+
+
+def _walk(folder: Path) -> Iterator[str]:
+    """The images under ``folder`` in the order of ``sorted(folder.rglob("*"))`` without listing
+    it all first: a folder's entries sort as ``name/``, which is how its paths compare."""
+    try:
+        with os.scandir(folder) as it:
+            entries = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in it]  # as rglob: links to folders are not entered
+    except OSError:
+        return
+    for key, entry in sorted(entries, key=lambda pair: pair[0]):
+        path = Path(entry.path)
+        if key.endswith("/"):
+            yield from _walk(path)
+        elif _is_image(path):
+            yield str(path)
 
 
 def _is_image(path: Path, any_suffix: bool = False) -> bool:
