@@ -130,8 +130,9 @@ def _open(args):
                           ([("--labels", args.labels)] if args.labels else []), magic=PNG_MAGIC, kind="PNG")
     sink = None
     if args.jsonl not in (None, "-"):
-        from .stream import JsonlSink
+        from .stream import JsonlSink, check_not_matched
 
+        check_not_matched(args.jsonl, args.inputs)
         sink = JsonlSink(args.jsonl, reads + ([("--labels", args.labels)] if args.labels else []) +
                          ([("--plot's PNG", args.plot)] if args.plot else []))
         paths = sink.resume(paths) if args.resume else sink.create(paths)

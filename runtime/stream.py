@@ -27,6 +27,19 @@ from .predict import Result
 MAGIC = b'{"image": '
 
 
+def check_not_matched(path: str, inputs) -> None:
+    """Refuse a --jsonl path that a glob INPUT would match: the lazy walk could read it back as a photo."""
+    import glob
+    from fnmatch import fnmatch
+
+    for pattern in inputs:
+        if glob.has_magic(pattern) and not Path(pattern).exists():
+            for name, form in ((path, pattern), (os.path.abspath(path), os.path.abspath(pattern))):
+                if fnmatch(os.path.normpath(name), os.path.normpath(form)):
+                    raise FlowerEdgeError(f"--jsonl {printable(path)}: matches the input pattern "
+                                          f"{printable(pattern)!r}, which this run reads; write it elsewhere")
+
+
 def jsonl_line(result: Result) -> str:
     return json.dumps(result.to_dict(), allow_nan=False)
 

@@ -60,6 +60,9 @@ def test_a_jsonl_file_is_never_overwritten_or_mixed(model, photos, tmp_path, run
         bad = run(model, *photos, *args)
         assert bad.exit_code == 1 and len(bad.stderr.strip().splitlines()) == 1
     assert run(model, *photos, "--jsonl", photos[0]).exit_code == 1  # an input is not an output
+    pattern = run(model, str(photos[0].parent / "*"), "--jsonl", photos[0].parent / "answers.jsonl")
+    assert pattern.exit_code == 1 and "matches the input pattern" in pattern.stderr  # a glob would read it back
+    assert not (photos[0].parent / "answers.jsonl").exists()
     assert len(photos[0].read_bytes()) > 0
 
 
