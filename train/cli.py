@@ -154,6 +154,14 @@ def main(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or epoch lines.")] = False,
     list_archs: Annotated[bool, typer.Option("--list-archs", help="List the backbones and exit.")] = False,
+    cv: Annotated[Optional[int], typer.Option(
+        "--cv", min=2, max=20, help="Cross-validate the recipe instead: K folds over train + valid (stratified, "
+        "stable), one training run each, no checkpoint; prints the mean top-1 and its 95% interval.")] = None,
+    cv_report: Annotated[Optional[Path], typer.Option(
+        "--cv-report", help="With --cv: write the report (folds, per-photo answers) to this JSON file.")] = None,
+    compare: Annotated[Optional[Path], typer.Option(
+        "--compare", help="With --cv: compare with an earlier --cv-report on the same data, paired by fold "
+        "and photo.")] = None,
     debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,
     **options,
 ) -> None:
@@ -173,6 +181,9 @@ def main(
         from flower_edge.train.loop import train
 
         config = _config(options)
+        if cv is not None or cv_report or compare:
+            _cross_validate(config, cv, cv_report, compare, resume, plot, json_out, reporter)
+            return
         if plot:
             from flower_edge.runtime.output import PNG_MAGIC, check_output_file
 
@@ -196,6 +207,34 @@ def main(
         best = f"best valid top-1 {top1:.2%} at epoch {result.best_epoch}; " if top1 is not None else ""
         test = f"test top-1 {metrics['test_top1']:.2%}; " if "test_top1" in metrics else ""
         err.print(f"{best}{test}wrote {result.checkpoint} in {result.seconds:.0f} s", highlight=False, soft_wrap=True)
+
+
+def _cross_validate(config, k: int | None, report_path: Path | None, compare: Path | None, resume, plot,
+                    json_out: bool, reporter: RichReporter) -> None:
+    from flower_edge.runtime.files import atomic_write
+    from flower_edge.runtime.output import check_output_file
+    from flower_edge.train import cv
+    from flower_edge.train.checkpoint import reads
+
+    if k is None:
+        raise typer.BadParameter("--cv-report and --compare go with --cv K")
+    if resume or plot:
+        raise typer.BadParameter("--cv trains K fresh models: --resume and --plot do not apply")
+    earlier = cv.read_report(compare) if compare else None
+    if report_path:
+        check_output_file(report_path, "--cv-report", reads(config) + ([("--compare", str(compare))] if compare else []),
+                          magic=b"{", kind="JSON")
+    with reporter:
+        report = cv.cross_validate(config, k, reporter)
+    if report_path:
+        atomic_write(report_path, lambda f: f.write(json_text(report).encode()))
+    comparison = cv.compare(earlier, report) if earlier else None
+    if json_out:
+        print(json_text({**report, "comparison": comparison} if comparison else report))
+    else:
+        err.print(cv.describe(report), highlight=False, soft_wrap=True)
+        if comparison:
+            err.print(f"against {compare} (A): {cv.describe_comparison(comparison)}", highlight=False, soft_wrap=True)
 
 
 _own = [p.replace(kind=p.KEYWORD_ONLY) for p in inspect.signature(main, eval_str=True).parameters.values()

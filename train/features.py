@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import warnings
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
@@ -79,52 +79,69 @@ def available_memory() -> int:
 
 
 class MemoryView:
-    """One pass of a split's features, held in memory."""
+    """One pass of a split's features, held in memory (``rows``: the rows of ``x`` it is, in order)."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.x, self.y = x, y
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+        self.x, self.y, self.rows = x, y, rows
 
     def __len__(self) -> int:
-        return len(self.y)
+        return len(self.y) if self.rows is None else len(self.rows)
+
+    def subset(self, rows: Sequence[int]) -> "MemoryView":
+        """The same features, only ``rows`` (positions in this view), sharing the memory."""
+        return MemoryView(self.x, self.y, _compose(self.rows, rows))
 
     def batches(self, size: int, shuffle: bool = False, epoch: int = 0) -> Iterator[Batch]:
         order = torch.randperm(len(self)) if shuffle else None
         for i in range(0, len(self), size):
-            if order is None:
+            if order is None and self.rows is None:
                 yield self.x[i:i + size], self.y[i:i + size]
             else:
-                idx = order[i:i + size]
+                idx = order[i:i + size] if order is not None else torch.arange(i, min(i + size, len(self)))
+                if self.rows is not None:
+                    idx = self.rows[idx]
                 yield self.x[idx], self.y[idx]
 
 
 class DiskView:
     """One pass of a split's features in a file of fp16 rows; only the labels stay in memory."""
 
-    def __init__(self, path: Path, shape: tuple[int, ...], y: torch.Tensor) -> None:
-        self.path, self.shape, self.y = path, shape, y
+    def __init__(self, path: Path, shape: tuple[int, ...], y: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+        self.path, self.shape, self.y, self.rows = path, shape, y, rows
         self.row = int(np.prod(shape)) * 2
 
     def __len__(self) -> int:
-        return len(self.y)
+        return len(self.y) if self.rows is None else len(self.rows)
+
+    def subset(self, rows: Sequence[int]) -> "DiskView":
+        """The same file, only ``rows`` (positions in this view)."""
+        return DiskView(self.path, self.shape, self.y, _compose(self.rows, rows))
 
     def batches(self, size: int, shuffle: bool = False, epoch: int = 0) -> Iterator[Batch]:
         order = torch.randperm(len(self)) if shuffle else None
         fd = os.open(self.path, os.O_RDONLY)
         try:
             for i in range(0, len(self), size):
-                if order is None:  # consecutive rows: one read
+                if order is None and self.rows is None:  # consecutive rows: one read
                     n = min(size, len(self) - i)
                     x = np.empty((n, *self.shape), np.float16)
                     _read(fd, memoryview(x).cast("B"), i * self.row)
                     yield torch.from_numpy(x), self.y[i:i + n]
                 else:
-                    idx = order[i:i + size]
+                    idx = order[i:i + size] if order is not None else torch.arange(i, min(i + size, len(self)))
+                    if self.rows is not None:
+                        idx = self.rows[idx]
                     x = np.empty((len(idx), *self.shape), np.float16)
                     for j, row in enumerate(idx.tolist()):
                         _read(fd, memoryview(x[j]).cast("B"), row * self.row)
                     yield torch.from_numpy(x), self.y[idx]
         finally:
             os.close(fd)
+
+
+def _compose(rows: torch.Tensor | None, subset: Sequence[int]) -> torch.Tensor:
+    picked = torch.as_tensor(list(subset), dtype=torch.int64)
+    return picked if rows is None else rows[picked]
 
 
 def _read(fd: int, into: memoryview, offset: int) -> None:
@@ -145,6 +162,9 @@ class StreamView:
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def subset(self, rows: Sequence[int]) -> "StreamView":
+        return StreamView([self.samples[i] for i in rows], self.transform, self.cache)
 
     def batches(self, size: int, shuffle: bool = False, epoch: int = 0) -> Iterator[Batch]:
         loader = make_loader(self.samples, self.transform, size, seed=self.cache.config.seed,
@@ -299,3 +319,37 @@ def _onnxruntime_prefix(prefix: nn.Module, size: int) -> Callable[[torch.Tensor]
     if diff > 1e-3:
         raise RuntimeError(f"onnxruntime differs from PyTorch by {diff:.2e}")
     return run
+
+
+class SharedFeatures:
+    """One feature cache over a pool of photos, cut into the splits of every run that asks for them.
+
+    Cross-validation trains K models on K splits of the same photos with the same frozen blocks; the
+    first fold runs those blocks over every photo and view once, and each fold then reads its rows
+    (train/cv.py). The valid rows come from the plain view, the evaluation preprocessing."""
+
+    def __init__(self, pool: Sequence[Sample]) -> None:
+        self.pool = list(pool)
+        self.index = {sample.path: i for i, sample in enumerate(self.pool)}
+        self.cache: FeatureCache | None = None
+        self.train_views: list[View] = []
+        self.key: tuple | None = None
+
+    def views(self, prefix: nn.Module, start: int, card: ModelCard, config: TrainConfig, device: torch.device,
+              workers: int, reporter: "Reporter", train: Sequence[Sample],
+              valid: Sequence[Sample]) -> tuple[list[View], View]:
+        key = (start, replace(config, output=""))  # the folds differ in nothing but their checkpoints
+        if self.cache is None:
+            self.cache, self.key = FeatureCache(prefix, card, config, device, workers, reporter), key
+            self.train_views = self.cache.build(self.pool, [])[0]
+        elif key != self.key:
+            raise ValueError(f"shared features were cached for {self.key}, not {key}")
+        return ([view.subset(self._rows(train)) for view in self.train_views],
+                self.train_views[0].subset(self._rows(valid)))
+
+    def _rows(self, samples: Sequence[Sample]) -> list[int]:
+        return [self.index[sample.path] for sample in samples]
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()

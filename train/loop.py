@@ -33,10 +33,10 @@ from .backbones import check_weights, get_backbone
 from .checkpoint import (check_output, check_resumable, load_checkpoint, make_card, resume_state, save_checkpoint,
                          training_payload, with_metrics)
 from .config import TrainConfig
-from .data import make_loader, open_data
+from .data import DataSource, make_loader, open_data
 from .device import autocast_args, check_workers, resolve_device, seed_everything, to_device
 from .distributed import Dist, setup, teardown
-from .features import FeatureCache
+from .features import FeatureCache, SharedFeatures
 from .model import FlowerNet, build_model
 from .optim import make_optimizer, make_scheduler
 from .report import Reporter, Task
@@ -50,6 +50,8 @@ class TrainResult:
     history: list[dict[str, float]]
     best_epoch: int
     seconds: float
+    valid_correct: list[bool] | None = None
+    """Whether the last epoch's model answered each valid photo right, in the split's order."""
 
 
 def frozen_until(model: FlowerNet, config: TrainConfig) -> int:
@@ -68,8 +70,12 @@ def _what_is_trained(model: FlowerNet, start: int, config: TrainConfig) -> str:
     return f"training: the head and {trained} of {config.arch}"
 
 
-def train(config: TrainConfig, reporter: Reporter | None = None, resume: str | None = None) -> TrainResult:
-    """Train a classifier as ``config`` says and write its checkpoint; returns where and how well."""
+def train(config: TrainConfig, reporter: Reporter | None = None, resume: str | None = None, *,
+          source: DataSource | None = None, shared: SharedFeatures | None = None) -> TrainResult:
+    """Train a classifier as ``config`` says and write its checkpoint; returns where and how well.
+
+    ``source``: the splits to use instead of opening ``config.data`` (a cross-validation fold);
+    ``shared``: where the fold's cached features come from (train/cv.py computes them once)."""
     reporter = reporter or Reporter()
     started = time.perf_counter()
     get_backbone(config.arch)  # an unknown arch fails before any slow work
@@ -85,22 +91,22 @@ def train(config: TrainConfig, reporter: Reporter | None = None, resume: str | N
             check_resumable(ckpt["config"], config)
         world = setup(config.device)
         try:
-            return _train(config, reporter if world.main else Reporter(), ckpt, resume, world, started)
+            return _train(config, reporter if world.main else Reporter(), ckpt, resume, world, started, source, shared)
         finally:
             teardown(world)
 
 
 def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, world: Dist,
-           started: float) -> TrainResult:
+           started: float, source: DataSource | None, shared: SharedFeatures | None) -> TrainResult:
     seed_everything(config.seed)
     device = resolve_device(config.device)
     if world.enabled and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
 
     # Data: the splits, the card they define, and the depth the run trains at.
-    source = open_data(config.data, valid_fraction=config.valid_fraction,
-                       labels_file=Path(config.labels) if config.labels else None, task=reporter.task,
-                       follow_symlinks=config.follow_symlinks)
+    source = source or open_data(config.data, valid_fraction=config.valid_fraction,
+                                 labels_file=Path(config.labels) if config.labels else None, task=reporter.task,
+                                 follow_symlinks=config.follow_symlinks)
     reporter.source(source)
     if ckpt is not None and config.finetune_blocks is None:  # the default resumes what it began
         config = replace(config, finetune_blocks=ckpt["config"].finetune_blocks)
@@ -154,8 +160,13 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
     loader = dict(seed=config.seed, workers=workers)
     cache = None
     if start > 0:
-        cache = FeatureCache(model.prefix(start).eval(), card, config, device, workers, reporter)
-        train_views, valid_view, test_view = cache.build(train_samples, valid_samples, test_samples)
+        if shared is not None:
+            train_views, valid_view = shared.views(model.prefix(start).eval(), start, card, config, device, workers,
+                                                   reporter, train_samples, valid_samples)
+            test_view = None
+        else:
+            cache = FeatureCache(model.prefix(start).eval(), card, config, device, workers, reporter)
+            train_views, valid_view, test_view = cache.build(train_samples, valid_samples, test_samples)
         valid_batches = _Rebatched(valid_view, config.batch_size * 2)
         test_batches = _Rebatched(test_view, config.batch_size * 2) if test_view is not None else None
     else:
@@ -228,7 +239,8 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
         checkpoint(history[-1]["epoch"])
     if cache is not None:
         cache.close()  # a spilled cache's files; on an error their finalizer removes them
-    return TrainResult(Path(config.output), card, history, best_epoch, time.perf_counter() - started)
+    return TrainResult(Path(config.output), card, history, best_epoch, time.perf_counter() - started,
+                       valid.get("correct") if state.first_epoch <= config.epochs else None)
 
 
 @dataclass(frozen=True)
@@ -296,6 +308,7 @@ def evaluate(model: FlowerNet, start: int, batches, device, amp: dict, channels_
     batches together when distributed."""
     model.eval()
     loss_sum, top1, top5, seen = 0.0, 0, 0, 0
+    correct: list[bool] = []
     for x, y in batches:
         x = to_device(x, device, channels_last)
         y = y.to(device)
@@ -305,6 +318,7 @@ def evaluate(model: FlowerNet, start: int, batches, device, amp: dict, channels_
         k = min(5, logits.shape[1])
         ranked = logits.topk(k, dim=1).indices  # (B, k)
         top1 += (ranked[:, 0] == y).sum().item()
+        correct += (ranked[:, 0] == y).tolist()
         top5 += (ranked == y[:, None]).any(1).sum().item()
         seen += len(y)
         if task:
@@ -312,4 +326,4 @@ def evaluate(model: FlowerNet, start: int, batches, device, amp: dict, channels_
     if task:
         task.close()
     loss_sum, top1, top5, seen = world.sum([loss_sum, top1, top5, seen], device)
-    return {"loss": loss_sum / seen, "top1": top1 / seen, "top5": top5 / seen}
+    return {"loss": loss_sum / seen, "top1": top1 / seen, "top5": top5 / seen, "correct": correct}

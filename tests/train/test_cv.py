@@ -1,0 +1,139 @@
+"""Cross-validation: the folds, the arithmetic of the comparison, and a run end to end."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from flower_edge.runtime.errors import ConfigError
+from flower_edge.train import cv
+from flower_edge.train.cli import app
+from flower_edge.train.data import Sample, open_data
+from flower_edge.train.features import FeatureCache, SharedFeatures
+from flower_edge.train.model import build_model
+from flower_edge.train.report import Reporter
+from flower_edge.train.checkpoint import make_card
+
+runner = CliRunner()
+
+
+def _samples(per_class: dict[int, int]) -> list[Sample]:
+    return [Sample(Path(f"data/{label}/photo_{label}_{i:04d}.jpg"), label)
+            for label, n in per_class.items() for i in range(n)]
+
+
+def test_folds_are_stratified_balanced_disjoint_and_stable():
+    samples = _samples({0: 23, 1: 7, 2: 40, 3: 5, 4: 11})
+    k = 5
+    folds = cv.assign_folds(samples, k)
+    per_class = Counter((s.label, f) for s, f in zip(samples, folds))
+    for label in range(5):
+        counts = [per_class[label, f] for f in range(k)]
+        assert max(counts) - min(counts) <= 1, (label, counts)  # each class in proportion
+    sizes = Counter(folds)
+    assert max(sizes.values()) - min(sizes.values()) <= 1
+    shuffled = samples[:]
+    random.Random(1).shuffle(shuffled)
+    again = dict(zip(shuffled, cv.assign_folds(shuffled, k)))
+    assert all(again[s] == f for s, f in zip(samples, folds))  # the order read does not matter
+
+
+def test_make_folds_pools_train_and_valid_and_answers_each_photo_once(synthetic_dir):
+    source = open_data(str(synthetic_dir))
+    pool, _, splits = cv.make_folds(source, 3)
+    assert set(pool) == set(source.splits["train"]) | set(source.splits["valid"])
+    assert not set(pool) & set(source.splits["test"])  # the test split is never used
+    for fold in splits:
+        assert not set(fold.train) & set(fold.valid)
+        assert set(fold.train) | set(fold.valid) == set(pool)
+    assert sorted(s.path for fold in splits for s in fold.valid) == sorted(s.path for s in pool)
+
+
+def test_a_class_with_fewer_photos_than_folds_is_refused(synthetic_dir):
+    source = open_data(str(synthetic_dir))
+    with pytest.raises(ConfigError, match="at least 20"):
+        cv.make_folds(source, 20)
+    with pytest.raises(ConfigError, match="between 2 and"):
+        cv.assign_folds(_samples({0: 5}), 1)
+
+
+def test_interval_and_mcnemar_on_known_cases():
+    mean, sd, low, high = cv.interval([0.90, 0.92, 0.94, 0.96, 0.98])
+    assert mean == pytest.approx(0.94)
+    assert sd == pytest.approx(0.001 ** 0.5)
+    assert (high - mean) == pytest.approx(2.776 * 0.001 ** 0.5 / 5 ** 0.5)
+    assert low == pytest.approx(2 * mean - high)
+    assert cv.mcnemar(0, 6) == pytest.approx(2 / 64)
+    assert cv.mcnemar(1, 9) == pytest.approx(2 * 11 / 1024)
+    assert cv.mcnemar(5, 5) == 1.0 and cv.mcnemar(0, 0) == 1.0
+
+
+def _report(top1, answers):
+    mean, sd, low, high = cv.interval(top1)
+    return {"kind": cv.KIND, "folds": len(top1), "top1": top1, "mean": mean, "std": sd, "ci95": [low, high],
+            "seconds": [1.0] * len(top1), "total_seconds": 5.0, "answers": answers}
+
+
+def test_the_paired_comparison_says_better_only_beyond_noise():
+    names = [f"p{i}" for i in range(100)]
+    a = _report([0.80] * 5, {n: [i % 5, int(i < 80)] for i, n in enumerate(names)})
+    # B right on 12 more photos, spread over the folds, wrong on none that A got
+    b = _report([0.92, 0.92, 0.92, 0.92, 0.92], {n: [i % 5, int(i < 92)] for i, n in enumerate(names)})
+    c = cv.compare(a, b)
+    assert (c["only_a_right"], c["only_b_right"]) == (0, 12)
+    assert c["mcnemar_p"] == pytest.approx(2 / 2 ** 12)
+    assert c["difference"] == pytest.approx(0.12) and c["verdict"] == "B is better"
+    noisy = _report([0.81, 0.79, 0.80, 0.82, 0.78], {n: [i % 5, int(1 <= i < 81)] for i, n in enumerate(names)})
+    assert cv.compare(a, noisy)["verdict"] == "no difference beyond noise"
+    other = _report([0.8] * 5, {n: [(i + 1) % 5, 1] for i, n in enumerate(names)})
+    with pytest.raises(ConfigError, match="folds differ"):
+        cv.compare(a, other)
+
+
+def test_shared_features_give_each_fold_the_rows_a_cache_of_its_own_would(synthetic_dir, make_config):
+    source = open_data(str(synthetic_dir))
+    pool, _, splits = cv.make_folds(source, 3)
+    config = make_config(synthetic_dir, "unused.pth", cache_views=2)
+    card = make_card(config, source)
+    model = build_model(config.arch, card.num_classes, config.hidden, config.dropout, weights=config.weights)
+    prefix = model.prefix(model.num_blocks - 2).eval()
+    shared = SharedFeatures(pool)
+    fold = splits[1]
+    train_views, valid_view = shared.views(prefix, 0, card, config, torch.device("cpu"), 0, Reporter(),
+                                           fold.train, fold.valid)
+    own = FeatureCache(prefix, card, config, torch.device("cpu"), 0, Reporter())
+    _, own_valid, _ = own.build(fold.train[:1], fold.valid)
+    (x_shared, y_shared), = list(valid_view.batches(len(fold.valid)))
+    (x_own, y_own), = list(own_valid.batches(len(fold.valid)))
+    assert torch.equal(y_shared, y_own) and torch.equal(x_shared, x_own)  # the plain view, row for row
+    assert [len(v) for v in train_views] == [len(fold.train)] * 2
+    with pytest.raises(ValueError, match="cached for"):
+        shared.views(prefix, 1, card, config, torch.device("cpu"), 0, Reporter(), fold.train, fold.valid)
+
+
+def test_cv_end_to_end_writes_a_report_and_compares(synthetic_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("FLOWER_EDGE_CACHE", str(tmp_path / "cache"))
+    args = [str(synthetic_dir), "--cv", "2", "--image-size", "64", "--epochs", "1", "--finetune-blocks", "2",
+            "--cache-views", "1", "--workers", "0", "-q"]
+    first = runner.invoke(app, args + ["--cv-report", str(tmp_path / "a.json")])
+    assert first.exit_code == 0, first.output
+    report = json.loads((tmp_path / "a.json").read_text())
+    source = open_data(str(synthetic_dir))
+    pooled = len(source.splits["train"]) + len(source.splits["valid"])
+    assert report["photos"] == pooled and len(report["answers"]) == pooled
+    assert report["mean"] == pytest.approx(sum(v[1] for v in report["answers"].values()) / pooled, abs=0.02)
+    assert not (tmp_path / "model.pth").exists() and not list(Path.cwd().glob("fold*.pth"))
+    again = runner.invoke(app, args + ["--compare", str(tmp_path / "a.json"), "--json"])
+    assert again.exit_code == 0, again.output
+    out = json.loads(again.stdout)
+    assert out["comparison"]["difference"] == pytest.approx(0.0)  # same recipe, same seed: the same answers
+    assert out["comparison"]["verdict"] == "no difference beyond noise"
+    (tmp_path / "other.json").write_text('{"top1": [1.0]}')
+    bad = runner.invoke(app, args[:3] + ["--compare", str(tmp_path / "other.json")])
+    assert bad.exit_code != 0 and "not a cross-validation report" in bad.output

@@ -1,0 +1,222 @@
+"""Cross-validation: a recipe's accuracy on photos no decision has seen, and whether one recipe beats another.
+
+    flower-train flowers/ --cv 5 --cv-report default.json                  # K folds over train + valid
+    flower-train flowers/ --cv 5 --finetune-blocks 6 --cv-report six.json --compare default.json
+    python -m flower_edge.train.cv default.json six.json                   # the paired comparison alone
+
+One split's figure moves with the photos that happen to be in it (Flowers102's 818 valid photos:
+0.12 points each, and seeds alone move a recipe by +/- 0.3), so a recipe chosen on it may be fitted
+to those photos. Here train and valid are pooled and cut into K folds; each fold is a full training
+run that is evaluated on the photos it did not train on, so every photo is answered exactly once.
+The test split, if any, is never touched. A fold's figure is its last epoch's model: picking
+the best epoch by the fold's own photos would peek at them.
+
+The folds are stratified and stable: within each class the photos are ordered by a hash of their
+file name and dealt out in turn, so each fold holds every class in proportion, and the same photos
+fall in the same folds on every run and machine. Two recipes run on the same data therefore answer
+the same photos in the same folds, and their comparison is paired: per fold (mean difference and
+its 95% t-interval) and per photo (McNemar's exact test on the photos exactly one recipe answers
+right). The frozen blocks' features are computed once for all folds (``SharedFeatures``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+from flower_edge.runtime.errors import ConfigError
+
+from .config import TrainConfig
+from .data import DataSource, Sample, open_data
+
+MAX_FOLDS = 20
+KIND = "flower-edge cross-validation"
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045)
+"""Student's t, two-sided 95%, for 1 to 29 degrees of freedom (beyond: the normal's 1.96)."""
+
+
+def assign_folds(samples: Sequence[Sample], k: int) -> list[int]:
+    """The fold (0 to k-1) of each sample: per class, ordered by a hash of the file name, dealt in turn.
+
+    Each class's photos spread over the folds within one of each other; the deal goes on from class to
+    class, so the folds' sizes differ by at most one photo too."""
+    if not 2 <= k <= MAX_FOLDS:
+        raise ConfigError(f"--cv must be between 2 and {MAX_FOLDS} folds, found {k}")
+    by_class: dict[int, list[int]] = {}
+    for i, sample in enumerate(samples):
+        by_class.setdefault(sample.label, []).append(i)
+    folds = [0] * len(samples)
+    dealt = 0
+    for label in sorted(by_class):
+        members = sorted(by_class[label], key=lambda i: (_digest(samples[i].path.name), str(samples[i].path)))
+        for rank, i in enumerate(members):
+            folds[i] = (dealt + rank) % k
+        dealt += len(members)
+    return folds
+
+
+def _digest(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def interval(values: Sequence[float]) -> tuple[float, float, float, float]:
+    """Mean, sample standard deviation, and the 95% t-interval of the mean."""
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    half = (_T975[n - 2] if n - 2 < len(_T975) else 1.96) * sd / math.sqrt(n) if n > 1 else 0.0
+    return mean, sd, mean - half, mean + half
+
+
+def mcnemar(only_a: int, only_b: int) -> float:
+    """Two-sided exact p-value that photos right for one recipe alone split evenly between the two."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+@dataclass
+class Fold:
+    train: list[Sample]
+    valid: list[Sample]
+
+
+def make_folds(source: DataSource, k: int) -> tuple[list[Sample], list[int], list[Fold]]:
+    """The pooled photos (train, then valid), the fold of each, and the K train/valid splits."""
+    pool = source.splits["train"] + source.splits.get("valid", [])
+    counts: dict[int, int] = {}
+    for sample in pool:
+        counts[sample.label] = counts.get(sample.label, 0) + 1
+    fewest = min(counts, key=lambda label: counts[label])
+    if counts[fewest] < k:
+        raise ConfigError(f"--cv {k}: class {source.class_ids[fewest]!r} has {counts[fewest]} photos in train and "
+                          f"valid together; every class needs at least {k}, one in each fold")
+    folds = assign_folds(pool, k)
+    return pool, folds, [Fold([s for s, f in zip(pool, folds) if f != i], [s for s, f in zip(pool, folds) if f == i])
+                         for i in range(k)]
+
+
+def cross_validate(config: TrainConfig, k: int, reporter) -> dict:
+    """Train ``config`` on each of ``k`` folds of train + valid; the report (see ``KIND`` files)."""
+    from .features import SharedFeatures
+    from .loop import train
+
+    started = time.perf_counter()
+    source = open_data(config.data, valid_fraction=config.valid_fraction,
+                       labels_file=Path(config.labels) if config.labels else None, task=reporter.task,
+                       follow_symlinks=config.follow_symlinks)
+    reporter.source(source)
+    pool, folds, splits = make_folds(source, k)
+    config = config.resolved(min(len(fold.train) for fold in splits))  # one depth for every fold
+    shared = SharedFeatures(pool)
+    top1, seconds, answers = [], [], {}
+    root = source.root
+    try:
+        with tempfile.TemporaryDirectory(prefix="flower-cv-") as tmp:
+            for i, fold in enumerate(splits):
+                reporter.message(f"fold {i + 1}/{k}: training on {len(fold.train)} photos, evaluating on "
+                                 f"{len(fold.valid)} it never sees")
+                t0 = time.perf_counter()
+                fold_source = replace(source, splits={"train": fold.train, "valid": fold.valid})
+                result = train(replace(config, output=str(Path(tmp) / f"fold{i}.pth")), reporter,
+                               source=fold_source, shared=shared)
+                right = result.valid_correct or []
+                seconds.append(time.perf_counter() - t0)
+                top1.append(sum(right) / len(right))
+                for sample, ok in zip(fold.valid, right):
+                    answers[_name(sample.path, root)] = [i, int(ok)]
+                reporter.message(f"fold {i + 1}/{k}: top-1 {top1[-1]:.2%} in {seconds[-1]:.0f} s")
+    finally:
+        shared.close()
+    mean, sd, low, high = interval(top1)
+    recipe = {key: value for key, value in config.to_dict().items() if key not in ("data", "output")}
+    return {"kind": KIND, "data": str(config.data), "folds": k, "photos": len(pool), "recipe": recipe,
+            "top1": top1, "mean": mean, "std": sd, "ci95": [low, high], "seconds": [round(s, 1) for s in seconds],
+            "total_seconds": round(time.perf_counter() - started, 1), "answers": answers}
+
+
+def _name(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def compare(a: dict, b: dict) -> dict:
+    """Paired comparison of two reports over the same folds: is B better than A beyond noise?"""
+    for report in (a, b):
+        if report.get("kind") != KIND:
+            raise ConfigError("a cross-validation report (flower-train --cv K --cv-report FILE) is needed")
+    folds_a = {name: v[0] for name, v in a["answers"].items()}
+    folds_b = {name: v[0] for name, v in b["answers"].items()}
+    if folds_a != folds_b:
+        raise ConfigError("the two reports' folds differ (other photos, or another --cv K): "
+                          "a paired comparison needs the same photos in the same folds")
+    diff = [tb - ta for ta, tb in zip(a["top1"], b["top1"])]
+    mean, sd, low, high = interval(diff)
+    only_a = sum(1 for n, v in a["answers"].items() if v[1] and not b["answers"][n][1])
+    only_b = sum(1 for n, v in b["answers"].items() if v[1] and not a["answers"][n][1])
+    p = mcnemar(only_a, only_b)
+    if p < 0.05 and (low > 0 or high < 0):
+        verdict = "B is better" if mean > 0 else "A is better"
+    else:
+        verdict = "no difference beyond noise"
+    return {"a_mean": a["mean"], "b_mean": b["mean"], "difference": mean, "difference_std": sd,
+            "difference_ci95": [low, high], "only_a_right": only_a, "only_b_right": only_b, "mcnemar_p": p,
+            "verdict": verdict}
+
+
+def describe(report: dict) -> str:
+    low, high = report["ci95"]
+    minutes = sum(report["seconds"]) / len(report["seconds"]) / 60
+    return (f"{report['folds']}-fold cross-validated top-1 {report['mean']:.2%} "
+            f"(95% interval {low:.2%} to {high:.2%}, sd {report['std']:.2%}; folds "
+            f"{', '.join(f'{t:.2%}' for t in report['top1'])}); {minutes:.1f} min a fold, "
+            f"{report['total_seconds'] / 60:.1f} min in all")
+
+
+def describe_comparison(c: dict) -> str:
+    low, high = c["difference_ci95"]
+    return (f"B - A: {c['difference']:+.2%} (95% interval {low:+.2%} to {high:+.2%}); photos right for A only "
+            f"{c['only_a_right']}, for B only {c['only_b_right']} (McNemar p = {c['mcnemar_p']:.3g}): {c['verdict']}")
+
+
+def read_report(path: str | Path) -> dict:
+    try:
+        report = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: not a readable cross-validation report ({e})") from None
+    if not isinstance(report, dict) or report.get("kind") != KIND:
+        raise ConfigError(f"{path}: not a cross-validation report (flower-train --cv K --cv-report FILE)")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """python -m flower_edge.train.cv A.json B.json: the paired comparison of two reports."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2:
+        print("usage: python -m flower_edge.train.cv A.json B.json  (two flower-train --cv reports)", file=sys.stderr)
+        return 2
+    try:
+        a, b = (read_report(p) for p in args)
+        print(describe(a) + "  [A]")
+        print(describe(b) + "  [B]")
+        print(describe_comparison(compare(a, b)))
+    except ConfigError as e:
+        print(f"flower-cv: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
