@@ -224,6 +224,7 @@ def _cross_validate(config, k: int | None, report_path: Path | None, compare: Pa
     if report_path:
         check_output_file(report_path, "--cv-report", reads(config) + ([("--compare", str(compare))] if compare else []),
                           magic=b"{", kind="JSON")
+    reporter.saved = lambda path, epoch: None  # the folds' checkpoints are temporary: Ctrl-C leaves none
     with reporter:
         report = cv.cross_validate(config, k, reporter)
     if report_path:

@@ -1,8 +1,8 @@
 """Cross-validation: a recipe's accuracy on photos no decision has seen, and whether one recipe beats another.
 
     flower-train flowers/ --cv 5 --cv-report default.json                  # K folds over train + valid
-    flower-train flowers/ --cv 5 --finetune-blocks 6 --cv-report six.json --compare default.json
-    python -m flower_edge.train.cv default.json six.json                   # the paired comparison alone
+    flower-train flowers/ --cv 5 --finetune-blocks 4 --cv-report four.json --compare default.json
+    python -m flower_edge.train.cv four.json default.json                  # the paired comparison alone
 
 One split's figure moves with the photos that happen to be in it (Flowers102's 818 valid photos:
 0.12 points each, and seeds alone move a recipe by +/- 0.3), so a recipe chosen on it may be fitted
@@ -139,6 +139,7 @@ def cross_validate(config: TrainConfig, k: int, reporter) -> dict:
     finally:
         shared.close()
     mean, sd, low, high = interval(top1)
+    low, high = max(0.0, low), min(1.0, high)  # an accuracy's interval (few folds can reach past 0 or 1)
     recipe = {key: value for key, value in config.to_dict().items() if key not in ("data", "output")}
     return {"kind": KIND, "data": str(config.data), "folds": k, "photos": len(pool), "recipe": recipe,
             "top1": top1, "mean": mean, "std": sd, "ci95": [low, high], "seconds": [round(s, 1) for s in seconds],
