@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import os
 import tempfile
 from dataclasses import dataclass, replace
@@ -162,6 +163,8 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, ca
             )
         proto = onnx.load(str(quantized))
         float_output(proto)
+        if exact_input(proto, card):
+            quantization["input"] = "pixel levels exactly on the uint8 grid (shifted half a step, stem bias corrected)"
         if tuning is not None:
             report = result.tuning = _tune(proto, Path(prepared), tuning)
             quantization.update({
@@ -198,6 +201,68 @@ def conv_layers(proto: onnx.ModelProto) -> dict[str, str]:
         if node.op_type == "Conv" and len(node.input) > 1:
             layers[node.input[1].removesuffix(".weight")] = node.name
     return layers
+
+
+def exact_input(proto: onnx.ModelProto, card: ModelCard) -> bool:
+    """Put every photo's pixel levels exactly on the input's uint8 grid; True when it did.
+
+    The card normalizes a pixel level ``p`` to ``(p / 255 - mean) / std``: 256 values one step
+    ``1 / (255 std)`` apart. The calibrated input grid has that step, but its zero point must be an
+    integer, so with mean 0.5 (the EfficientNet-Lite cards) every level falls half a step between
+    two codes and is rounded up or down by its parity: noise of half a step on every pixel. Measured
+    on the Flowers102 default model (PyTorch evaluation of the QDQ graph, 300 valid photos, only
+    the input rounded): 0.053 of standard deviation in the top-1 minus top-2 logit margin, as much
+    as the six largest activations together. Here the graph adds the missing fraction of a step
+    before quantizing (``x + delta``, then codes ``p`` with zero point ``floor(255 mean)``) and the
+    convolutions that read the input subtract what ``delta`` adds (``delta`` times each output
+    channel's weight sum) from their biases: exact except where the padding meets the border.
+    Needs one mean and one std for all channels (else the levels of the channels differ)."""
+    graph = proto.graph
+    name = graph.input[0].name
+    quantize = [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == name]
+    if len(quantize) != 1 or len(set(card.mean)) != 1 or len(set(card.std)) != 1:
+        return False
+    q = quantize[0]
+    inits = {i.name: i for i in graph.initializer}
+    zero_point = onnx.numpy_helper.to_array(inits[q.input[2]])
+    if zero_point.dtype != np.uint8:
+        return False
+    step = np.float64(1.0) / (255.0 * np.float64(card.std[0]))
+    level = 255.0 * np.float64(card.mean[0])  # the level that normalizes to 0
+    zero = math.floor(level)
+    delta = (level - zero) * step
+    readers = [n for n in graph.node if q.output[0] in n.input]
+    dequantized = [n.output[0] for n in readers if n.op_type == "DequantizeLinear"]
+    convs = [n for n in graph.node if set(n.input) & set(dequantized)]
+    if len(dequantized) != len(readers) or not convs or any(
+            n.op_type != "Conv" or n.input[0] not in dequantized or len(n.input) < 3 for n in convs):
+        return False
+    producer = {out: node for node in graph.node for out in node.output}
+    updates = []
+    for conv in convs:
+        w_dq, b_dq = producer[conv.input[1]], producer[conv.input[2]]
+        if w_dq.op_type != "DequantizeLinear" or b_dq.op_type != "DequantizeLinear":
+            return False
+        w = onnx.numpy_helper.to_array(inits[w_dq.input[0]]).astype(np.float64)
+        w_scale = onnx.numpy_helper.to_array(inits[w_dq.input[1]]).astype(np.float64)
+        bias = onnx.numpy_helper.to_array(inits[b_dq.input[0]]).astype(np.float64)
+        bias *= onnx.numpy_helper.to_array(inits[b_dq.input[1]]).astype(np.float64)
+        bias -= delta * w.reshape(len(w), -1).sum(1) * w_scale
+        bias_scale = np.float32(step) * w_scale.astype(np.float32)
+        codes = np.round(bias / bias_scale.astype(np.float64))
+        if np.abs(codes).max() > np.iinfo(np.int32).max:
+            return False
+        updates += [(b_dq.input[0], codes.astype(np.int32)), (b_dq.input[1], bias_scale)]
+    for key, value in updates:
+        inits[key].CopyFrom(onnx.numpy_helper.from_array(value, key))
+    inits[q.input[1]].CopyFrom(onnx.numpy_helper.from_array(np.array(step, np.float32), q.input[1]))
+    inits[q.input[2]].CopyFrom(onnx.numpy_helper.from_array(np.array(zero, np.uint8), q.input[2]))
+    if delta:
+        shifted = f"{name}_shifted"
+        graph.initializer.append(onnx.numpy_helper.from_array(np.array(delta, np.float32), f"{name}_shift"))
+        graph.node.insert(0, onnx.helper.make_node("Add", [name, f"{name}_shift"], [shifted], name=f"{name}_shift"))
+        q.input[0] = shifted
+    return True
 
 
 def float_output(proto: onnx.ModelProto) -> None:

@@ -175,3 +175,31 @@ def test_pt2e_rounds_a_convolution_and_its_relu6_once(key, tiny_checkpoint):
     x = torch.from_numpy(np.stack(photos))
     with torch.no_grad():
         assert torch.isfinite(whole(x)).all()
+
+
+def test_pixel_levels_land_exactly_on_the_input_grid_and_the_stem_bias_makes_up_the_shift(tiny_export):
+    """Mean 0.5 puts every normalized pixel level half a step between two uint8 codes; the graph
+    shifts it onto a code, and the stem's bias subtracts what the shift adds."""
+    graph = onnx.load(tiny_export.output / "model.int8.onnx").graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    card = tiny_export.int8_card
+    assert tuple(card.mean) == (0.5,) * 3 and "exactly on the uint8 grid" in card.quantization["input"]
+    shift = next(n for n in graph.node if n.op_type == "Add" and graph.input[0].name in n.input)
+    q = next(n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == shift.output[0])
+    levels = (np.arange(256, dtype=np.float32) / 255 - np.float32(0.5)) / np.float32(0.5)  # as the card normalizes
+    codes = (levels + inits[shift.input[1]]) / inits[q.input[1]] + inits[q.input[2]]
+    assert np.abs(codes - np.arange(256)).max() < 1e-3  # level p is code p: no rounding left
+
+    # stem bias (int32 x its step) + shift x the int8 weights' sums = the float model's stem bias
+    producer = {o: n for n in graph.node for o in n.output}
+    dq = next(n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] == q.output[0])
+    conv = next(n for n in graph.node if n.op_type == "Conv" and n.input[0] == dq.output[0])
+    w_dq, b_dq = producer[conv.input[1]], producer[conv.input[2]]
+    w = inits[w_dq.input[0]].astype(np.float64) * inits[w_dq.input[1]].reshape(-1, 1, 1, 1)
+    bias = inits[b_dq.input[0]] * inits[b_dq.input[1]].astype(np.float64)
+    floats = {i.name: numpy_helper.to_array(i) for i in onnx.load(tiny_export.output / "model.onnx").graph.initializer}
+    float_bias = floats[b_dq.input[0].removesuffix("_quantized")]
+    made_up = bias + float(inits[shift.input[1]]) * w.reshape(len(w), -1).sum(1)
+    step = inits[b_dq.input[1]].astype(np.float64)  # the int32 bias's own step: rounded twice, by
+    assert (np.abs(made_up - float_bias) <= step * 1.01 + 1e-7).all()  # the quantizer and the shift
+    assert (np.abs(bias - float_bias) > step).any()  # the correction is not nothing
