@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from onnx import numpy_helper
@@ -36,13 +37,32 @@ def test_logits_stay_float(tiny_export):
 
 
 def test_the_pytorch_twin_computes_what_onnxruntime_computes(tiny_export, inputs):
-    proto = onnx.load(tiny_export.output / "model.int8.onnx")
+    """The same integer graph, in PyTorch and in onnxruntime's kernels; equal up to near-ties.
+
+    A value within float rounding of a tie between two codes may go either way, and each flipped
+    code feeds the next layers: on the Flowers102 model half of the last layers' codes differ by a
+    step, and the logits differ by a third of what int8 differs from float (so does onnxruntime
+    with and without its graph optimizations). So: the first layer, which sees the same codes,
+    agrees code for code but at near-ties, and the logits stay far closer to onnxruntime's than
+    the float model's are (a twin that does not round at all would be exactly as far)."""
+    path = tiny_export.output / "model.int8.onnx"
+    proto = onnx.load(path)
+    twin = QDQGraph(proto).eval()
+    stem = next(n for n in proto.graph.node if n.op_type == "Conv")
+    q = next(n for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == stem.output[0])
+    scale, zero_point, lo, hi = twin.fake_quant[q.output[0]]
     with torch.no_grad():
-        twin = QDQGraph(proto).eval()(torch.from_numpy(inputs)).numpy()
-    ort = open_session(tiny_export.output / "model.int8.onnx").run(None, {"image": inputs})[0]
-    # the same integer graph; only a rare rounding tie inside the kernels may differ by one step
-    assert (twin.argmax(1) == ort.argmax(1)).mean() >= 11 / 12
-    assert np.abs(twin - ort).max() < 0.05 * np.ptp(ort)
+        logits = twin(torch.from_numpy(inputs)).numpy()
+        codes = torch.clamp(torch.round(twin(torch.from_numpy(inputs), target=stem.output[0]) / scale) + zero_point,
+                            lo, hi).numpy()
+    proto.graph.output.append(onnx.helper.make_tensor_value_info(q.output[0], onnx.TensorProto.UINT8, None))
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    ort_logits, ort_codes = session.run(None, {"image": inputs})
+    float_logits = open_session(tiny_export.output / "model.onnx").run(None, {"image": inputs})[0]
+
+    flipped = np.abs(codes - ort_codes)
+    assert flipped.max() <= 1 and (flipped > 0).mean() < 1e-3
+    assert np.abs(logits - ort_logits).mean() < 0.5 * np.abs(ort_logits - float_logits).mean()
 
 
 def test_writing_back_untrained_weights_reproduces_the_quantizer(tiny_export):
