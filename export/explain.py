@@ -78,8 +78,8 @@ def explain_int8(float_path: str | Path, int8_path: str | Path, photos: Sequence
             modify_model_output_intermediate_tensors(str(int8_path), str(int8_aug))
             float_acts = collect_activations(str(float_aug), CardCalibrationReader(photos))
             int8_acts = collect_activations(str(int8_aug), CardCalibrationReader(photos))
-            matching = create_activation_matching(int8_acts, float_acts)
-            weights = compute_weight_error(create_weight_matching(str(float_path), str(int8_path)))
+            matching = _narrowed(create_activation_matching(int8_acts, float_acts), "float")
+            weights = compute_weight_error(_narrowed(create_weight_matching(str(float_path), str(int8_path)), "float"))
     finally:
         root.setLevel(level)
 
@@ -108,6 +108,26 @@ def explain_int8(float_path: str | Path, int8_path: str | Path, photos: Sequence
             weight_db,
             node.input[1].removesuffix(".weight") if node is not None and node.op_type == "Conv" and len(node.input) > 1 else None))
     return sorted(rows, key=lambda r: r.index)
+
+
+def _narrowed(matching: dict, reference: str) -> dict:
+    """Every int8 tensor of ``matching`` cut back to the shape of its ``reference`` one: the photo's
+    channels and the stem's weights for them are padded with zeros (export/quantize.py:
+    align_input_channels), which are no rounding error."""
+    def cut(value: np.ndarray, like: np.ndarray) -> np.ndarray:
+        if value.shape == like.shape or value.ndim != like.ndim:
+            return value
+        return value[tuple(slice(0, n) for n in like.shape)]
+
+    for pair in matching.values():
+        target = pair.get(reference)
+        if target is None:
+            continue
+        for key, value in list(pair.items()):
+            if key != reference and value is not None:
+                pair[key] = cut(value, target) if isinstance(value, np.ndarray) else [
+                    cut(v, t) for v, t in zip(value, target)]
+    return matching
 
 
 def _clip_range(node: onnx.NodeProto, inits: dict[str, np.ndarray]) -> tuple[float | None, float | None]:

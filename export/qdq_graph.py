@@ -76,7 +76,7 @@ class QDQGraph(nn.Module):
             key = f"p{len(self.params)}"
             if q.dtype == np.int8:
                 lo, hi = _weight_range(q)
-                start = float_weights.get(node.input[0].removesuffix("_quantized"))
+                start = _widened(float_weights.get(node.input[0].removesuffix("_quantized")), q.shape)
                 units = q.astype(np.float32) if start is None else start / _per_axis(scale, axis, q.ndim)
                 self.params[key] = nn.Parameter(torch.from_numpy(np.ascontiguousarray(units, np.float32)))
                 self.weights[node.output[0]] = dict(param=key, scale=torch.from_numpy(scale), axis=axis,
@@ -236,6 +236,25 @@ def _reduce_mean(node, x, axes=None):
     return x.mean(dim=list(range(x.dim())) if axes is None else axes, keepdim=keep)
 
 
+def _widened(weight: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A float weight with zeros where its int8 counterpart has more (input channels padded by
+    export/quantize.py: align_input_channels)."""
+    if weight is None or weight.shape == tuple(shape):
+        return weight
+    if weight.ndim != len(shape) or any(a > b for a, b in zip(weight.shape, shape)):
+        raise ExportError(f"int8 tuning: a float weight of shape {weight.shape} for an int8 one of {tuple(shape)}")
+    return np.pad(weight, [(0, b - a) for a, b in zip(weight.shape, shape)])
+
+
+def _pad(node, x, pads, value=None, axes=None):
+    if _attr(node, "mode", b"constant") not in (b"constant", "constant") or axes is not None:
+        raise ExportError("int8 tuning supports constant padding of every axis only")
+    pads = pads.tolist()
+    half = len(pads) // 2
+    widths = [w for axis in reversed(range(half)) for w in (pads[axis], pads[axis + half])]
+    return F.pad(x, widths, value=0.0 if value is None else float(value))
+
+
 def _reshape(node, x, shape):
     shape = shape.tolist()
     if not _attr(node, "allowzero", 0):
@@ -268,6 +287,7 @@ _OPS: dict[str, Callable] = {
     "ReduceMean": _reduce_mean,
     "GlobalAveragePool": lambda node, x: x.mean(dim=(2, 3), keepdim=True),
     "Reshape": _reshape,
+    "Pad": _pad,
     "Flatten": _flatten,
     "Identity": lambda node, x: x,
 }

@@ -205,7 +205,8 @@ def test_pixel_levels_land_exactly_on_the_input_grid_and_the_stem_bias_makes_up_
     card = tiny_export.int8_card
     assert tuple(card.mean) == (0.5,) * 3 and "exactly on the uint8 grid" in card.quantization["input"]
     shift = next(n for n in graph.node if n.op_type == "Add" and graph.input[0].name in n.input)
-    q = next(n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == shift.output[0])
+    pad = next(n for n in graph.node if n.op_type == "Pad" and n.input[0] == shift.output[0])
+    q = next(n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == pad.output[0])
     levels = (np.arange(256, dtype=np.float32) / 255 - np.float32(0.5)) / np.float32(0.5)  # as the card normalizes
     codes = (levels + inits[shift.input[1]]) / inits[q.input[1]] + inits[q.input[2]]
     assert np.abs(codes - np.arange(256)).max() < 1e-3  # level p is code p: no rounding left
@@ -223,3 +224,62 @@ def test_pixel_levels_land_exactly_on_the_input_grid_and_the_stem_bias_makes_up_
     step = inits[b_dq.input[1]].astype(np.float64)  # the int32 bias's own step: rounded twice, by
     assert (np.abs(made_up - float_bias) <= step * 1.01 + 1e-7).all()  # the quantizer and the shift
     assert (np.abs(bias - float_bias) > step).any()  # the correction is not nothing
+
+
+def _without_channel_pad(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` as it was before align_input_channels: no Pad, the stem's weights 3 channels wide."""
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    graph = proto.graph
+    pad = next(n for n in graph.node if n.op_type == "Pad")
+    for node in graph.node:
+        node.input[:] = [pad.input[0] if i == pad.output[0] else i for i in node.input]
+    graph.node.remove(pad)
+    stem = next(n for n in graph.node if n.op_type == "Conv")
+    weight = next(n for n in graph.node if n.output[0] == stem.input[1]).input[0]
+    init = next(i for i in graph.initializer if i.name == weight)
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init)[:, :3], weight))
+    return proto
+
+
+def test_the_photo_is_padded_to_four_channels_for_the_fast_kernel_and_answers_the_same(tiny_export, inputs):
+    """onnxruntime's fast int8 convolution takes input channels in multiples of 4: a zero fourth
+    channel with zero weights changes no answer."""
+    proto = onnx.load(tiny_export.output / "model.int8.onnx")
+    graph = proto.graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    pad = next(n for n in graph.node if n.op_type == "Pad")
+    assert inits[pad.input[1]].tolist() == [0, 0, 0, 0, 0, 1, 0, 0]
+    stem = next(n for n in graph.node if n.op_type == "Conv")
+    weight = inits[next(n for n in graph.node if n.output[0] == stem.input[1]).input[0]]
+    assert weight.shape[1] == 4 and not weight[:, 3].any() and weight[:, :3].any()
+    assert "multiple of 4" in tiny_export.int8_card.quantization["input_channels"]
+
+    padded = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    plain = ort.InferenceSession(_without_channel_pad(proto).SerializeToString(), providers=["CPUExecutionProvider"])
+    a, b = padded.run(None, {"image": inputs})[0], plain.run(None, {"image": inputs})[0]
+    float_logits = open_session(tiny_export.output / "model.onnx").run(None, {"image": inputs})[0]
+    assert (a.argmax(1) == b.argmax(1)).all()  # the same integers; only kernels' near-ties may differ
+    assert np.abs(a - b).mean() <= 0.5 * np.abs(b - float_logits).mean()
+    with torch.no_grad():  # the twin computes the padded graph too
+        twin = QDQGraph(proto).eval()(torch.from_numpy(inputs)).numpy()
+    assert (twin.argmax(1) == a.argmax(1)).mean() >= 11 / 12
+
+
+def test_the_final_mean_is_a_quantized_global_average_pool(tiny_export, tmp_path, inputs):
+    """ReduceMean over the feature map stays float in onnxruntime's quantizer (a dequantize and a
+    transpose out of the int8 layout); GlobalAveragePool, the same arithmetic, is quantized."""
+    from flower_edge.export.quantize import prepare
+
+    prepared = tmp_path / "prepared.onnx"
+    prepare(tiny_export.output / "model.onnx", prepared)
+    ops = [n.op_type for n in onnx.load(prepared).graph.node]
+    assert "ReduceMean" not in ops and ops.count("GlobalAveragePool") == 1
+    before = open_session(tiny_export.output / "model.onnx").run(None, {"image": inputs})[0]
+    after = open_session(prepared).run(None, {"image": inputs})[0]
+    np.testing.assert_allclose(after, before, atol=1e-5)
+
+    graph = onnx.load(tiny_export.output / "model.int8.onnx").graph
+    pool = next(n for n in graph.node if n.op_type == "GlobalAveragePool")
+    producer = {o: n for n in graph.node for o in n.output}
+    assert producer[pool.input[0]].op_type == "DequantizeLinear"
+    assert any(n.op_type == "QuantizeLinear" and n.input[0] == pool.output[0] for n in graph.node)
