@@ -151,3 +151,29 @@ def test_a_real_full_disk_keeps_the_old_file_and_says_no_space(full_disk):
         atomic_write(target, lambda f: f.write(os.urandom(2 << 20)))
     assert caught.value.errno == errno.ENOSPC and str(target) in str(caught.value)
     assert target.read_bytes() == b"old" and [p.name for p in full_disk.iterdir()] == ["flower.pth"]
+
+
+def test_the_new_bytes_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
+    """A crash just after the rename must not leave an empty file under the final name: the
+    temporary file is flushed and fsynced first, then the folder that holds the rename."""
+    import stat
+
+    from flower_edge.runtime import files
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        status = os.fstat(fd)
+        events.append(("fsync", "folder" if stat.S_ISDIR(status.st_mode) else status.st_size))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.path.basename(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    monkeypatch.setattr(files.os, "replace", replace)
+    atomic_write(tmp_path / "flower.pth", lambda f: f.write(b"x" * 1000))
+    assert events == [("fsync", 1000), ("replace", "flower.pth"), ("fsync", "folder")]  # all bytes, then the rename
+    assert (tmp_path / "flower.pth").read_bytes() == b"x" * 1000
