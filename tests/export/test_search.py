@@ -122,3 +122,16 @@ def test_the_budget_in_points_sets_the_floor():
     assert ExportConfig(checkpoint="x.pth", max_drop=0.2).agreement_floor == 0.998
     assert ExportConfig(checkpoint="x.pth", min_agreement=0.97).agreement_floor == 0.97
     assert ExportConfig(checkpoint="x.pth").agreement_floor == 0.99  # the default: 1 point
+
+
+@pytest.mark.parametrize("photos, max_drop, said", [(426, 0.2, "so no photo may flip"), (818, 0.2, "so at most 1 may flip"),
+                                                    (200, 1.0, "so at most 2 may flip"), (500, 0.2, "so at most 1 may flip")])
+def test_the_table_says_the_budget_in_photos(loose, photos, max_drop, said):
+    """0.2 points of 426 photos is 0.85 of a photo: no flip at all, which a user should read in the
+    table rather than work out (500 photos: exactly one)."""
+    from dataclasses import replace
+
+    from flower_edge.export.search import search_table
+
+    plan = replace(loose.search, photos=photos, floor=round(1 - max_drop / 100, 6), max_drop=max_drop)
+    assert said in search_table(plan).splitlines()[0]
