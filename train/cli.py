@@ -162,6 +162,10 @@ def main(
     compare: Annotated[Optional[Path], typer.Option(
         "--compare", help="With --cv: compare with an earlier --cv-report on the same data, paired by fold "
         "and photo.")] = None,
+    cv_cut: Annotated[int, typer.Option(
+        "--cv-cut", min=0, max=1000, help="With --cv: deal the photos into folds by another hash (0: the "
+        "original cut), equally stratified and stable, to compare two recipes again on folds they were not "
+        "compared on.")] = 0,
     debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,
     **options,
 ) -> None:
@@ -181,8 +185,8 @@ def main(
         from flower_edge.train.loop import train
 
         config = _config(options)
-        if cv is not None or cv_report or compare:
-            _cross_validate(config, cv, cv_report, compare, resume, plot, json_out, reporter)
+        if cv is not None or cv_report or compare or cv_cut:
+            _cross_validate(config, cv, cv_cut, cv_report, compare, resume, plot, json_out, reporter)
             return
         if plot:
             from flower_edge.runtime.output import PNG_MAGIC, check_output_file
@@ -209,7 +213,7 @@ def main(
         err.print(f"{best}{test}wrote {result.checkpoint} in {result.seconds:.0f} s", highlight=False, soft_wrap=True)
 
 
-def _cross_validate(config, k: int | None, report_path: Path | None, compare: Path | None, resume, plot,
+def _cross_validate(config, k: int | None, cut: int, report_path: Path | None, compare: Path | None, resume, plot,
                     json_out: bool, reporter: RichReporter) -> None:
     from flower_edge.runtime.files import atomic_write
     from flower_edge.runtime.output import check_output_file
@@ -217,16 +221,20 @@ def _cross_validate(config, k: int | None, report_path: Path | None, compare: Pa
     from flower_edge.train.checkpoint import reads
 
     if k is None:
-        raise typer.BadParameter("--cv-report and --compare go with --cv K")
+        raise typer.BadParameter("--cv-report, --compare and --cv-cut go with --cv K")
     if resume or plot:
         raise typer.BadParameter("--cv trains K fresh models: --resume and --plot do not apply")
     earlier = cv.read_report(compare) if compare else None
+    if earlier and (earlier.get("folds"), earlier.get("cut", 0)) != (k, cut):  # say it before K trainings, not after
+        raise typer.BadParameter(f"--compare {compare} was cut into {earlier.get('folds')} folds by --cv-cut "
+                                 f"{earlier.get('cut', 0)}; this run would be {k} by --cv-cut {cut}: a paired "
+                                 f"comparison needs the same folds")
     if report_path:
         check_output_file(report_path, "--cv-report", reads(config) + ([("--compare", str(compare))] if compare else []),
                           magic=b"{", kind="JSON")
     reporter.saved = lambda path, epoch: None  # the folds' checkpoints are temporary: Ctrl-C leaves none
     with reporter:
-        report = cv.cross_validate(config, k, reporter)
+        report = cv.cross_validate(config, k, reporter, cut)
     if report_path:
         atomic_write(report_path, lambda f: f.write(json_text(report).encode()))
     comparison = cv.compare(earlier, report) if earlier else None

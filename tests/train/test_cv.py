@@ -44,6 +44,29 @@ def test_folds_are_stratified_balanced_disjoint_and_stable():
     assert all(again[s] == f for s, f in zip(samples, folds))  # the order read does not matter
 
 
+
+def test_another_cut_deals_other_folds_equally_stratified_and_stable():
+    """--cv-cut N: the same photos in other folds, so a comparison can be repeated on folds it never
+    used; cut 0 is the cut the reports before --cv-cut were made with."""
+    import hashlib
+
+    samples = _samples({0: 23, 1: 7, 2: 40, 3: 5, 4: 11})
+    k = 5
+    first, second = cv.assign_folds(samples, k), cv.assign_folds(samples, k, cut=1)
+    assert cv.assign_folds(samples, k, cut=0) == first
+    assert cv._digest("photo.jpg") == hashlib.sha256(b"photo.jpg").hexdigest()  # older reports still pair
+    moved = sum(a != b for a, b in zip(first, second))
+    assert moved > len(samples) // 2  # mostly other folds (by chance 1/k would stay)
+    per_class = Counter((s.label, f) for s, f in zip(samples, second))
+    for label in range(5):
+        counts = [per_class[label, f] for f in range(k)]
+        assert max(counts) - min(counts) <= 1, (label, counts)
+    shuffled = samples[:]
+    random.Random(2).shuffle(shuffled)
+    assert dict(zip(shuffled, cv.assign_folds(shuffled, k, cut=1))) == dict(zip(samples, second))
+    with pytest.raises(ConfigError, match="--cv-cut must be between 0 and"):
+        cv.assign_folds(samples, k, cut=-1)
+
 def test_make_folds_pools_train_and_valid_and_answers_each_photo_once(synthetic_dir):
     source = open_data(str(synthetic_dir))
     pool, _, splits = cv.make_folds(source, 3)
@@ -134,6 +157,8 @@ def test_cv_end_to_end_writes_a_report_and_compares(synthetic_dir, tmp_path, mon
     out = json.loads(again.stdout)
     assert out["comparison"]["difference"] == pytest.approx(0.0)  # same recipe, same seed: the same answers
     assert out["comparison"]["verdict"] == "no difference beyond noise"
+    other_cut = runner.invoke(app, args + ["--cv-cut", "1", "--compare", str(tmp_path / "a.json")])
+    assert other_cut.exit_code != 0 and "needs the same folds" in other_cut.output
     (tmp_path / "other.json").write_text('{"top1": [1.0]}')
     bad = runner.invoke(app, args[:3] + ["--compare", str(tmp_path / "other.json")])
     assert bad.exit_code != 0 and "not a cross-validation report" in bad.output
