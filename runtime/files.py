@@ -39,7 +39,6 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     return path
 
 
-
 def _fsync_folder(folder: Path) -> None:
     """Make a rename in ``folder`` durable (POSIX); where folders cannot be opened, nothing to do."""
     try:
@@ -52,6 +51,7 @@ def _fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
 
 FULL_BELOW = 16 << 20
 """Free bytes under which a failed write is taken for a full disk (a writer fails on its next

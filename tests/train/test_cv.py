@@ -44,7 +44,6 @@ def test_folds_are_stratified_balanced_disjoint_and_stable():
     assert all(again[s] == f for s, f in zip(samples, folds))  # the order read does not matter
 
 
-
 def test_another_cut_deals_other_folds_equally_stratified_and_stable():
     """--cv-cut N: the same photos in other folds, so a comparison can be repeated on folds it never
     used; cut 0 is the cut the reports before --cv-cut were made with."""
@@ -66,6 +65,7 @@ def test_another_cut_deals_other_folds_equally_stratified_and_stable():
     assert dict(zip(shuffled, cv.assign_folds(shuffled, k, cut=1))) == dict(zip(samples, second))
     with pytest.raises(ConfigError, match="--cv-cut must be between 0 and"):
         cv.assign_folds(samples, k, cut=-1)
+
 
 def test_make_folds_pools_train_and_valid_and_answers_each_photo_once(synthetic_dir):
     source = open_data(str(synthetic_dir))
