@@ -3,6 +3,7 @@
     flower-train flowers/ --cv 5 --cv-report default.json                  # K folds over train + valid
     flower-train flowers/ --cv 5 --finetune-blocks 4 --cv-report four.json --compare default.json
     python -m flower_edge.train.cv four.json default.json                  # the paired comparison alone
+    python -m flower_edge.train.cv default.json default-cut1.json --vs four.json four-cut1.json  # pooled
     flower-train flowers/ --cv 5 --cv-cut 1 --cv-report default-cut1.json   # the same photos, cut another way
 
 One split's figure moves with the photos that happen to be in it (Flowers102's 818 valid photos:
@@ -23,7 +24,7 @@ With K = 5 the per-fold t-interval has 4 degrees of freedom, so a gain that the 
 significant can still straddle zero (256 px against 224 on Flowers102: +0.30 points, McNemar
 p = 0.025, folds -0.07 to +0.67). ``--cv-cut N`` deals the photos into folds by another hash (cut 0
 is the original), equally stratified and stable, so both recipes can be compared again on folds
-the first comparison never used.
+the first comparison never used, and ``compare_cuts`` pools the cuts.
 """
 
 from __future__ import annotations
@@ -165,28 +166,76 @@ def _name(path: Path, root: Path) -> str:
         return path.as_posix()
 
 
-def compare(a: dict, b: dict) -> dict:
-    """Paired comparison of two reports over the same folds: is B better than A beyond noise?"""
+def _check_pair(a: dict, b: dict) -> None:
     for report in (a, b):
         if report.get("kind") != KIND:
             raise ConfigError("a cross-validation report (flower-train --cv K --cv-report FILE) is needed")
-    folds_a = {name: v[0] for name, v in a["answers"].items()}
-    folds_b = {name: v[0] for name, v in b["answers"].items()}
-    if folds_a != folds_b:
+    if {name: v[0] for name, v in a["answers"].items()} != {name: v[0] for name, v in b["answers"].items()}:
         raise ConfigError("the two reports' folds differ (other photos, another --cv K or another --cv-cut): "
                           "a paired comparison needs the same photos in the same folds")
+
+
+def _verdict(mean: float, low: float, high: float, p: float) -> str:
+    if p < 0.05 and (low > 0 or high < 0):
+        return "B is better" if mean > 0 else "A is better"
+    return "no difference beyond noise"
+
+
+def compare(a: dict, b: dict) -> dict:
+    """Paired comparison of two reports over the same folds: is B better than A beyond noise?"""
+    _check_pair(a, b)
     diff = [tb - ta for ta, tb in zip(a["top1"], b["top1"])]
     mean, sd, low, high = interval(diff)
     only_a = sum(1 for n, v in a["answers"].items() if v[1] and not b["answers"][n][1])
     only_b = sum(1 for n, v in b["answers"].items() if v[1] and not a["answers"][n][1])
     p = mcnemar(only_a, only_b)
-    if p < 0.05 and (low > 0 or high < 0):
-        verdict = "B is better" if mean > 0 else "A is better"
-    else:
-        verdict = "no difference beyond noise"
     return {"a_mean": a["mean"], "b_mean": b["mean"], "difference": mean, "difference_std": sd,
             "difference_ci95": [low, high], "only_a_right": only_a, "only_b_right": only_b, "mcnemar_p": p,
-            "verdict": verdict}
+            "verdict": _verdict(mean, low, high, p)}
+
+
+def compare_cuts(a: Sequence[dict], b: Sequence[dict]) -> dict:
+    """Paired comparison pooled over several cuts (``--cv-cut``) of the same photos: A's and B's reports
+    are paired by cut, and every cut must be on both sides.
+
+    Per fold: the mean of the R x K fold differences, with the corrected repeated K-fold t-test
+    (Nadeau and Bengio 2003, Bouckaert and Frank 2004; scikit-learn's model-comparison example): the
+    folds of different cuts share photos and every fold's training set overlaps the others', so the
+    variance is scaled by 1/(R K) + 1/(K - 1) rather than 1/(R K), on R K - 1 degrees of freedom.
+    Per photo: each photo counts how many cuts each recipe answers right, and the exact sign test runs
+    on the photos where the counts differ (with one cut, McNemar's test)."""
+    cuts_a = {report.get("cut", 0): report for report in a}
+    cuts_b = {report.get("cut", 0): report for report in b}
+    if len(cuts_a) != len(a) or len(cuts_b) != len(b):
+        raise ConfigError("two reports of one side have the same --cv-cut: give each cut once")
+    if set(cuts_a) != set(cuts_b):
+        raise ConfigError(f"the sides' cuts differ (A: {sorted(cuts_a)}, B: {sorted(cuts_b)}): every cut is "
+                          "needed on both sides to pair them")
+    if len({report["folds"] for report in (*a, *b)}) != 1:
+        raise ConfigError("the reports have different --cv K: pool cuts of one K")
+    diff: list[float] = []
+    right_a: dict[str, int] = {}
+    right_b: dict[str, int] = {}
+    for cut in sorted(cuts_a):
+        ra, rb = cuts_a[cut], cuts_b[cut]
+        _check_pair(ra, rb)
+        diff += [tb - ta for ta, tb in zip(ra["top1"], rb["top1"])]
+        for name in ra["answers"]:
+            right_a[name] = right_a.get(name, 0) + ra["answers"][name][1]
+            right_b[name] = right_b.get(name, 0) + rb["answers"][name][1]
+    if right_a.keys() != right_b.keys() or any(len(r["answers"]) != len(right_a) for r in (*a, *b)):
+        raise ConfigError("the cuts hold different photos: pool cuts of the same data")
+    k, runs = a[0]["folds"], len(diff)
+    mean, sd, _, _ = interval(diff)
+    t = _T975[runs - 2] if runs - 2 < len(_T975) else 1.96
+    half = t * sd * math.sqrt(1 / runs + 1 / (k - 1)) if runs > 1 else 0.0
+    more_a = sum(1 for name in right_a if right_a[name] > right_b[name])
+    more_b = sum(1 for name in right_a if right_b[name] > right_a[name])
+    p = mcnemar(more_a, more_b)
+    mean_a, mean_b = (sum(sum(r["top1"]) for r in side) / runs for side in (a, b))
+    return {"cuts": sorted(cuts_a), "a_mean": mean_a, "b_mean": mean_b, "difference": mean,
+            "difference_std": sd, "difference_ci95": [mean - half, mean + half], "only_a_right": more_a,
+            "only_b_right": more_b, "mcnemar_p": p, "verdict": _verdict(mean, mean - half, mean + half, p)}
 
 
 def describe(report: dict) -> str:
@@ -201,8 +250,14 @@ def describe(report: dict) -> str:
 
 def describe_comparison(c: dict) -> str:
     low, high = c["difference_ci95"]
-    return (f"B - A: {c['difference']:+.2%} (95% interval {low:+.2%} to {high:+.2%}); photos right for A only "
-            f"{c['only_a_right']}, for B only {c['only_b_right']} (McNemar p = {c['mcnemar_p']:.3g}): {c['verdict']}")
+    if "cuts" not in c:
+        return (f"B - A: {c['difference']:+.2%} (95% interval {low:+.2%} to {high:+.2%}); photos right for A only "
+                f"{c['only_a_right']}, for B only {c['only_b_right']} (McNemar p = {c['mcnemar_p']:.3g}): "
+                f"{c['verdict']}")
+    return (f"pooled over cuts {', '.join(map(str, c['cuts']))}: A {c['a_mean']:.2%}, B {c['b_mean']:.2%}; B - A: "
+            f"{c['difference']:+.2%} (95% interval {low:+.2%} to {high:+.2%}, corrected repeated K-fold t); photos "
+            f"right in more cuts for A {c['only_a_right']}, for B {c['only_b_right']} (sign test p = "
+            f"{c['mcnemar_p']:.3g}): {c['verdict']}")
 
 
 def read_report(path: str | Path) -> dict:
@@ -216,16 +271,22 @@ def read_report(path: str | Path) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """python -m flower_edge.train.cv A.json B.json: the paired comparison of two reports."""
+    """python -m flower_edge.train.cv A.json B.json: the paired comparison of two reports;
+    python -m flower_edge.train.cv A.json A-cut1.json --vs B.json B-cut1.json: pooled over cuts."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 2:
-        print("usage: python -m flower_edge.train.cv A.json B.json  (two flower-train --cv reports)", file=sys.stderr)
+    at = args.index("--vs") if "--vs" in args else None
+    side_a, side_b = (args[:at], args[at + 1:]) if at is not None else (args[:1], args[1:])
+    if not side_a or not side_b or "--vs" in side_b or (at is None and len(args) != 2):
+        print("usage: python -m flower_edge.train.cv A.json B.json  (two flower-train --cv reports)\n"
+              "       python -m flower_edge.train.cv A.json [A-cut1.json ...] --vs B.json [B-cut1.json ...]  "
+              "(pooled over --cv-cut)", file=sys.stderr)
         return 2
     try:
-        a, b = (read_report(p) for p in args)
-        print(describe(a) + "  [A]")
-        print(describe(b) + "  [B]")
-        print(describe_comparison(compare(a, b)))
+        a, b = [read_report(p) for p in side_a], [read_report(p) for p in side_b]
+        for side, reports in (("A", a), ("B", b)):
+            for report in reports:
+                print(f"{describe(report)}  [{side}]")
+        print(describe_comparison(compare_cuts(a, b) if len(a) + len(b) > 2 else compare(a[0], b[0])))
     except ConfigError as e:
         print(f"flower-cv: {e}", file=sys.stderr)
         return 1

@@ -119,6 +119,55 @@ def test_the_paired_comparison_says_better_only_beyond_noise():
         cv.compare(a, other)
 
 
+def _cut(report: dict, cut: int) -> dict:
+    return {**report, "cut": cut}
+
+
+def test_comparison_pooled_over_cuts_on_a_known_case(tmp_path, capsys):
+    """Two cuts of the same 100 photos: the fold differences are pooled with the corrected repeated
+    K-fold t-test, the photos by a sign test on how many cuts each recipe answers them right."""
+    names = [f"p{i}" for i in range(100)]
+    a0 = _cut(_report([0.80] * 5, {n: [i % 5, int(i < 80)] for i, n in enumerate(names)}), 0)
+    b0 = _cut(_report([0.84, 0.80, 0.82, 0.86, 0.78], {n: [i % 5, int(i < 82)] for i, n in enumerate(names)}), 0)
+    a1 = _cut(_report([0.80] * 5, {n: [(i + 1) % 5, int(i < 80)] for i, n in enumerate(names)}), 1)
+    b1 = _cut(_report([0.82, 0.84, 0.80, 0.86, 0.78], {n: [(i + 1) % 5, int(i < 83) and i != 0]
+                                                         for i, n in enumerate(names)}), 1)
+    c = cv.compare_cuts([a0, a1], [b1, b0])  # paired by cut, not by the order given
+    diff = [0.04, 0.0, 0.02, 0.06, -0.02, 0.02, 0.04, 0.0, 0.06, -0.02]
+    mean, sd, _, _ = cv.interval(diff)
+    half = 2.262 * sd * (1 / 10 + 1 / 4) ** 0.5  # t for 9 degrees of freedom
+    assert c["difference"] == pytest.approx(mean) and c["difference"] == pytest.approx(0.02)
+    assert c["difference_ci95"] == pytest.approx([mean - half, mean + half])
+    assert (c["a_mean"], c["b_mean"]) == (pytest.approx(0.80), pytest.approx(0.82))
+    # photo 0: A right twice, B once -> A; photos 80, 81: B twice, A never -> B; photo 82: B once -> B
+    assert (c["only_a_right"], c["only_b_right"]) == (1, 3)
+    assert c["mcnemar_p"] == pytest.approx(cv.mcnemar(1, 3)) and c["verdict"] == "no difference beyond noise"
+    one = cv.compare_cuts([a0], [b0])  # one cut: McNemar's test, and an interval wider than the plain t's
+    plain = cv.compare(a0, b0)
+    assert one["mcnemar_p"] == plain["mcnemar_p"] and one["difference"] == pytest.approx(plain["difference"])
+    widths = [c["difference_ci95"][1] - c["difference_ci95"][0] for c in (one, plain)]
+    assert widths[0] == pytest.approx(widths[1] * ((1 / 5 + 1 / 4) / (1 / 5)) ** 0.5)
+    better = {n: [(i + 1) % 5, 1] for i, n in enumerate(names)}
+    clear = cv.compare_cuts([a0, a1], [_cut(_report([1.0] * 5, {n: [i % 5, 1] for i, n in enumerate(names)}), 0),
+                                       _cut(_report([1.0] * 5, better), 1)])
+    assert clear["verdict"] == "B is better" and clear["only_b_right"] == 20
+    with pytest.raises(ConfigError, match="cuts differ"):
+        cv.compare_cuts([a0, a1], [b0])
+    with pytest.raises(ConfigError, match="same --cv-cut"):
+        cv.compare_cuts([a0, a0], [b0, b1])
+    with pytest.raises(ConfigError, match="folds differ"):
+        cv.compare_cuts([a0, a1], [_cut(b0, 1), _cut(b1, 0)])
+    for name, report in (("a0", a0), ("a1", a1), ("b0", b0), ("b1", b1)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(report))
+    files = [str(tmp_path / f"{name}.json") for name in ("a0", "a1", "b0", "b1")]
+    assert cv.main(files[:2] + ["--vs"] + files[2:]) == 0
+    out = capsys.readouterr().out
+    assert "pooled over cuts 0, 1: A 80.00%, B 82.00%; B - A: +2.00%" in out and out.count("[A]") == 2
+    assert cv.main(files[:2] + ["--vs"] + files[2:3]) == 1
+    assert "cuts differ" in capsys.readouterr().err
+    assert cv.main(files[:3]) == 2 and cv.main(["--vs"] + files[2:]) == 2
+
+
 def test_shared_features_give_each_fold_the_rows_a_cache_of_its_own_would(synthetic_dir, make_config):
     source = open_data(str(synthetic_dir))
     pool, _, splits = cv.make_folds(source, 3)
