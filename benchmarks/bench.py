@@ -15,9 +15,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -35,8 +35,10 @@ MAX_RUNS = {"latency_runs": 10_000, "throughput_batches": 1_000, "cold_starts": 
 
 def default_formats() -> tuple[str, ...]:
     """The reference and every format of ``--format all`` that this install can write and run."""
-    return (REFERENCE, *(f.key for f in TABLE.values()
-                         if f.in_all and f.missing("write") is None and f.missing("run") is None))
+    return (
+        REFERENCE,
+        *(f.key for f in TABLE.values() if f.in_all and f.missing("write") is None and f.missing("run") is None),
+    )
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,9 @@ class BenchConfig:
     def __post_init__(self) -> None:
         unknown = [f for f in self.formats if f not in FORMATS]
         if unknown or not self.formats:
-            raise ConfigError(f"--formats takes a comma-separated list of {', '.join(FORMATS)}, found {','.join(self.formats)!r}")
+            raise ConfigError(
+                f"--formats takes a comma-separated list of {', '.join(FORMATS)}, found {','.join(self.formats)!r}"
+            )
         for key in self.formats:
             problem = TABLE[key].missing("run") if key in TABLE else None
             if problem:
@@ -107,8 +111,14 @@ class BenchResult:
     failed: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"machine": self.machine, "model": self.model, "config": self.config,
-                "threshold": self.threshold, "failed": self.failed, "rows": [asdict(r) for r in self.rows]}
+        return {
+            "machine": self.machine,
+            "model": self.model,
+            "config": self.config,
+            "threshold": self.threshold,
+            "failed": self.failed,
+            "rows": [asdict(r) for r in self.rows],
+        }
 
 
 def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda message: None) -> BenchResult:
@@ -157,24 +167,44 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
         path = Path(config.checkpoint) if fmt == REFERENCE else files[fmt]
         cold, rss = _cold_start(fmt, path, photos[0], config.cold_starts)
         gflops = flops / (median / 1e3) / 1e9
-        rows.append(FormatRow(
-            format=fmt, file=str(path), size_mb=path.stat().st_size / 1e6,
-            top1=float((order[:, 0] == labels).mean()),
-            top5=float((order[:, :5] == labels[:, None]).any(1).mean()),
-            agreement=agreement, max_prob_diff=float(np.abs(probs - reference).max()),
-            latency_ms_median=median, latency_ms_p95=p95,
-            throughput_ips=_throughput(run, x, config.throughput_batches),
-            cold_start_s=cold, cold_start_peak_rss_mb=rss,
-            gflops_per_s=gflops, fraction_of_peak=gflops / peak,
-            passed=fmt == REFERENCE or agreement >= config.fail_under_agreement,
-            int8_path=paths[fmt],
-        ))
+        rows.append(
+            FormatRow(
+                format=fmt,
+                file=str(path),
+                size_mb=path.stat().st_size / 1e6,
+                top1=float((order[:, 0] == labels).mean()),
+                top5=float((order[:, :5] == labels[:, None]).any(1).mean()),
+                agreement=agreement,
+                max_prob_diff=float(np.abs(probs - reference).max()),
+                latency_ms_median=median,
+                latency_ms_p95=p95,
+                throughput_ips=_throughput(run, x, config.throughput_batches),
+                cold_start_s=cold,
+                cold_start_peak_rss_mb=rss,
+                gflops_per_s=gflops,
+                fraction_of_peak=gflops / peak,
+                passed=fmt == REFERENCE or agreement >= config.fail_under_agreement,
+                int8_path=paths[fmt],
+            )
+        )
     machine = _machine(config.threads, peak)
-    model_info = {"arch": card.arch, "classes": card.num_classes, "input": list(card.input_size),
-                  "gflops_per_image": flops / 1e9, "photos": len(photos), "split": config.split}
+    model_info = {
+        "arch": card.arch,
+        "classes": card.num_classes,
+        "input": list(card.input_size),
+        "gflops_per_image": flops / 1e9,
+        "photos": len(photos),
+        "split": config.split,
+    }
     failed = [r.format for r in rows if not r.passed]
-    return BenchResult(rows, machine, model_info, {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
-                       config.fail_under_agreement, failed)
+    return BenchResult(
+        rows,
+        machine,
+        model_info,
+        {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
+        config.fail_under_agreement,
+        failed,
+    )
 
 
 def _split(root: Path, split: str, class_to_idx: dict[str, int]) -> tuple[list[Path], np.ndarray]:
@@ -183,7 +213,9 @@ def _split(root: Path, split: str, class_to_idx: dict[str, int]) -> tuple[list[P
         raise DataError(f"{folder}: no such folder (expected {root}/{split}/<class-id>/*.jpg)")
     photos = sorted(p for p in folder.rglob("*") if is_image_file(p) and p.parent.name in class_to_idx)
     if not photos:
-        raise DataError(f"{folder}: no photos in class folders the model knows ({', '.join(list(class_to_idx)[:5])}, ...)")
+        raise DataError(
+            f"{folder}: no photos in class folders the model knows ({', '.join(list(class_to_idx)[:5])}, ...)"
+        )
     return photos, np.array([class_to_idx[p.parent.name] for p in photos])
 
 
@@ -195,17 +227,27 @@ def _model_files(config: BenchConfig, progress) -> dict[str, Path]:
         listed = exported_files(config.models)  # the files that belong together, each checked
         absent = [f for f in wanted if f not in listed]
         if absent:
-            raise DataError(f"{config.models}: its export has no {absent[0]} (flower-export --format {absent[0]} "
-                            "writes it)")
+            raise DataError(
+                f"{config.models}: its export has no {absent[0]} (flower-export --format {absent[0]} writes it)"
+            )
         return {f: listed[f] for f in wanted}
     if wanted:
         from flower_edge.export import ExportConfig, export
 
         folder = Path(config.out) / "export"
         progress(f"exporting {', '.join(wanted)} into {folder}")
-        export(ExportConfig(checkpoint=config.checkpoint, output=str(folder), format=",".join(wanted),
-                            calib_data=config.data, calib_size=config.calib_size, ort_format=False, verify=False,
-                            embed_preprocessing="onnx-preproc" in wanted))
+        export(
+            ExportConfig(
+                checkpoint=config.checkpoint,
+                output=str(folder),
+                format=",".join(wanted),
+                calib_data=config.data,
+                calib_size=config.calib_size,
+                ort_format=False,
+                verify=False,
+                embed_preprocessing="onnx-preproc" in wanted,
+            )
+        )
     files = {f: folder / TABLE[f].file for f in wanted}
     missing = [(f, p) for f, p in files.items() if not p.is_file()]
     if missing:
@@ -227,7 +269,7 @@ def _runner(fmt: str, model, path: Path | None, threads: int) -> Callable[[np.nd
 
 
 def _logits(run, x: np.ndarray) -> np.ndarray:
-    return np.concatenate([run(x[i:i + 32]) for i in range(0, len(x), 32)])
+    return np.concatenate([run(x[i : i + 32]) for i in range(0, len(x), 32)])
 
 
 def _latency(run, one: np.ndarray, runs: int) -> tuple[float, float]:
@@ -286,7 +328,7 @@ def _matmul_peak(threads: int, n: int = 1024) -> float:
         start = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 def _machine(threads: int, peak: float) -> dict:
@@ -295,5 +337,11 @@ def _machine(threads: int, peak: float) -> dict:
 
     from flower_edge.runtime.cpu import describe_machine
 
-    return {**describe_machine(), "threads": threads, "matmul_peak_gflops": peak, "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
+    return {
+        **describe_machine(),
+        "threads": threads,
+        "matmul_peak_gflops": peak,
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+    }

@@ -32,10 +32,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -59,9 +59,11 @@ PHOTOS = 50
 """Verification photos run on arm64 by default (--arm64-photos): a float Lite0 file takes about
 3.5 s a photo emulated."""
 MAX_PHOTOS = 2000
-INSTALL = ("install QEMU 8 or newer and mmdebstrap (Debian 12: apt-get install mmdebstrap, and "
-           "qemu-user from bookworm-backports, or its .deb unpacked with dpkg -x and FLOWER_EDGE_QEMU "
-           "set to its usr/bin/qemu-aarch64)")
+INSTALL = (
+    "install QEMU 8 or newer and mmdebstrap (Debian 12: apt-get install mmdebstrap, and "
+    "qemu-user from bookworm-backports, or its .deb unpacked with dpkg -x and FLOWER_EDGE_QEMU "
+    "set to its usr/bin/qemu-aarch64)"
+)
 
 
 def kind(fmt) -> str | None:
@@ -92,10 +94,15 @@ def missing() -> str | None:
     says why not and what to install."""
     binary = qemu()
     if binary is None:
-        where = f"FLOWER_EDGE_QEMU={os.environ['FLOWER_EDGE_QEMU']} is not a file" \
-            if os.environ.get("FLOWER_EDGE_QEMU") else "no qemu-aarch64 on PATH"
-        return f"--verify-on arm64 runs the phone files under QEMU's arm64 emulation, and this machine has " \
-               f"{where}: {INSTALL}"
+        where = (
+            f"FLOWER_EDGE_QEMU={os.environ['FLOWER_EDGE_QEMU']} is not a file"
+            if os.environ.get("FLOWER_EDGE_QEMU")
+            else "no qemu-aarch64 on PATH"
+        )
+        return (
+            f"--verify-on arm64 runs the phone files under QEMU's arm64 emulation, and this machine has "
+            f"{where}: {INSTALL}"
+        )
     version = qemu_version(binary)
     if version is None or version < MIN_QEMU:
         shown = "an unknown version" if version is None else f"version {version[0]}.{version[1]}"
@@ -124,14 +131,14 @@ class Arm64Env:
     """The cached environment: rootfs/ (Debian arm64), site/ (the wheels), ready (written last)."""
 
     @classmethod
-    def at(cls, root: Path) -> "Arm64Env":
+    def at(cls, root: Path) -> Arm64Env:
         return cls(root)
 
     def ready(self) -> bool:
         return (self.root / "ready").is_file()
 
     @classmethod
-    def ensure(cls, progress: Callable[[str], None] = lambda message: None) -> "Arm64Env":
+    def ensure(cls, progress: Callable[[str], None] = lambda message: None) -> Arm64Env:
         """The environment, built first if it is not in the cache (under a minute, 265 MB, needing
         Debian's mirror and PyPI); a build is made in a temporary folder and renamed into place."""
         env = cls.at(cache_root())
@@ -145,13 +152,39 @@ class Arm64Env:
         with tempfile.TemporaryDirectory(prefix=".build-", dir=env.root.parent) as tmp:
             build = Path(tmp)
             progress(f"arm64: unpacking Debian {SUITE} arm64 (python3, libstdc++) with mmdebstrap, once")
-            _run(["mmdebstrap", f"--arch={ARCH}", "--variant=extract",
-                  "--include=python3,libstdc++6,ca-certificates", SUITE, str(build / "rootfs")], "mmdebstrap")
+            _run(
+                [
+                    "mmdebstrap",
+                    f"--arch={ARCH}",
+                    "--variant=extract",
+                    "--include=python3,libstdc++6,ca-certificates",
+                    SUITE,
+                    str(build / "rootfs"),
+                ],
+                "mmdebstrap",
+            )
             wheels = [f"{p}=={_version(p)}" for p in PACKAGES.values() if _version(p) != "none"] + ["numpy"]
             progress(f"arm64: installing the aarch64 wheels of {', '.join(wheels)}")
-            _run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--only-binary=:all:",
-                  "--python-version", PYTHON, "--implementation", "cp",
-                  *[a for p in PLATFORMS for a in ("--platform", p)], "--target", str(build / "site"), *wheels], "pip")
+            _run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--disable-pip-version-check",
+                    "--only-binary=:all:",
+                    "--python-version",
+                    PYTHON,
+                    "--implementation",
+                    "cp",
+                    *[a for p in PLATFORMS for a in ("--platform", p)],
+                    "--target",
+                    str(build / "site"),
+                    *wheels,
+                ],
+                "pip",
+            )
             (build / "ready").write_text(json.dumps({"wheels": wheels, "seconds": round(time.perf_counter() - start)}))
             if env.root.exists():
                 shutil.rmtree(env.root)
@@ -160,9 +193,15 @@ class Arm64Env:
         progress(f"arm64: environment built in {time.perf_counter() - start:.0f} s, {size / 1e6:.0f} MB, in {env.root}")
         return env
 
-    def run(self, files: dict[str, dict], x: np.ndarray, pixels: np.ndarray | None = None,
-            progress: Callable[[str], None] = lambda message: None, threads: int = 2,
-            timeout: float = 4 * 3600) -> dict[str, np.ndarray]:
+    def run(
+        self,
+        files: dict[str, dict],
+        x: np.ndarray,
+        pixels: np.ndarray | None = None,
+        progress: Callable[[str], None] = lambda message: None,
+        threads: int = 2,
+        timeout: float = 4 * 3600,
+    ) -> dict[str, np.ndarray]:
         """Each file (``{key: {"path", "kind", "layout", "output", "takes_pixels"}}``) on ``x`` (or
         ``pixels``) in the emulated arm64 Python: its logits by key."""
         binary = qemu()
@@ -173,15 +212,32 @@ class Arm64Env:
             np.save(tmp / "x.npy", np.ascontiguousarray(x, np.float32))
             if pixels is not None:
                 np.save(tmp / "pixels.npy", pixels)
-            job = {"inputs": str(tmp / "x.npy"), "pixels": str(tmp / "pixels.npy") if pixels is not None else None,
-                   "files": {k: {**v, "path": str(Path(v["path"]).resolve())} for k, v in files.items()},
-                   "output": str(tmp / "out.npz"), "threads": threads}
+            job = {
+                "inputs": str(tmp / "x.npy"),
+                "pixels": str(tmp / "pixels.npy") if pixels is not None else None,
+                "files": {k: {**v, "path": str(Path(v["path"]).resolve())} for k, v in files.items()},
+                "output": str(tmp / "out.npz"),
+                "threads": threads,
+            }
             (tmp / "job.json").write_text(json.dumps(job))
             python = self.root / "rootfs" / "usr" / "bin" / f"python{PYTHON}"
-            cmd = [str(binary), "-cpu", CPU, "-L", str(self.root / "rootfs"), str(python),
-                   str(Path(__file__).with_name("arm64_worker.py")), str(tmp / "job.json")]
-            environment = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(self.root / "site"), "PYTHONNOUSERSITE": "1",
-                           "HOME": str(tmp), "LANG": "C.UTF-8"}
+            cmd = [
+                str(binary),
+                "-cpu",
+                CPU,
+                "-L",
+                str(self.root / "rootfs"),
+                str(python),
+                str(Path(__file__).with_name("arm64_worker.py")),
+                str(tmp / "job.json"),
+            ]
+            environment = {
+                "PATH": "/usr/bin:/bin",
+                "PYTHONPATH": str(self.root / "site"),
+                "PYTHONNOUSERSITE": "1",
+                "HOME": str(tmp),
+                "LANG": "C.UTF-8",
+            }
             _stream(cmd, environment, progress, timeout)
             with np.load(tmp / "out.npz") as out:
                 return {k: out[k] for k in out.files}
@@ -191,9 +247,11 @@ def _run(cmd: list[str], what: str) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines()
-        raise ExportError(f"arm64: {what} failed building the emulated environment "
-                          f"({lines[-1][:300] if lines else f'exit {done.returncode}'}); it needs Debian's mirror "
-                          "and PyPI")
+        raise ExportError(
+            f"arm64: {what} failed building the emulated environment "
+            f"({lines[-1][:300] if lines else f'exit {done.returncode}'}); it needs Debian's mirror "
+            "and PyPI"
+        )
 
 
 def _stream(cmd: list[str], environment: dict, progress: Callable[[str], None], timeout: float) -> None:
@@ -202,7 +260,7 @@ def _stream(cmd: list[str], environment: dict, progress: Callable[[str], None], 
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment) as proc:
         for line in proc.stdout:
             line = line.strip()
-            tail = (tail + [line])[-5:]
+            tail = ([*tail, line])[-5:]
             parts = line.split()
             if len(parts) == 3 and "/" in parts[1]:
                 progress(f"arm64: {parts[0]}: {parts[1]} photos, {float(parts[2]):.0f} s")
@@ -214,8 +272,9 @@ def _stream(cmd: list[str], environment: dict, progress: Callable[[str], None], 
             raise ExportError(f"arm64: the emulated runtime failed ({error[:300]})")
 
 
-def parity(key: str, reference: np.ndarray, arm: np.ndarray, host: np.ndarray, probabilities: bool, fmt,
-           config) -> Parity:
+def parity(
+    key: str, reference: np.ndarray, arm: np.ndarray, host: np.ndarray, probabilities: bool, fmt, config
+) -> Parity:
     """The ``KEY (arm64)`` row: the arm64 run against PyTorch (log-softmax for a file that gives
     probabilities), held to the format's requirement on this machine, with its top-1 agreement
     with this machine's run of the same file."""
@@ -225,6 +284,9 @@ def parity(key: str, reference: np.ndarray, arm: np.ndarray, host: np.ndarray, p
 
     expected = log_softmax(reference) if probabilities else reference
     name = f"{key} ({ARCH})"
-    row = (compare(name, expected, arm, min_agreement=config.agreement_floor) if fmt.int8
-           else compare(name, expected, arm, atol=config.atol * fmt.atol_scale))
+    row = (
+        compare(name, expected, arm, min_agreement=config.agreement_floor)
+        if fmt.int8
+        else compare(name, expected, arm, atol=config.atol * fmt.atol_scale)
+    )
     return replace(row, host_agreement=float((arm.argmax(1) == host.argmax(1)).mean()))

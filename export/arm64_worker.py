@@ -76,7 +76,7 @@ def main():
         data = pixels if spec.get("takes_pixels") else x
         start, rows = time.time(), []
         for i in range(len(data)):
-            rows.append(run(data[i:i + 1]))
+            rows.append(run(data[i : i + 1]))
             if (i + 1) % max(1, len(data) // 10) == 0 or i + 1 == len(data):
                 print(f"{key} {i + 1}/{len(data)} {time.time() - start:.1f}", flush=True)
         outputs[key] = np.concatenate(rows).astype(np.float32)

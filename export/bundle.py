@@ -25,9 +25,9 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, ClassVar
 
 import typer
 
@@ -42,6 +42,7 @@ NODE_MODULES = REPO / "mobile_demo" / "node_modules"
 @dataclass(frozen=True)
 class WebRuntime:
     """A runtime the phone app can run a model with, and the files of it the bundle vendors."""
+
     key: str
     name: str
     formats: tuple[str, ...]
@@ -60,15 +61,35 @@ class WebRuntime:
 
 
 _LITERT_WASM = [f"core/wasm/litert_wasm_{v}internal.{e}" for v in ("", "compat_", "threaded_") for e in ("js", "wasm")]
-RUNTIMES = {r.key: r for r in (
-    WebRuntime("litert", "LiteRT.js", ("tflite-int8", "tflite"), NODE_MODULES / "@litertjs",
-               {"core/dist/index.js": "litert/index.js", "wasm-utils/dist/index.js": "litert/wasm-utils.js",
-                **{f: "litert/wasm/" + f.rsplit("/", 1)[1] for f in _LITERT_WASM}},
-               "@litertjs/core@2.5.3", "--litert-web", ("litert/index.js", "litert/wasm-utils.js")),
-    WebRuntime("onnxruntime", "onnxruntime-web", ("onnx-int8", "onnx"), NODE_MODULES / "onnxruntime-web" / "dist",
-               {f: f"ort/{f}" for f in ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")},
-               "onnxruntime-web@1.30.0", "--ort-web", ("ort/ort.wasm.min.mjs",)),
-)}
+RUNTIMES = {
+    r.key: r
+    for r in (
+        WebRuntime(
+            "litert",
+            "LiteRT.js",
+            ("tflite-int8", "tflite"),
+            NODE_MODULES / "@litertjs",
+            {
+                "core/dist/index.js": "litert/index.js",
+                "wasm-utils/dist/index.js": "litert/wasm-utils.js",
+                **{f: "litert/wasm/" + f.rsplit("/", 1)[1] for f in _LITERT_WASM},
+            },
+            "@litertjs/core@2.5.3",
+            "--litert-web",
+            ("litert/index.js", "litert/wasm-utils.js"),
+        ),
+        WebRuntime(
+            "onnxruntime",
+            "onnxruntime-web",
+            ("onnx-int8", "onnx"),
+            NODE_MODULES / "onnxruntime-web" / "dist",
+            {f: f"ort/{f}" for f in ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")},
+            "onnxruntime-web@1.30.0",
+            "--ort-web",
+            ("ort/ort.wasm.min.mjs",),
+        ),
+    )
+}
 ORT_WEB, ORT_FILES = RUNTIMES["onnxruntime"].source, tuple(RUNTIMES["onnxruntime"].files)
 
 
@@ -96,20 +117,35 @@ def is_bundle(folder: Path) -> bool:
 @dataclass(frozen=True)
 class Entry:
     """One runtime of the bundle's chain and the model file it runs."""
+
     runtime: WebRuntime
     model: Path
     card: object
     """runtime/card.py ModelCard of ``model``."""
 
     def to_dict(self) -> dict:
-        return {"runtime": self.runtime.key, "name": self.runtime.name, "model": self.model.name,
-                "model_mb": round(self.model.stat().st_size / 1e6, 2), "layout": self.card.layout,
-                "output": self.card.output, "input_dtype": self.card.input_dtype}
+        return {
+            "runtime": self.runtime.key,
+            "name": self.runtime.name,
+            "model": self.model.name,
+            "model_mb": round(self.model.stat().st_size / 1e6, 2),
+            "layout": self.card.layout,
+            "output": self.card.output,
+            "input_dtype": self.card.input_dtype,
+        }
 
 
-def bundle(export_dir: str | os.PathLike, output: str | os.PathLike, model: str | None = None,
-           ort_web: str | os.PathLike | None = None, force: bool = False, *, runtime: str | None = None,
-           litert_web: str | os.PathLike | None = None, fallback: bool = True) -> Path:
+def bundle(
+    export_dir: str | os.PathLike,
+    output: str | os.PathLike,
+    model: str | None = None,
+    ort_web: str | os.PathLike | None = None,
+    force: bool = False,
+    *,
+    runtime: str | None = None,
+    litert_web: str | os.PathLike | None = None,
+    fallback: bool = True,
+) -> Path:
     """Write the web app for a model of ``export_dir``'s export (export.json lists them) into ``output``.
 
     ``runtime``: "litert" or "onnxruntime" first (None: LiteRT.js when the export has a .tflite file,
@@ -152,8 +188,14 @@ def bundle(export_dir: str | os.PathLike, output: str | os.PathLike, model: str 
     return output
 
 
-def _chain(export_dir: Path, files: dict[str, Path], runtime: str | None, model: str | None, fallback: bool,
-           sources: dict[str, Path | None]) -> list[Entry]:
+def _chain(
+    export_dir: Path,
+    files: dict[str, Path],
+    runtime: str | None,
+    model: str | None,
+    fallback: bool,
+    sources: dict[str, Path | None],
+) -> list[Entry]:
     """The runtimes the app tries, in order, each with the export's file it runs: the one asked for
     (or that ``model`` needs; else LiteRT.js when the export has a .tflite file), then, with
     ``fallback``, the other one where the export has a file for it and it is installed."""
@@ -163,27 +205,36 @@ def _chain(export_dir: Path, files: dict[str, Path], runtime: str | None, model:
     runs = {FORMATS[key].file: r for r in RUNTIMES.values() for key in r.formats}
     if model:
         if model not in {p.name for p in files.values()}:
-            raise ExportError(f"{export_dir}: --model {model} is not a file of the export that {MANIFEST} lists "
-                              f"({', '.join(sorted(p.name for p in files.values()))})")
+            raise ExportError(
+                f"{export_dir}: --model {model} is not a file of the export that {MANIFEST} lists "
+                f"({', '.join(sorted(p.name for p in files.values()))})"
+            )
         if model not in runs or (runtime and runs[model].key != runtime):
             allowed = [name for name, r in runs.items() if runtime in (None, r.key)]
             raise ExportError(f"--model {model}: the phone app runs {' or '.join(allowed)}")
         runtime = runs[model].key
     order = [runtime] if runtime else [k for k, r in RUNTIMES.items() if any(f in files for f in r.formats)][:1]
     if not order:
-        raise ExportError(f"{export_dir}: its export has no file the phone app runs "
-                          f"({', '.join(runs)}); write one with flower-export --quantize")
+        raise ExportError(
+            f"{export_dir}: its export has no file the phone app runs "
+            f"({', '.join(runs)}); write one with flower-export --quantize"
+        )
     if fallback:
         order += [k for k in RUNTIMES if k not in order]
     chain = []
     for key in order:
         r, first = RUNTIMES[key], key == order[0]
-        path = (next(p for p in files.values() if p.name == model) if first and model
-                else next((files[f] for f in r.formats if f in files), None))
+        path = (
+            next(p for p in files.values() if p.name == model)
+            if first and model
+            else next((files[f] for f in r.formats if f in files), None)
+        )
         if path is None:
             if first:
-                raise ExportError(f"{export_dir}: its export has no {' or '.join(FORMATS[f].file for f in r.formats)} "
-                                  f"for {r.name} (write one with flower-export --format {r.formats[1]} --quantize)")
+                raise ExportError(
+                    f"{export_dir}: its export has no {' or '.join(FORMATS[f].file for f in r.formats)} "
+                    f"for {r.name} (write one with flower-export --format {r.formats[1]} --quantize)"
+                )
             continue  # no file for the fallback: the chain is shorter
         try:
             _check_runtime(r, sources[key])
@@ -191,7 +242,9 @@ def _chain(export_dir: Path, files: dict[str, Path], runtime: str | None, model:
             if first:
                 raise
             continue  # the fallback's runtime is not installed: the chain is shorter (the CLI line shows it)
-        chain.append(Entry(r, path, FORMATS[next(f for f in r.formats if FORMATS[f].file == path.name)].read_card(path)))
+        chain.append(
+            Entry(r, path, FORMATS[next(f for f in r.formats if FORMATS[f].file == path.name)].read_card(path))
+        )
     return chain
 
 
@@ -200,9 +253,11 @@ def _check_runtime(r: WebRuntime, source: Path | None) -> None:
     missing = [f for f in r.files if not (folder / f).is_file()]
     if missing:
         where = f"{folder}: no {missing[0]}" if source or NODE_MODULES.is_dir() else f"{r.name} not found"
-        raise ExportError(f"{where}; run 'npm ci --prefix mobile_demo' in a checkout, or "
-                          f"'npm install {r.package}' and pass {r.option} "
-                          f"node_modules/{r.source.relative_to(NODE_MODULES)}")
+        raise ExportError(
+            f"{where}; run 'npm ci --prefix mobile_demo' in a checkout, or "
+            f"'npm install {r.package}' and pass {r.option} "
+            f"node_modules/{r.source.relative_to(NODE_MODULES)}"
+        )
 
 
 def _fill(staging: Path, chain: list, sources: dict, golden_file: Path | None) -> None:
@@ -225,18 +280,24 @@ def _fill(staging: Path, chain: list, sources: dict, golden_file: Path | None) -
         (staging / "golden").mkdir()
         for photo in golden:
             (staging / "golden" / photo["name"]).write_bytes(photo["data"])
-        (staging / "golden" / "golden.json").write_text(json.dumps(
-            [{k: p[k] for k in ("name", "source", "top_k")} for p in golden], indent=1, ensure_ascii=False))
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
-    record = {"model": chain[0].model.name, "model_mb": round(chain[0].model.stat().st_size / 1e6, 2),
-              "created": stamp, "runtimes": [e.to_dict() for e in chain], "golden": len(golden)}
+        (staging / "golden" / "golden.json").write_text(
+            json.dumps([{k: p[k] for k in ("name", "source", "top_k")} for p in golden], indent=1, ensure_ascii=False)
+        )
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    record = {
+        "model": chain[0].model.name,
+        "model_mb": round(chain[0].model.stat().st_size / 1e6, 2),
+        "created": stamp,
+        "runtimes": [e.to_dict() for e in chain],
+        "golden": len(golden),
+    }
     (staging / MARKER).write_text(json.dumps(record, indent=2))
     cached = precached(staging, chain)
     first = chain[0].runtime.files.values()  # and the largest WASM build of the first runtime, loaded on that visit
     wasm = max(((staging / f).stat().st_size for f in first if f.endswith(".wasm")), default=0)
     record["first_visit_mb"] = round((sum((staging / f).stat().st_size for f in cached) + wasm) / 1e6, 1)
     (staging / MARKER).write_text(json.dumps(record, indent=2))
-    files = ["./"] + cached + ["sw.js"]
+    files = ["./", *cached, "sw.js"]
     sw = (APP / "sw.js").read_text().replace("__VERSION__", stamp).replace("__FILES__", json.dumps(files))
     (staging / "sw.js").write_text(sw)
     for p in [staging, *staging.rglob("*")]:
@@ -249,16 +310,24 @@ def precached(folder: Path, chain: list[Entry]) -> list[str]:
     (cached when a fallback runs), so the first visit downloads what this phone uses."""
     later = {dst for e in chain for dst in e.runtime.files.values() if dst not in e.runtime.precache}
     later |= {e.model.name for e in chain[1:]}
-    return sorted(name for p in folder.rglob("*") if p.is_file()
-                  and (name := str(p.relative_to(folder))) not in later and name != "sw.js")
+    return sorted(
+        name
+        for p in folder.rglob("*")
+        if p.is_file() and (name := str(p.relative_to(folder))) not in later and name != "sw.js"
+    )
 
 
 class IsolatedHandler(http.server.SimpleHTTPRequestHandler):
     """Static files with the headers that make the page cross-origin isolated (threads)."""
 
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
-                      ".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",
-                      ".webmanifest": "application/manifest+json", ".onnx": "application/octet-stream"}
+    extensions_map: ClassVar[dict[str, str]] = {
+        **http.server.SimpleHTTPRequestHandler.extensions_map,
+        ".mjs": "text/javascript",
+        ".js": "text/javascript",
+        ".wasm": "application/wasm",
+        ".webmanifest": "application/manifest+json",
+        ".onnx": "application/octet-stream",
+    }
 
     def end_headers(self) -> None:
         self.send_header("Cross-Origin-Opener-Policy", "same-origin")
@@ -278,24 +347,73 @@ def server(folder: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000)
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
 
 
-@app.command(help=(
-    "Bundle an exported model as a phone web app (PWA) that runs offline, or serve a bundle. SOURCE "
-    "is a flower-export folder (or, with --serve, a bundle). The app runs model.int8.tflite with "
-    "LiteRT.js (XNNPACK's WASM kernels, threaded where the page is cross-origin isolated), checks at "
-    "its first start that it answers the export's golden photos as the checkpoint did, and falls back "
-    "to onnxruntime-web with model.int8.onnx if not. Open the served address on a phone on the same "
-    "network, then 'Add to Home Screen'; after the first visit it works without a network."
-))
+@app.command(
+    help=(
+        "Bundle an exported model as a phone web app (PWA) that runs offline, or serve a bundle. SOURCE "
+        "is a flower-export folder (or, with --serve, a bundle). The app runs model.int8.tflite with "
+        "LiteRT.js (XNNPACK's WASM kernels, threaded where the page is cross-origin isolated), checks at "
+        "its first start that it answers the export's golden photos as the checkpoint did, and falls back "
+        "to onnxruntime-web with model.int8.onnx if not. Open the served address on a phone on the same "
+        "network, then 'Add to Home Screen'; after the first visit it works without a network."
+    )
+)
 def main(
-    source: Annotated[Path, typer.Argument(help="flower-export output folder, or a bundle with --serve.", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Bundle folder to write (default: SOURCE/web): a new or empty folder, or an earlier bundle, which is replaced.")] = None,
-    runtime: Annotated[Optional[str], typer.Option(help="The runtime tried first: litert (LiteRT.js, .tflite) or onnxruntime (onnxruntime-web, .onnx). Default: litert when the export has a .tflite file.", show_default=False)] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model file of the export in SOURCE for the first runtime, as its export.json lists it (default: the int8 file, else the float one).", show_default=False)] = None,
-    fallback: Annotated[bool, typer.Option("--fallback/--no-fallback", help="Also ship the other runtime and its model, used when the first fails its self-check on a device (cached on a phone only then).")] = True,
-    ort_web: Annotated[Optional[Path], typer.Option(help="onnxruntime-web's dist folder (default: mobile_demo/node_modules/onnxruntime-web/dist).", show_default=False)] = None,
-    litert_web: Annotated[Optional[Path], typer.Option(help="LiteRT.js's folder, node_modules/@litertjs, holding core/ and wasm-utils/ (default: mobile_demo's).", show_default=False)] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an --output folder that holds files flower-bundle did not write (its whole content), once the new bundle is complete. Without it such a folder is refused; an earlier bundle is always replaced. A folder that is, holds or lies inside what the bundle reads is refused either way.")] = False,
-    serve: Annotated[bool, typer.Option("--serve", help="Serve SOURCE (a bundle) over HTTP with COOP/COEP headers.")] = False,
+    source: Annotated[
+        Path, typer.Argument(help="flower-export output folder, or a bundle with --serve.", show_default=False)
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Bundle folder to write (default: SOURCE/web): a new or empty folder, or an earlier bundle, which is replaced.",
+        ),
+    ] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option(
+            help="The runtime tried first: litert (LiteRT.js, .tflite) or onnxruntime (onnxruntime-web, .onnx). Default: litert when the export has a .tflite file.",
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model file of the export in SOURCE for the first runtime, as its export.json lists it (default: the int8 file, else the float one).",
+            show_default=False,
+        ),
+    ] = None,
+    fallback: Annotated[
+        bool,
+        typer.Option(
+            "--fallback/--no-fallback",
+            help="Also ship the other runtime and its model, used when the first fails its self-check on a device (cached on a phone only then).",
+        ),
+    ] = True,
+    ort_web: Annotated[
+        Path | None,
+        typer.Option(
+            help="onnxruntime-web's dist folder (default: mobile_demo/node_modules/onnxruntime-web/dist).",
+            show_default=False,
+        ),
+    ] = None,
+    litert_web: Annotated[
+        Path | None,
+        typer.Option(
+            help="LiteRT.js's folder, node_modules/@litertjs, holding core/ and wasm-utils/ (default: mobile_demo's).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace an --output folder that holds files flower-bundle did not write (its whole content), once the new bundle is complete. Without it such a folder is refused; an earlier bundle is always replaced. A folder that is, holds or lies inside what the bundle reads is refused either way.",
+        ),
+    ] = False,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Serve SOURCE (a bundle) over HTTP with COOP/COEP headers.")
+    ] = False,
     host: Annotated[str, typer.Option(help="Address to serve on (0.0.0.0: the local network).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to serve on (1 to 65535).")] = 8000,
     debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,
@@ -303,7 +421,9 @@ def main(
     with one_line_errors("flower-bundle", debug):
         if serve:
             if not (source / "index.html").is_file():
-                raise ExportError(f"{source}: not a bundle (no index.html); make one with flower-bundle EXPORT_DIR -o DIR")
+                raise ExportError(
+                    f"{source}: not a bundle (no index.html); make one with flower-bundle EXPORT_DIR -o DIR"
+                )
             if not 1 <= port <= 65535:
                 raise ExportError(f"--port must be between 1 and 65535, found {port}")
             httpd = server(source, host, port)
@@ -313,11 +433,22 @@ def main(
             except KeyboardInterrupt:
                 pass
             return
-        out = bundle(source, output or source / "web", model, ort_web, force, runtime=runtime,
-                     litert_web=litert_web, fallback=fallback)
+        out = bundle(
+            source,
+            output or source / "web",
+            model,
+            ort_web,
+            force,
+            runtime=runtime,
+            litert_web=litert_web,
+            fallback=fallback,
+        )
     record = json.loads((out / MARKER).read_text())
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     chain = " -> ".join(f"{r['name']} ({r['model']})" for r in record["runtimes"])
-    check = f"self-check on {record['golden']} golden photos" if record["golden"] else \
-        "no self-check (the export has no golden.json: export again)"
+    check = (
+        f"self-check on {record['golden']} golden photos"
+        if record["golden"]
+        else "no self-check (the export has no golden.json: export again)"
+    )
     print(f"{out}  {size / 1e6:.1f} MB ({record['first_visit_mb']:.1f} MB on a phone's first visit); {chain}; {check}")

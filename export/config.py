@@ -75,9 +75,7 @@ class ExportConfig:
 
         parse_keys(self.format)
         if self.calib_method is not None and self.calib_method not in CALIB_METHODS:
-            raise ConfigError(
-                f"--calib-method must be one of {', '.join(CALIB_METHODS)}, found {self.calib_method!r}"
-            )
+            raise ConfigError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, found {self.calib_method!r}")
         if self.opset < MIN_OPSET:
             raise ConfigError(f"--opset must be {MIN_OPSET} or newer, found {self.opset}")
         if not 1 <= self.calib_size <= MAX_PHOTOS:
@@ -91,8 +89,9 @@ class ExportConfig:
         if not 1 <= self.tune_epochs <= MAX_TUNE_EPOCHS:
             raise ConfigError(f"--tune-epochs must be between 1 and {MAX_TUNE_EPOCHS}, found {self.tune_epochs}")
         if not 0 <= self.verify_size <= MAX_PHOTOS:
-            raise ConfigError(f"--verify-size must be 0 (all, up to {MAX_PHOTOS:,}) to {MAX_PHOTOS:,}, "
-                              f"found {self.verify_size}")
+            raise ConfigError(
+                f"--verify-size must be 0 (all, up to {MAX_PHOTOS:,}) to {MAX_PHOTOS:,}, found {self.verify_size}"
+            )
         if self.verify_on not in (None, "arm64"):
             raise ConfigError(f"--verify-on takes arm64, found {self.verify_on!r}")
         if self.verify_on and not self.verify:
@@ -113,8 +112,7 @@ class ExportConfig:
         """The formats to write (export/formats.py rows) and a note per format ``all`` skipped."""
         from .formats import select
 
-        return select(self.format, quantize=self.quantize, ort=self.ort_format,
-                      preprocessing=self.embed_preprocessing)
+        return select(self.format, quantize=self.quantize, ort=self.ort_format, preprocessing=self.embed_preprocessing)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

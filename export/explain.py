@@ -23,9 +23,9 @@ import contextlib
 import io
 import logging
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import onnx
@@ -101,12 +101,21 @@ def explain_int8(float_path: str | Path, int8_path: str | Path, photos: Sequence
         if node is not None and len(node.input) > 1 and node.input[1] in weights:
             weight_db = _finite(weights[node.input[1]])
         float_values = match.get("float")
-        rows.append(LayerError(
-            order.get(tensor, -1), tensor, node.op_type if node is not None else "input",
-            _finite(compute_signal_to_quantization_noice_ratio(pre, match["post_qdq"])),
-            _finite(compute_signal_to_quantization_noice_ratio(float_values, match["post_qdq"])) if float_values else None,
-            weight_db,
-            node.input[1].removesuffix(".weight") if node is not None and node.op_type == "Conv" and len(node.input) > 1 else None))
+        rows.append(
+            LayerError(
+                order.get(tensor, -1),
+                tensor,
+                node.op_type if node is not None else "input",
+                _finite(compute_signal_to_quantization_noice_ratio(pre, match["post_qdq"])),
+                _finite(compute_signal_to_quantization_noice_ratio(float_values, match["post_qdq"]))
+                if float_values
+                else None,
+                weight_db,
+                node.input[1].removesuffix(".weight")
+                if node is not None and node.op_type == "Conv" and len(node.input) > 1
+                else None,
+            )
+        )
     return sorted(rows, key=lambda r: r.index)
 
 
@@ -114,6 +123,7 @@ def _narrowed(matching: dict, reference: str) -> dict:
     """Every int8 tensor of ``matching`` cut back to the shape of its ``reference`` one: the photo's
     channels and the stem's weights for them are padded with zeros (export/quantize.py:
     align_input_channels), which are no rounding error."""
+
     def cut(value: np.ndarray, like: np.ndarray) -> np.ndarray:
         if value.shape == like.shape or value.ndim != like.ndim:
             return value
@@ -125,8 +135,9 @@ def _narrowed(matching: dict, reference: str) -> dict:
             continue
         for key, value in list(pair.items()):
             if key != reference and value is not None:
-                pair[key] = cut(value, target) if isinstance(value, np.ndarray) else [
-                    cut(v, t) for v, t in zip(value, target)]
+                pair[key] = (
+                    cut(value, target) if isinstance(value, np.ndarray) else [cut(v, t) for v, t in zip(value, target)]
+                )
     return matching
 
 

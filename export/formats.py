@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -116,8 +117,10 @@ class Format:
             raise ExportError(f"{path}: the {self.key} runtime crashed reading this file ({name}); the file is broken")
         if done.returncode != 0:
             lines = done.stderr.strip().splitlines()
-            raise ExportError(f"{path}: the {self.key} runtime cannot run this file "
-                              f"({lines[-1][:300] if lines else f'exit {done.returncode}'})")
+            raise ExportError(
+                f"{path}: the {self.key} runtime cannot run this file "
+                f"({lines[-1][:300] if lines else f'exit {done.returncode}'})"
+            )
 
     def missing(self, purpose: str = "write") -> str | None:
         """None when this machine can write (or run) the format, else the one line that says what to install."""
@@ -125,48 +128,157 @@ class Format:
         absent = [m for m in needs if importlib.util.find_spec(m) is None]
         if not absent:
             return None
-        return (f"{self.key} needs {', '.join(absent)}, from the [{self.extra}] extra: "
-                f"pip install 'flower-edge[{self.extra}]'")
+        return (
+            f"{self.key} needs {', '.join(absent)}, from the [{self.extra}] extra: "
+            f"pip install 'flower-edge[{self.extra}]'"
+        )
 
 
-_ONNX, _TS, _TFL, _PTE = "flower_edge.export.onnx_export", "flower_edge.export.torchscript", \
-    "flower_edge.export.tflite", "flower_edge.export.pte"
+_ONNX, _TS, _TFL, _PTE = (
+    "flower_edge.export.onnx_export",
+    "flower_edge.export.torchscript",
+    "flower_edge.export.tflite",
+    "flower_edge.export.pte",
+)
 _ORT_RUN, _ONNX_CARD = "flower_edge.runtime.session:onnx_runner", "flower_edge.runtime.card:ModelCard.from_onnx"
-_LITERT = dict(extra="litert", write_needs=("torch", "litert_torch", "ai_edge_litert"), run_needs=("ai_edge_litert",),
-               magic=(4, b"TFL3"), may_abort=True, client="mediapipe")
-_EXECUTORCH = dict(extra="executorch", write_needs=("torch", "executorch"), run_needs=("torch", "executorch"),
-                   magic=(4, b"ET"), may_abort=True)
+_LITERT = dict(
+    extra="litert",
+    write_needs=("torch", "litert_torch", "ai_edge_litert"),
+    run_needs=("ai_edge_litert",),
+    magic=(4, b"TFL3"),
+    may_abort=True,
+    client="mediapipe",
+)
+_EXECUTORCH = dict(
+    extra="executorch",
+    write_needs=("torch", "executorch"),
+    run_needs=("torch", "executorch"),
+    magic=(4, b"ET"),
+    may_abort=True,
+)
 _ORT_MAGIC = (4, b"ORTM")
 
-FORMATS: dict[str, Format] = {f.key: f for f in (
-    Format("torchscript", "model.pt", f"{_TS}:write", f"{_TS}:runner", f"{_TS}:read_card",
-           "TorchScript, traced and frozen (servers, libtorch)", atol_scale=0.1,
-           run_needs=("torch",), magic=(0, b"PK\x03\x04")),
-    Format("onnx", "model.onnx", f"{_ONNX}:write", _ORT_RUN, _ONNX_CARD,
-           "ONNX, float (onnxruntime, onnxruntime-web)", ort_copy="ort"),
-    Format("onnx-int8", "model.int8.onnx", "flower_edge.export.quantize:write", _ORT_RUN, _ONNX_CARD,
-           "ONNX, int8 QDQ, calibrated on photos", int8=True, source="onnx", int8_of="onnx",
-           ort_copy="ort-int8"),
-    Format("onnx-preproc", "model.preproc.onnx", f"{_ONNX}:write_preprocessing", _ORT_RUN, _ONNX_CARD,
-           "ONNX, float, taking uint8 pixels (--embed-preprocessing)", takes_pixels=True, in_all=False,
-           ort_copy="ort-preproc"),
-    Format("ort", "model.ort", "flower_edge.export.ort:write", _ORT_RUN, _ONNX_CARD,
-           "ONNX Runtime Mobile copy of model.onnx", source="onnx", magic=_ORT_MAGIC),
-    Format("ort-int8", "model.int8.ort", "flower_edge.export.ort:write", _ORT_RUN, _ONNX_CARD,
-           "ONNX Runtime Mobile copy of model.int8.onnx", int8=True, source="onnx-int8", magic=_ORT_MAGIC),
-    Format("ort-preproc", "model.preproc.ort", "flower_edge.export.ort:write", _ORT_RUN, _ONNX_CARD,
-           "ONNX Runtime Mobile copy of model.preproc.onnx", takes_pixels=True, in_all=False,
-           source="onnx-preproc", magic=_ORT_MAGIC),
-    Format("tflite", "model.tflite", f"{_TFL}:write", f"{_TFL}:runner", f"{_TFL}:read_card",
-           "LiteRT (TensorFlow Lite), float, NHWC, MediaPipe ImageClassifier metadata", **_LITERT),
-    Format("tflite-int8", "model.int8.tflite", f"{_TFL}:write", f"{_TFL}:runner", f"{_TFL}:read_card",
-           "LiteRT, int8 (PT2E static, calibrated on photos), NHWC, MediaPipe metadata", int8=True, int8_of="tflite", **_LITERT),
-    Format("pte", "model.pte", f"{_PTE}:write", f"{_PTE}:runner", f"{_PTE}:read_card",
-           "ExecuTorch program, XNNPACK delegate, float", **_EXECUTORCH),
-    Format("pte-int8", "model.int8.pte", f"{_PTE}:write", f"{_PTE}:runner", f"{_PTE}:read_card",
-           "ExecuTorch, XNNPACK, int8 (PT2E static, calibrated on photos)", int8=True, int8_of="pte",
-           **_EXECUTORCH),
-)}
+FORMATS: dict[str, Format] = {
+    f.key: f
+    for f in (
+        Format(
+            "torchscript",
+            "model.pt",
+            f"{_TS}:write",
+            f"{_TS}:runner",
+            f"{_TS}:read_card",
+            "TorchScript, traced and frozen (servers, libtorch)",
+            atol_scale=0.1,
+            run_needs=("torch",),
+            magic=(0, b"PK\x03\x04"),
+        ),
+        Format(
+            "onnx",
+            "model.onnx",
+            f"{_ONNX}:write",
+            _ORT_RUN,
+            _ONNX_CARD,
+            "ONNX, float (onnxruntime, onnxruntime-web)",
+            ort_copy="ort",
+        ),
+        Format(
+            "onnx-int8",
+            "model.int8.onnx",
+            "flower_edge.export.quantize:write",
+            _ORT_RUN,
+            _ONNX_CARD,
+            "ONNX, int8 QDQ, calibrated on photos",
+            int8=True,
+            source="onnx",
+            int8_of="onnx",
+            ort_copy="ort-int8",
+        ),
+        Format(
+            "onnx-preproc",
+            "model.preproc.onnx",
+            f"{_ONNX}:write_preprocessing",
+            _ORT_RUN,
+            _ONNX_CARD,
+            "ONNX, float, taking uint8 pixels (--embed-preprocessing)",
+            takes_pixels=True,
+            in_all=False,
+            ort_copy="ort-preproc",
+        ),
+        Format(
+            "ort",
+            "model.ort",
+            "flower_edge.export.ort:write",
+            _ORT_RUN,
+            _ONNX_CARD,
+            "ONNX Runtime Mobile copy of model.onnx",
+            source="onnx",
+            magic=_ORT_MAGIC,
+        ),
+        Format(
+            "ort-int8",
+            "model.int8.ort",
+            "flower_edge.export.ort:write",
+            _ORT_RUN,
+            _ONNX_CARD,
+            "ONNX Runtime Mobile copy of model.int8.onnx",
+            int8=True,
+            source="onnx-int8",
+            magic=_ORT_MAGIC,
+        ),
+        Format(
+            "ort-preproc",
+            "model.preproc.ort",
+            "flower_edge.export.ort:write",
+            _ORT_RUN,
+            _ONNX_CARD,
+            "ONNX Runtime Mobile copy of model.preproc.onnx",
+            takes_pixels=True,
+            in_all=False,
+            source="onnx-preproc",
+            magic=_ORT_MAGIC,
+        ),
+        Format(
+            "tflite",
+            "model.tflite",
+            f"{_TFL}:write",
+            f"{_TFL}:runner",
+            f"{_TFL}:read_card",
+            "LiteRT (TensorFlow Lite), float, NHWC, MediaPipe ImageClassifier metadata",
+            **_LITERT,
+        ),
+        Format(
+            "tflite-int8",
+            "model.int8.tflite",
+            f"{_TFL}:write",
+            f"{_TFL}:runner",
+            f"{_TFL}:read_card",
+            "LiteRT, int8 (PT2E static, calibrated on photos), NHWC, MediaPipe metadata",
+            int8=True,
+            int8_of="tflite",
+            **_LITERT,
+        ),
+        Format(
+            "pte",
+            "model.pte",
+            f"{_PTE}:write",
+            f"{_PTE}:runner",
+            f"{_PTE}:read_card",
+            "ExecuTorch program, XNNPACK delegate, float",
+            **_EXECUTORCH,
+        ),
+        Format(
+            "pte-int8",
+            "model.int8.pte",
+            f"{_PTE}:write",
+            f"{_PTE}:runner",
+            f"{_PTE}:read_card",
+            "ExecuTorch, XNNPACK, int8 (PT2E static, calibrated on photos)",
+            int8=True,
+            int8_of="pte",
+            **_EXECUTORCH,
+        ),
+    )
+}
 
 
 def probe_command(key: str, path: str | Path) -> list[str]:
@@ -179,6 +291,7 @@ def probe_command(key: str, path: str | Path) -> list[str]:
 @dataclass
 class WriteJob:
     """What a writer gets: the model, its card, the export's options and photos, the staging folder."""
+
     model: Any
     card: ModelCard
     config: Any
@@ -244,8 +357,12 @@ class WriteJob:
         config = self.config
         if "tuning" not in self._cache:  # read once; each tuning gets its own progress lines
             paths = self.images.tuning if self.images else ()
-            self._cache["tuning"], broken = read_photos(paths, lambda img: preprocess(img, self.card),
-                                                        progress=self.progress, what="int8 tuning: reading photos")
+            self._cache["tuning"], broken = read_photos(
+                paths,
+                lambda img: preprocess(img, self.card),
+                progress=self.progress,
+                what="int8 tuning: reading photos",
+            )
             self.skipped += broken
         photos = self._cache["tuning"]
         if not photos:
@@ -253,9 +370,14 @@ class WriteJob:
 
             raise ExportError("int8 tuning: no readable tuning photos")
         self.progress(f"int8 tuning: {len(photos)} photos and their mirror images, {config.tune_epochs} epochs")
-        return Tuning(photos, lambda x: torch_logits(self.model, x), epochs=config.tune_epochs,
-                      source=self.calibration_source, progress=step_lines(self.progress, "int8 tuning"),
-                      say=self.progress)
+        return Tuning(
+            photos,
+            lambda x: torch_logits(self.model, x),
+            epochs=config.tune_epochs,
+            source=self.calibration_source,
+            progress=step_lines(self.progress, "int8 tuning"),
+            say=self.progress,
+        )
 
 
 def parse_keys(text: str) -> tuple[str, ...]:
@@ -263,13 +385,13 @@ def parse_keys(text: str) -> tuple[str, ...]:
     keys = tuple(k.strip().lower() for k in text.split(",") if k.strip())
     unknown = [k for k in keys if k != "all" and k not in FORMATS]
     if unknown or not keys:
-        raise ConfigError(f"--format takes a comma-separated list of {', '.join(FORMATS)} or all, "
-                          f"found {text!r}")
+        raise ConfigError(f"--format takes a comma-separated list of {', '.join(FORMATS)} or all, found {text!r}")
     return keys
 
 
-def select(text: str, *, quantize: bool = False, ort: bool = True,
-           preprocessing: bool = False) -> tuple[list[Format], list[str]]:
+def select(
+    text: str, *, quantize: bool = False, ort: bool = True, preprocessing: bool = False
+) -> tuple[list[Format], list[str]]:
     """The formats to write, in the table's order (sources first), and one note per format that
     ``all`` left out because its extra is missing. A format named on its own whose extra is missing
     fails with the line that names the extra."""
@@ -302,13 +424,18 @@ def select(text: str, *, quantize: bool = False, ort: bool = True,
         problem = FORMATS[key].missing()
         if problem:
             raise ConfigError(problem)
-    without = [k for k in sorted(chosen, key=list(FORMATS).index)
-               if FORMATS[k].client and importlib.util.find_spec(FORMATS[k].client) is None]
+    without = [
+        k
+        for k in sorted(chosen, key=list(FORMATS).index)
+        if FORMATS[k].client and importlib.util.find_spec(FORMATS[k].client) is None
+    ]
     if without:
         client = FORMATS[without[0]].client
-        notes.append(f"{', '.join(without)}: no TFLite metadata and no {client} check, so MediaPipe's ImageClassifier "
-                     f"will not load the files; they need {client}, from the [{client}] extra: "
-                     f"pip install 'flower-edge[{client}]'")
+        notes.append(
+            f"{', '.join(without)}: no TFLite metadata and no {client} check, so MediaPipe's ImageClassifier "
+            f"will not load the files; they need {client}, from the [{client}] extra: "
+            f"pip install 'flower-edge[{client}]'"
+        )
     return [f for f in FORMATS.values() if f.key in chosen], notes
 
 
@@ -325,4 +452,4 @@ def by_file(path: str | Path) -> Format:
 
 
 def logits(run: Runner, x: np.ndarray, batch: int = 32) -> np.ndarray:
-    return np.concatenate([run(x[i:i + batch]) for i in range(0, len(x), batch)])
+    return np.concatenate([run(x[i : i + batch]) for i in range(0, len(x), batch)])

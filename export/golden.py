@@ -53,11 +53,14 @@ def golden_photos(job) -> list[dict]:
         top = np.argsort(-probs)[:TOP_K]
         if probs[top[0]] - probs[top[1]] < MIN_GAP:
             continue
-        chosen.append({
-            "name": f"golden-{len(chosen) + 1}.jpg", "source": f"{Path(path).parent.name}/{Path(path).name}",
-            "jpeg": base64.b64encode(jpeg).decode("ascii"),
-            "top_k": [{"index": int(i), "label": card.labels[i], "prob": round(float(probs[i]), 6)} for i in top],
-        })
+        chosen.append(
+            {
+                "name": f"golden-{len(chosen) + 1}.jpg",
+                "source": f"{Path(path).parent.name}/{Path(path).name}",
+                "jpeg": base64.b64encode(jpeg).decode("ascii"),
+                "top_k": [{"index": int(i), "label": card.labels[i], "prob": round(float(probs[i]), 6)} for i in top],
+            }
+        )
         if len(chosen) == COUNT:
             break
     return chosen
@@ -74,8 +77,13 @@ def write(job, path: Path) -> bool:
     """golden.json at ``path`` when golden photos were found; whether it was written."""
     photos = golden_photos(job)
     if photos:
-        path.write_text(json.dumps({"expected_from": "PyTorch (the checkpoint)", "min_gap": MIN_GAP,
-                                    "photos": photos}, indent=1, ensure_ascii=False))
+        path.write_text(
+            json.dumps(
+                {"expected_from": "PyTorch (the checkpoint)", "min_gap": MIN_GAP, "photos": photos},
+                indent=1,
+                ensure_ascii=False,
+            )
+        )
     return bool(photos)
 
 
@@ -83,9 +91,14 @@ def read(path: Path) -> list[dict]:
     """The photos of a golden.json, each with its JPEG bytes under "data"; [] when it is not one."""
     try:
         record = json.loads(path.read_text())
-        return [{**p, "data": base64.b64decode(p["jpeg"], validate=True)} for p in record["photos"]
-                if isinstance(p["name"], str) and p["name"].startswith("golden-") and p["name"].endswith(".jpg")
-                and "/" not in p["name"]]
+        return [
+            {**p, "data": base64.b64decode(p["jpeg"], validate=True)}
+            for p in record["photos"]
+            if isinstance(p["name"], str)
+            and p["name"].startswith("golden-")
+            and p["name"].endswith(".jpg")
+            and "/" not in p["name"]
+        ]
     except (OSError, ValueError, KeyError, TypeError):
         return []
 

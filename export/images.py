@@ -14,9 +14,9 @@ Each list is in hash order, a stable pseudo-random mix of the classes.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 from PIL import Image
@@ -39,8 +39,11 @@ class ImageSets:
 
 def find_images(folder: Path) -> list[Path]:
     """Image files under ``folder``, recursively, in hash order (a stable pseudo-random order)."""
-    found = [p for p in folder.rglob("*")
-             if is_image_file(p) and p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    found = [
+        p
+        for p in folder.rglob("*")
+        if is_image_file(p) and p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ]
     return sorted(found, key=lambda p: _hash(p.relative_to(folder)))
 
 
@@ -53,8 +56,13 @@ def _hash_order(paths: list[Path]) -> list[Path]:
     return sorted(paths, key=lambda p: _hash(Path(p.parent.name, p.name)))
 
 
-def choose_images(config: ExportConfig, train_data: str, valid_fraction: float = 0.15,
-                  follow_symlinks: bool = False, int8: bool | None = None) -> ImageSets:
+def choose_images(
+    config: ExportConfig,
+    train_data: str,
+    valid_fraction: float = 0.15,
+    follow_symlinks: bool = False,
+    int8: bool | None = None,
+) -> ImageSets:
     """Calibration, tuning and verification photos for an export of a model trained on ``train_data``
     (split as that training split it: ``follow_symlinks`` as it was trained with); ``int8``: whether
     an int8 format is written (None: ``config.quantize``)."""
@@ -92,21 +100,24 @@ def choose_images(config: ExportConfig, train_data: str, valid_fraction: float =
         if not vroot.is_dir():
             raise ExportError(f"--verify-data {vroot}: no such folder")
         held_out, held_source = find_images(vroot), str(vroot)
-    calibration = tuple(pool[:config.calib_size])
+    calibration = tuple(pool[: config.calib_size])
     # Photos a search may tune on are kept out of verification even when it does not tune.
-    tuning = tuple(pool[:config.tune_size]) if int8 and config.tune is not False else ()
+    tuning = tuple(pool[: config.tune_size]) if int8 and config.tune is not False else ()
     used = {p.resolve() for p in calibration + tuning} if int8 else set()
     held_out = [p for p in held_out if p.resolve() not in used]
     if config.verify and not held_out:
-        raise ExportError(
-            f"no photos left to verify with in {held_source}; pass --verify-data DIR (or --no-verify)"
-        )
-    verification = tuple(held_out[:config.verify_size or MAX_PHOTOS])
+        raise ExportError(f"no photos left to verify with in {held_source}; pass --verify-data DIR (or --no-verify)")
+    verification = tuple(held_out[: config.verify_size or MAX_PHOTOS])
     return ImageSets(calibration, verification, source, held_source, tuning)
 
 
-def read_photos(paths: Iterable[Path], convert: Callable[[Image.Image], np.ndarray], keep_paths: bool = False,
-                progress: Callable[[str], None] | None = None, what: str = "reading photos"):
+def read_photos(
+    paths: Iterable[Path],
+    convert: Callable[[Image.Image], np.ndarray],
+    keep_paths: bool = False,
+    progress: Callable[[str], None] | None = None,
+    what: str = "reading photos",
+):
     """``convert`` applied to each readable photo (a list, or with ``keep_paths`` a dict by path),
     and one line for each broken one; with ``progress``, lines as the reading goes."""
     from flower_edge.runtime.progress import ProgressLines

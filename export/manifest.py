@@ -70,8 +70,10 @@ def exported_files(folder: str | os.PathLike) -> dict[str, Path]:
         if not path.is_file():
             raise ExportError(f"{path}: listed in {folder / MANIFEST} but missing; export again")
         if name in hashes and sha256(path) != hashes[name]:
-            raise ExportError(f"{path}: changed since the export that {MANIFEST} records (another export or an "
-                              "edit wrote it); export again")
+            raise ExportError(
+                f"{path}: changed since the export that {MANIFEST} records (another export or an "
+                "edit wrote it); export again"
+            )
         files[key] = path
     return files
 

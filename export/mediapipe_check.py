@@ -15,7 +15,7 @@ keep (mobile_demo/README.md). Needs the [mediapipe] extra.
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -40,7 +40,7 @@ def region(card: ModelCard, width: int, height: int) -> tuple[float, float, floa
     new_long = int(card.resize_size * long / short)
     new_w, new_h = (card.resize_size, new_long) if width <= height else (new_long, card.resize_size)
     crop = min(card.crop_size, new_w, new_h)
-    left, top = int(round((new_w - crop) / 2.0)), int(round((new_h - crop) / 2.0))
+    left, top = round((new_w - crop) / 2.0), round((new_h - crop) / 2.0)
     return (left / new_w, top / new_h, (left + crop) / new_w, (top + crop) / new_h)
 
 
@@ -70,12 +70,16 @@ def classify(path: str | os.PathLike, card: ModelCard, photos: Iterable[np.ndarr
             options = None
             if crop:
                 left, top, right, bottom = region(card, image.width, image.height)
-                options = ImageProcessingOptions(region_of_interest=RectF(left=left, top=top, right=right, bottom=bottom))
+                options = ImageProcessingOptions(
+                    region_of_interest=RectF(left=left, top=top, right=right, bottom=bottom)
+                )
             scores = np.zeros(len(card.labels), np.float32)
             for category in task.classify(image, options).classifications[0].categories:
                 if category.category_name != card.labels[category.index]:
-                    raise ExportError(f"{path}: MediaPipe names class {category.index} {category.category_name!r}, "
-                                     f"the card {card.labels[category.index]!r}")
+                    raise ExportError(
+                        f"{path}: MediaPipe names class {category.index} {category.category_name!r}, "
+                        f"the card {card.labels[category.index]!r}"
+                    )
                 scores[category.index] = category.score
             rows.append(scores)
     return np.stack(rows) if rows else np.zeros((0, len(card.labels)), np.float32)

@@ -46,8 +46,9 @@ def embedded_card(card: ModelCard) -> ModelCard:
     return replace(card, layout="NHWC", input_dtype="uint8")
 
 
-def export_onnx(model: nn.Module, card: ModelCard, path: str | os.PathLike, opset: int,
-                embed_preprocessing: bool = False) -> ModelCard:
+def export_onnx(
+    model: nn.Module, card: ModelCard, path: str | os.PathLike, opset: int, embed_preprocessing: bool = False
+) -> ModelCard:
     """Write ``model`` as ONNX at ``path``; returns the card stored in it."""
     model = model.eval()
     c, h, w = card.input_size
@@ -62,8 +63,15 @@ def export_onnx(model: nn.Module, card: ModelCard, path: str | os.PathLike, opse
     with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            model, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},), optimize=True, verify=False,
+            model,
+            (example,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: batch},),
+            optimize=True,
+            verify=False,
         )
     proto = program.model_proto
     set_card(proto, card)

@@ -32,8 +32,12 @@ def write(job, fmt) -> list[str]:
     options.add_session_config_entry("session.save_model_format", "ORT")
     options.add_session_config_entry("session.x64quantprecision", "1")
     options.add_session_config_entry("session.qdqisint8allowed", "0")
-    ort.InferenceSession(str(job.staging / FORMATS[fmt.source].file), options,
-                         providers=["CPUExecutionProvider"], disabled_optimizers=["NchwcTransformer"])
+    ort.InferenceSession(
+        str(job.staging / FORMATS[fmt.source].file),
+        options,
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=["NchwcTransformer"],
+    )
     made = sorted(Path(job.staging).glob("*.ort"))
     logging.disable(logging.INFO)  # it logs each file at INFO
     try:

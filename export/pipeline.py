@@ -14,25 +14,26 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from flower_edge.runtime.card import ModelCard
 from flower_edge.runtime.errors import ExportError, OutputError
 from flower_edge.runtime.files import disk_space_checked, exclusive, interrupts_deferred, remove_stale
-from flower_edge.runtime.output import check_output_file, check_output_folder, json_text
 from flower_edge.runtime.image import normalize, pixels, preprocess
+from flower_edge.runtime.output import check_output_file, check_output_folder, json_text
 from flower_edge.runtime.predict import log_softmax
 
+from . import golden, mediapipe_check
 from .config import ExportConfig
 from .formats import FORMATS, Format, WriteJob, logits
 from .images import ImageSets, choose_images, read_photos
-from .manifest import CARD, LABELS, MANIFEST as REPORT, is_export_folder, listed_files, read_manifest, sha256
-from . import golden, mediapipe_check
+from .manifest import CARD, LABELS, is_export_folder, listed_files, read_manifest, sha256
+from .manifest import MANIFEST as REPORT
 from .verify import Parity, compare, parity_table
 
 _INT8 = {f.key for f in FORMATS.values() if f.int8}
@@ -90,9 +91,16 @@ class ExportResult:
     def failure(self) -> str:
         """One line naming what was not written and why, for the CLI's exit."""
         rows = {r.format: r for r in self.parity if not r.passed}
-        why = "; ".join(f"{rows[k].name}: top-1 agreement {rows[k].top1_agreement:.2%}, max |diff| {rows[k].max_abs_diff:.2g}, "
-                        f"needs {rows[k].requirement}" for k in self.not_written)
-        hint = " (int8: a larger --max-drop allows more; --tune-epochs tunes longer)" if set(self.not_written) & _INT8 else ""
+        why = "; ".join(
+            f"{rows[k].name}: top-1 agreement {rows[k].top1_agreement:.2%}, max |diff| {rows[k].max_abs_diff:.2g}, "
+            f"needs {rows[k].requirement}"
+            for k in self.not_written
+        )
+        hint = (
+            " (int8: a larger --max-drop allows more; --tune-epochs tunes longer)"
+            if set(self.not_written) & _INT8
+            else ""
+        )
         return f"verification failed, not written: {why}{hint}; the other files were written"
 
 
@@ -110,38 +118,66 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
         if problem:
             raise ExportError(problem)
     model, card, ckpt = load_model(config.checkpoint)
-    card = replace(card, provenance={**card.provenance, "exported_from": Path(config.checkpoint).name,
-                                     "export_date": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    card = replace(
+        card,
+        provenance={
+            **card.provenance,
+            "exported_from": Path(config.checkpoint).name,
+            "export_date": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
     output = Path(config.output) if config.output else Path(config.checkpoint).resolve().parent
     reads = _reads(config, ckpt["config"].data)
     # The default folder is the checkpoint's own, where flower-train wrote: files go in beside it,
     # and no file there that an earlier export did not write is ever replaced (_check_targets).
-    check_output_folder(output, "--output", reads, marker=is_export_folder, tool="flower-export",
-                        force=config.force or config.output is None, leftovers=(STAGING, f".{REPORT}."))
+    check_output_folder(
+        output,
+        "--output",
+        reads,
+        marker=is_export_folder,
+        tool="flower-export",
+        force=config.force or config.output is None,
+        leftovers=(STAGING, f".{REPORT}."),
+    )
     _check_writable(output)
     earlier = read_manifest(output)
-    _check_targets(output, [f.file for f in formats] + [CARD, LABELS, golden.GOLDEN, REPORT], earlier, config.force, reads)
+    _check_targets(
+        output, [f.file for f in formats] + [CARD, LABELS, golden.GOLDEN, REPORT], earlier, config.force, reads
+    )
     with exclusive(output / REPORT, "flower-export"):  # one export at a time into a folder
         for stale in remove_stale(output, STAGING) + remove_stale(output, f".{REPORT}."):
             progress(f"removed {stale.name}, left in {output} by an export that was killed")
 
         int8 = any(f.int8 for f in formats)
         trained = ckpt["config"]
-        images = (choose_images(config, trained.data, trained.valid_fraction, trained.follow_symlinks, int8=int8)
-                  if int8 or config.verify else None)
+        images = (
+            choose_images(config, trained.data, trained.valid_fraction, trained.follow_symlinks, int8=int8)
+            if int8 or config.verify
+            else None
+        )
         skipped: list[str] = []
         calibration, verification, verification_pixels = [], np.zeros((0,), np.float32), []
         if images:
             if int8:  # tuning photos are read only if the int8 search tunes (export/search.py)
-                calibration, broken = read_photos(images.calibration, lambda img: preprocess(img, card),
-                                                  progress=progress, what="reading calibration photos")
+                calibration, broken = read_photos(
+                    images.calibration,
+                    lambda img: preprocess(img, card),
+                    progress=progress,
+                    what="reading calibration photos",
+                )
                 skipped += broken
-            verification_pixels, broken = read_photos(images.verification, lambda img: pixels(img, card),
-                                                      progress=progress, what="reading verification photos")
+            verification_pixels, broken = read_photos(
+                images.verification,
+                lambda img: pixels(img, card),
+                progress=progress,
+                what="reading verification photos",
+            )
             skipped += broken
             if config.verify and not verification_pixels:
                 raise ExportError(f"{images.verification_source}: none of its photos could be read")
-            verification = np.stack([normalize(p, card) for p in verification_pixels]) if verification_pixels else verification
+            verification = (
+                np.stack([normalize(p, card) for p in verification_pixels]) if verification_pixels else verification
+            )
 
         staging = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-", dir=output))
         try:
@@ -160,12 +196,21 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
                     raise ExportError("verification failed; no file was written\n" + parity_table(parity))
             written = list(dict.fromkeys(name for key, names in files.items() if key not in failed for name in names))
             quantized = job.int8 if "onnx-int8" not in failed else None
-            result = ExportResult(output, [output / name for name in written], parity, card,
-                                  quantized.card if quantized else None, images, time.perf_counter() - start,
-                                  [f.key for f in formats if f.key not in failed], skipped,
-                                  (quantized.explain or []) if quantized else [],
-                                  sha256={name: sha256(staging / name) for name in written}, search=job.searched,
-                                  not_written=[f.key for f in formats if f.key in failed])
+            result = ExportResult(
+                output,
+                [output / name for name in written],
+                parity,
+                card,
+                quantized.card if quantized else None,
+                images,
+                time.perf_counter() - start,
+                [f.key for f in formats if f.key not in failed],
+                skipped,
+                (quantized.explain or []) if quantized else [],
+                sha256={name: sha256(staging / name) for name in written},
+                search=job.searched,
+                not_written=[f.key for f in formats if f.key in failed],
+            )
             report = {"config": config.to_dict(), **result.to_dict(staging)}
             with disk_space_checked(staging, report_as=output):
                 (staging / REPORT).write_text(json_text(report))
@@ -198,8 +243,10 @@ def _check_targets(output: Path, names: list[str], earlier: dict | None, force: 
     for name in names:
         target = check_output_file(output / name, "--output", reads)
         if not force and (target.exists() or target.is_symlink()) and name not in ours:
-            raise OutputError(f"--output {output}: {name} is there and no earlier export wrote it (it is not in "
-                              f"{REPORT}); move it, choose another folder, or pass --force to replace it")
+            raise OutputError(
+                f"--output {output}: {name} is there and no earlier export wrote it (it is not in "
+                f"{REPORT}); move it, choose another folder, or pass --force to replace it"
+            )
 
 
 def _commit(staging: Path, output: Path, names: list[str], earlier: list[str]) -> list[str]:
@@ -242,8 +289,9 @@ def _write_all(job: WriteJob, formats: list[Format]) -> dict[str, list[str]]:
     return files
 
 
-def _verify(job: WriteJob, formats: list[Format], raw: np.ndarray,
-            progress: Callable[[str], None]) -> tuple[list[Parity], dict[str, np.ndarray]]:
+def _verify(
+    job: WriteJob, formats: list[Format], raw: np.ndarray, progress: Callable[[str], None]
+) -> tuple[list[Parity], dict[str, np.ndarray]]:
     """Every written format run by its own runtime on the verification photos, against PyTorch; the
     .tflite files also through MediaPipe's ImageClassifier on the whole photos, when it is installed.
     The rows, and each format's outputs."""
@@ -266,8 +314,13 @@ def _verify(job: WriteJob, formats: list[Format], raw: np.ndarray,
     return rows, outputs
 
 
-def _verify_arm64(job: WriteJob, formats: list[Format], raw: np.ndarray, outputs: dict[str, np.ndarray],
-                  progress: Callable[[str], None]) -> list[Parity]:
+def _verify_arm64(
+    job: WriteJob,
+    formats: list[Format],
+    raw: np.ndarray,
+    outputs: dict[str, np.ndarray],
+    progress: Callable[[str], None],
+) -> list[Parity]:
     """The phone files run on arm64 kernels (export/arm64.py) on the first verification photos,
     each against PyTorch as on this machine, with its agreement with this machine's run."""
     from . import arm64
@@ -280,8 +333,13 @@ def _verify_arm64(job: WriteJob, formats: list[Format], raw: np.ndarray, outputs
             left.append(fmt.key)
             continue
         card = fmt.read_card(path)
-        files[fmt.key] = {"path": str(path), "kind": arm64.kind(fmt), "layout": card.layout, "output": card.output,
-                          "takes_pixels": fmt.takes_pixels}
+        files[fmt.key] = {
+            "path": str(path),
+            "kind": arm64.kind(fmt),
+            "layout": card.layout,
+            "output": card.output,
+            "takes_pixels": fmt.takes_pixels,
+        }
     if left:
         progress(f"arm64: {', '.join(left)} not run there (no runtime of theirs in the emulated Python)")
     if not files:
@@ -290,12 +348,23 @@ def _verify_arm64(job: WriteJob, formats: list[Format], raw: np.ndarray, outputs
     progress(f"arm64: running {', '.join(files)} on {n} photos, emulated ({arm64.CPU})")
     out = env.run(files, job.verification[:n], raw[:n], progress)
     reference = job.reference_logits()[:n]
-    return [arm64.parity(key, reference, out[key], outputs[key][:n], files[key]["output"] == "probabilities",
-                         FORMATS[key], job.config) for key in files]
+    return [
+        arm64.parity(
+            key,
+            reference,
+            out[key],
+            outputs[key][:n],
+            files[key]["output"] == "probabilities",
+            FORMATS[key],
+            job.config,
+        )
+        for key in files
+    ]
 
 
-def _verify_mediapipe(job: WriteJob, fmt: Format, path: Path, raw: np.ndarray, reference: np.ndarray,
-                      progress: Callable[[str], None]) -> Parity:
+def _verify_mediapipe(
+    job: WriteJob, fmt: Format, path: Path, raw: np.ndarray, reference: np.ndarray, progress: Callable[[str], None]
+) -> Parity:
     """MediaPipe's ImageClassifier (normalize by the file's metadata, infer, rank, name the classes
     from its labels) on the card's pixels of each verification photo, as an app hands it a photo it
     resized by the card (MediaPipe's own resize is then none): its scores against PyTorch's, held to
@@ -306,8 +375,12 @@ def _verify_mediapipe(job: WriteJob, fmt: Format, path: Path, raw: np.ndarray, r
     120 such photos while agreeing on all 120 of the card's."""
     progress(f"verifying {fmt.key} through MediaPipe's ImageClassifier on {len(raw)} photos")
     scores = mediapipe_check.classify(path, fmt.read_card(path), raw, crop=False)
-    return compare(f"{fmt.key} (MediaPipe)", log_softmax(reference), np.log(np.maximum(scores, 1e-38)),
-                   min_agreement=job.config.agreement_floor)
+    return compare(
+        f"{fmt.key} (MediaPipe)",
+        log_softmax(reference),
+        np.log(np.maximum(scores, 1e-38)),
+        min_agreement=job.config.agreement_floor,
+    )
 
 
 def _check_writable(output: Path) -> None:

@@ -8,22 +8,28 @@ its kernels): export the model, insert observers, run the calibration photos thr
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from flower_edge.runtime.errors import ExportError
 from flower_edge.runtime.progress import ProgressLines
 
-
 BATCH = 25
 """Photos per calibration step: the activation observers (histograms) cost about the same per call
 whatever the batch, so batches make calibration many times faster than one photo at a time."""
 
 
-def calibrated(model, example: tuple, quantizer, photos: Sequence[np.ndarray],
-               progress: Callable[[str], None], what: str, float_layers: Sequence[str] = (),
-               fold_quantize: bool = True):
+def calibrated(
+    model,
+    example: tuple,
+    quantizer,
+    photos: Sequence[np.ndarray],
+    progress: Callable[[str], None],
+    what: str,
+    float_layers: Sequence[str] = (),
+    fold_quantize: bool = True,
+):
     """``model`` (a FlowerNet) with its features quantized to int8, observed on ``photos`` (each
     (3, H, W), normalized); the convolutions named in ``float_layers`` (export/search.py's choice,
     the same as the int8 ONNX file's) and the classifier stay float.
@@ -50,13 +56,14 @@ def calibrated(model, example: tuple, quantizer, photos: Sequence[np.ndarray],
             raise ExportError(f"{what}: the model has no convolution named {name!r}")
     body = nn.Sequential(OrderedDict(features=model.features, pool=model.pool, flatten=nn.Flatten(1))).eval()
     batch = torch.export.Dim("batch", max=1024)
-    program = torch.export.export(body, (example[0].expand(2, *example[0].shape[1:]).contiguous(),),
-                                  dynamic_shapes=({0: batch},))
+    program = torch.export.export(
+        body, (example[0].expand(2, *example[0].shape[1:]).contiguous(),), dynamic_shapes=({0: batch},)
+    )
     graph = prepare_pt2e(program.module(), _annotated(quantizer, float_layers))
     lines = ProgressLines(f"{what}: calibrating", len(photos), progress)
     with torch.no_grad():
         for i in range(0, len(photos), BATCH):
-            chunk = torch.from_numpy(np.stack(photos[i:i + BATCH]).astype(np.float32))  # (B, 3, H, W)
+            chunk = torch.from_numpy(np.stack(photos[i : i + BATCH]).astype(np.float32))  # (B, 3, H, W)
             graph(chunk)
             lines.advance(len(chunk))
     lines.close()
@@ -67,8 +74,9 @@ def calibrated(model, example: tuple, quantizer, photos: Sequence[np.ndarray],
     return whole
 
 
-def calibrated_within_budget(job, model, example: tuple, make_quantizer: Callable[[], object], what: str,
-                             fold_quantize: bool = True):
+def calibrated_within_budget(
+    job, model, example: tuple, make_quantizer: Callable[[], object], what: str, fold_quantize: bool = True
+):
     """:func:`calibrated` with the float layers of the int8 search (export/search.py), and, when
     this quantizer loses more than onnxruntime's there, with more of the same order until the
     budget holds on the verification photos: (model, quantizer, float layers, trials), a trial
@@ -102,11 +110,14 @@ def calibrated_within_budget(job, model, example: tuple, make_quantizer: Callabl
         if reference is None:
             return graph, quantizer, layers, trials
         with torch.no_grad():
-            answers = np.concatenate([graph(torch.from_numpy(x[i:i + BATCH])).argmax(1).numpy()
-                                      for i in range(0, len(x), BATCH)])
+            answers = np.concatenate(
+                [graph(torch.from_numpy(x[i : i + BATCH])).argmax(1).numpy() for i in range(0, len(x), BATCH)]
+            )
         agreement = float((answers == reference).mean())
         trials.append((list(layers), agreement))
-        job.progress(f"{what}: {len(layers)} float layer{'' if len(layers) == 1 else 's'}: agreement {agreement:.2%} (floor {floor:.2%})")
+        job.progress(
+            f"{what}: {len(layers)} float layer{'' if len(layers) == 1 else 's'}: agreement {agreement:.2%} (floor {floor:.2%})"
+        )
         if best is None or agreement > best[3]:
             best = (graph, quantizer, layers, agreement)
         if agreement >= floor:
@@ -128,9 +139,12 @@ def quantization_card(tool: str, quantizer: str, photos: int, source: str, plan,
         "calibration_data": source,
         "calibration_size": photos,
         "tool": f"{tool} ({quantizer})",
-        "budget": {"max_drop_points": plan.max_drop, "agreement_floor": plan.floor,
-                   "search": "the int8 ONNX search's float layers, more of its order if this quantizer needed them",
-                   "candidates": [{"float_layers": len(names), "agreement": a} for names, a in trials]},
+        "budget": {
+            "max_drop_points": plan.max_drop,
+            "agreement_floor": plan.floor,
+            "search": "the int8 ONNX search's float layers, more of its order if this quantizer needed them",
+            "candidates": [{"float_layers": len(names), "agreement": a} for names, a in trials],
+        },
         "tuning": None if not plan.chosen.candidate.tune else "not applied: only the ONNX file is tuned",
     }
 
@@ -167,15 +181,21 @@ def _annotated(quantizer, names: Sequence[str]):
                     node.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
             for node in model.graph.nodes:
                 conv = node.args[0] if node.op == "call_function" and node.target in relu6 else None
-                if (conv is None or getattr(conv, "target", None) not in convolutions or len(conv.users) != 1
-                        or "quantization_annotation" in conv.meta or tuple(node.args[1:3]) not in {(), (0.0, 6.0)}):
+                if (
+                    conv is None
+                    or getattr(conv, "target", None) not in convolutions
+                    or len(conv.users) != 1
+                    or "quantization_annotation" in conv.meta
+                    or tuple(node.args[1:3]) not in {(), (0.0, 6.0)}
+                ):
                     continue
                 inputs = {conv.args[0]: config.input_activation, conv.args[1]: config.weight}
                 if len(conv.args) > 2 and isinstance(conv.args[2], torch.fx.Node):
                     inputs[conv.args[2]] = config.bias
                 conv.meta["quantization_annotation"] = QuantizationAnnotation(input_qspec_map=inputs, _annotated=True)
-                node.meta["quantization_annotation"] = QuantizationAnnotation(output_qspec=config.output_activation,
-                                                                              _annotated=True)
+                node.meta["quantization_annotation"] = QuantizationAnnotation(
+                    output_qspec=config.output_activation, _annotated=True
+                )
             return quantizer.annotate(model)
 
         def validate(self, model) -> None:

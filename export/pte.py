@@ -47,18 +47,31 @@ def write(job, fmt) -> list[str]:
             return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
 
         model, _, layers, trials = calibrated_within_budget(job, model, example, quantizer, fmt.key)
-        card = replace(card, quantization=quantization_card("executorch", "XNNPACKQuantizer", len(job.calibration),
-                                                            job.calibration_source, job.int8_plan(), layers, trials))
+        card = replace(
+            card,
+            quantization=quantization_card(
+                "executorch",
+                "XNNPACKQuantizer",
+                len(job.calibration),
+                job.calibration_source,
+                job.int8_plan(),
+                layers,
+                trials,
+            ),
+        )
     job.progress(f"{fmt.key}: lowering to XNNPACK")
     card_bytes = torch.tensor(list(card.to_json().encode()), dtype=torch.uint8)
     try:
         program = to_edge_transform_and_lower(
-            torch.export.export(model, example), partitioner=[XnnpackPartitioner()],
+            torch.export.export(model, example),
+            partitioner=[XnnpackPartitioner()],
             constant_methods={CARD_METHOD: card_bytes},
         ).to_executorch()
     except Exception as e:  # exir raises many kinds; the line says which step failed
-        raise ExportError(f"{fmt.key}: ExecuTorch could not lower the model ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0][:300] if str(e) else ''})") from e
+        raise ExportError(
+            f"{fmt.key}: ExecuTorch could not lower the model ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:300] if str(e) else ''})"
+        ) from e
     atomic_write(job.staging / fmt.file, lambda f: f.write(program.buffer))
     return []
 
@@ -89,7 +102,8 @@ def runner(path: str | os.PathLike, threads: int | None = None):
         method = program.load_method("forward")
 
     def run(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([method.execute([torch.from_numpy(np.ascontiguousarray(image[None]))])[0].numpy()
-                               for image in x])
+        return np.concatenate(
+            [method.execute([torch.from_numpy(np.ascontiguousarray(image[None]))])[0].numpy() for image in x]
+        )
 
     return run

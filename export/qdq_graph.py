@@ -11,7 +11,7 @@ graph stay exactly as onnxruntime's quantizer chose them. ``export/tune.py`` tra
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -22,8 +22,12 @@ from torch.nn import functional as F
 
 from flower_edge.runtime.errors import ExportError
 
-_INT_RANGES = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127),
-               np.dtype(np.uint16): (0, 65535), np.dtype(np.int16): (-32768, 32767)}
+_INT_RANGES = {
+    np.dtype(np.uint8): (0, 255),
+    np.dtype(np.int8): (-128, 127),
+    np.dtype(np.uint16): (0, 65535),
+    np.dtype(np.int16): (-32768, 32767),
+}
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -56,15 +60,17 @@ class QDQGraph(nn.Module):
         self.input_name = graph.input[0].name
         self.output_name = graph.output[0].name
         self.consts: dict[str, torch.Tensor] = {}
-        self.weights: dict[str, dict] = {}   # DequantizeLinear output -> how its int8 weight is rebuilt
-        self.biases: dict[str, dict] = {}    # DequantizeLinear output -> how its int32 bias is rebuilt
+        self.weights: dict[str, dict] = {}  # DequantizeLinear output -> how its int8 weight is rebuilt
+        self.biases: dict[str, dict] = {}  # DequantizeLinear output -> how its int32 bias is rebuilt
         self.params = nn.ParameterDict()
         inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
         float_weights = float_weights or {}
         for node in self.nodes:
             unsupported = node.op_type not in _OPS and node.op_type not in ("QuantizeLinear", "DequantizeLinear")
             if unsupported or node.domain not in ("", "ai.onnx"):
-                raise ExportError(f"int8 tuning does not support the ONNX operator {node.domain or 'ai.onnx'}.{node.op_type}")
+                raise ExportError(
+                    f"int8 tuning does not support the ONNX operator {node.domain or 'ai.onnx'}.{node.op_type}"
+                )
         weight_scale: dict[str, np.ndarray] = {}
         bias_scale: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
         for node in self.nodes:
@@ -79,9 +85,15 @@ class QDQGraph(nn.Module):
                 start = _widened(float_weights.get(node.input[0].removesuffix("_quantized")), q.shape)
                 units = q.astype(np.float32) if start is None else start / _per_axis(scale, axis, q.ndim)
                 self.params[key] = nn.Parameter(torch.from_numpy(np.ascontiguousarray(units, np.float32)))
-                self.weights[node.output[0]] = dict(param=key, scale=torch.from_numpy(scale), axis=axis,
-                                                    lo=lo, hi=hi, init=node.input[0],
-                                                    zeros=torch.zeros(scale.shape, dtype=torch.int32))
+                self.weights[node.output[0]] = dict(
+                    param=key,
+                    scale=torch.from_numpy(scale),
+                    axis=axis,
+                    lo=lo,
+                    hi=hi,
+                    init=node.input[0],
+                    zeros=torch.zeros(scale.shape, dtype=torch.int32),
+                )
                 weight_scale[node.output[0]] = scale
             elif q.dtype == np.int32:
                 bias_scale[node.output[0]] = (node.input[0], q, scale)
@@ -91,8 +103,9 @@ class QDQGraph(nn.Module):
                 unit = weight_scale.get(node.input[1], scale)
                 key = f"p{len(self.params)}"
                 self.params[key] = nn.Parameter(torch.from_numpy((q * scale / unit).astype(np.float32)))
-                self.biases[node.input[2]] = dict(param=key, unit=torch.from_numpy(unit.astype(np.float32)),
-                                                  scale=torch.from_numpy(scale), init=name)
+                self.biases[node.input[2]] = dict(
+                    param=key, unit=torch.from_numpy(unit.astype(np.float32)), scale=torch.from_numpy(scale), init=name
+                )
         if bias_scale:
             raise ExportError(f"int8 tuning: no convolution or Gemm uses the bias {next(iter(bias_scale))}")
         for name, value in inits.items():
@@ -109,10 +122,13 @@ class QDQGraph(nn.Module):
             if node.op_type != "QuantizeLinear":
                 continue
             zero_point = inits[node.input[2]]
-            if inits[node.input[1]].size != 1 or any(r.op_type != "DequantizeLinear" or r.input[1:3] != node.input[1:3]
-                                                     for r in readers.get(node.output[0], [])):
-                raise ExportError(f"int8 tuning supports per-tensor QuantizeLinear -> DequantizeLinear pairs only "
-                                  f"({node.output[0]})")
+            if inits[node.input[1]].size != 1 or any(
+                r.op_type != "DequantizeLinear" or r.input[1:3] != node.input[1:3]
+                for r in readers.get(node.output[0], [])
+            ):
+                raise ExportError(
+                    f"int8 tuning supports per-tensor QuantizeLinear -> DequantizeLinear pairs only ({node.output[0]})"
+                )
             lo, hi = _INT_RANGES[zero_point.dtype]
             self.fake_quant[node.output[0]] = (float(inits[node.input[1]]), int(zero_point), lo, hi)
 
@@ -136,9 +152,13 @@ class QDQGraph(nn.Module):
             self.forward(x[:1], shapes=shapes)
         for node in self.nodes:
             name = node.output[0]
-            if (node.op_type == "DequantizeLinear" and node.input[0] in self.fake_quant
-                    and len(shapes.get(name, ())) == 4 and shapes[name][2] * shapes[name][3] <= max_pixels
-                    and self.schedule(name) is not None):
+            if (
+                node.op_type == "DequantizeLinear"
+                and node.input[0] in self.fake_quant
+                and len(shapes.get(name, ())) == 4
+                and shapes[name][2] * shapes[name][3] <= max_pixels
+                and self.schedule(name) is not None
+            ):
                 return name
         return self.input_name
 
@@ -149,8 +169,9 @@ class QDQGraph(nn.Module):
         keys = [w["param"] for out, w in {**self.weights, **self.biases}.items() if out in used]
         return [self.params[k] for k in keys]
 
-    def forward(self, x: torch.Tensor, source: str | None = None, target: str | None = None,
-                shapes: dict | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, source: str | None = None, target: str | None = None, shapes: dict | None = None
+    ) -> torch.Tensor:
         """The graph's output (or ``target``) given the value ``x`` of ``source`` (default: its input)."""
         source = source or self.input_name
         env: dict[str, torch.Tensor] = {source: x}
@@ -180,8 +201,9 @@ class QDQGraph(nn.Module):
         units, scale = self.params[w["param"]], w["scale"]
         if scale.ndim == 0:
             return torch.clamp(round_ste(units), w["lo"], w["hi"]) * scale
-        return torch.fake_quantize_per_channel_affine(units * _per_axis(scale, w["axis"], units.dim()), scale,
-                                                      w["zeros"], w["axis"], w["lo"], w["hi"])
+        return torch.fake_quantize_per_channel_affine(
+            units * _per_axis(scale, w["axis"], units.dim()), scale, w["zeros"], w["axis"], w["lo"], w["hi"]
+        )
 
     @torch.no_grad()
     def write_into(self, proto: onnx.ModelProto) -> None:
@@ -191,7 +213,7 @@ class QDQGraph(nn.Module):
             units = self.params[w["param"]]
             values[w["init"]] = torch.clamp(torch.round(units), w["lo"], w["hi"]).numpy().astype(np.int8)
         for b in self.biases.values():
-            units = torch.round(self.params[b["param"]] * b["unit"] / b["scale"]).clamp(-2**31, 2**31 - 1)
+            units = torch.round(self.params[b["param"]] * b["unit"] / b["scale"]).clamp(-(2**31), 2**31 - 1)
             values[b["init"]] = units.numpy().astype(np.int32)
         for init in proto.graph.initializer:
             if init.name in values:
@@ -219,8 +241,15 @@ def _conv(node, x, w, b=None):
     if pads[:half] != pads[half:]:
         x = F.pad(x, [p for i in reversed(range(half)) for p in (pads[i], pads[i + half])])
         pads = [0] * len(pads)
-    return F.conv2d(x, w, b, stride=_attr(node, "strides", [1, 1]), padding=pads[:half],
-                    dilation=_attr(node, "dilations", [1, 1]), groups=_attr(node, "group", 1))
+    return F.conv2d(
+        x,
+        w,
+        b,
+        stride=_attr(node, "strides", [1, 1]),
+        padding=pads[:half],
+        dilation=_attr(node, "dilations", [1, 1]),
+        groups=_attr(node, "group", 1),
+    )
 
 
 def _gemm(node, a, b, c=None):

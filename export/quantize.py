@@ -35,9 +35,9 @@ import logging
 import math
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import onnx
@@ -69,8 +69,9 @@ METHODS = {
 class CardCalibrationReader(CalibrationDataReader):
     """Feeds photos to the calibrator one at a time, preprocessed exactly as the card says."""
 
-    def __init__(self, inputs: Sequence[np.ndarray], input_name: str = INPUT_NAME,
-                 lines: ProgressLines | None = None) -> None:
+    def __init__(
+        self, inputs: Sequence[np.ndarray], input_name: str = INPUT_NAME, lines: ProgressLines | None = None
+    ) -> None:
         self.inputs, self.input_name, self.lines = inputs, input_name, lines
         self._next = iter(self.inputs)
 
@@ -114,13 +115,22 @@ class Int8Result:
     """export/tune.py's TuneReport when the model was tuned."""
 
 
-def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, card: ModelCard,
-                  calibration: Sequence[np.ndarray], *, method: str = "minmax",
-                  reduce_range: bool = False, float_layers: Sequence[str] = (), source: str = "",
-                  tuning: Tuning | None = None, explain: Sequence[np.ndarray] = (),
-                  prepared: str | os.PathLike | None = None,
-                  calibration_cache: str | os.PathLike | None = None,
-                  progress: Callable[[str], None] | None = None) -> Int8Result:
+def quantize_int8(
+    fp32_path: str | os.PathLike,
+    int8_path: str | os.PathLike,
+    card: ModelCard,
+    calibration: Sequence[np.ndarray],
+    *,
+    method: str = "minmax",
+    reduce_range: bool = False,
+    float_layers: Sequence[str] = (),
+    source: str = "",
+    tuning: Tuning | None = None,
+    explain: Sequence[np.ndarray] = (),
+    prepared: str | os.PathLike | None = None,
+    calibration_cache: str | os.PathLike | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Int8Result:
     """Quantize a float ONNX model, optionally tune it; the int8 card is stored in the file too.
 
     ``float_layers``: the convolutions that stay float, by layer name (:func:`conv_layers`).
@@ -157,12 +167,21 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, ca
             raise ExportError(f"no convolution named {unknown[0]!r} in the model (float layers: {', '.join(layers)})")
         with _quiet():
             quantize_static(
-                str(prepared), str(quantized), CardCalibrationReader(
-                    calibration, lines=ProgressLines(f"int8: calibrating ({method})", len(calibration), progress)
-                    if progress else None),
-                quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=METHODS[method], nodes_to_exclude=[layers[name] for name in float_layers],
+                str(prepared),
+                str(quantized),
+                CardCalibrationReader(
+                    calibration,
+                    lines=ProgressLines(f"int8: calibrating ({method})", len(calibration), progress)
+                    if progress
+                    else None,
+                ),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                reduce_range=reduce_range,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=METHODS[method],
+                nodes_to_exclude=[layers[name] for name in float_layers],
                 calibration_cache_path=str(calibration_cache) if calibration_cache else None,
             )
         proto = onnx.load(str(quantized))
@@ -173,14 +192,18 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, ca
             quantization["input_channels"] = "padded with zero channels to a multiple of 4 (the stem's fast kernel)"
         if tuning is not None:
             report = result.tuning = _tune(proto, Path(prepared), tuning)
-            quantization.update({
-                "tuning": "distillation: the QDQ graph's weights trained to match the float logits "
-                          "(straight-through rounding, KL at temperature 2)",
-                "tuning_data": tuning.source, "tuning_size": len(tuning.photos), "tuning_epochs": tuning.epochs,
-                "tuning_loss": [round(v, 5) for v in report.losses],
-                "tuning_from": report.start,
-                "tuning_trained_weights": round(report.trained_parameters / report.parameters, 3),
-            })
+            quantization.update(
+                {
+                    "tuning": "distillation: the QDQ graph's weights trained to match the float logits "
+                    "(straight-through rounding, KL at temperature 2)",
+                    "tuning_data": tuning.source,
+                    "tuning_size": len(tuning.photos),
+                    "tuning_epochs": tuning.epochs,
+                    "tuning_loss": [round(v, 5) for v in report.losses],
+                    "tuning_from": report.start,
+                    "tuning_trained_weights": round(report.trained_parameters / report.parameters, 3),
+                }
+            )
         result.card = replace(card, quantization=quantization)
         set_card(proto, result.card)
         onnx.checker.check_model(proto, full_check=True)
@@ -222,8 +245,10 @@ def global_pooling(proto: onnx.ModelProto) -> bool:
         if axes != [2, 3] or not keepdims or len(shape) != 4:
             continue
         graph.node.remove(node)
-        graph.node.insert(index, onnx.helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output),
-                                                       name=f"{node.name}_global"))
+        graph.node.insert(
+            index,
+            onnx.helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output), name=f"{node.name}_global"),
+        )
         done = True
     used = {i for node in graph.node for i in node.input}
     for init in [i for i in graph.initializer if i.name not in used]:
@@ -281,8 +306,11 @@ def exact_input(proto: onnx.ModelProto, card: ModelCard) -> bool:
     readers = [n for n in graph.node if q.output[0] in n.input]
     dequantized = [n.output[0] for n in readers if n.op_type == "DequantizeLinear"]
     convs = [n for n in graph.node if set(n.input) & set(dequantized)]
-    if len(dequantized) != len(readers) or not convs or any(
-            n.op_type != "Conv" or n.input[0] not in dequantized or len(n.input) < 3 for n in convs):
+    if (
+        len(dequantized) != len(readers)
+        or not convs
+        or any(n.op_type != "Conv" or n.input[0] not in dequantized or len(n.input) < 3 for n in convs)
+    ):
         return False
     producer = {out: node for node in graph.node for out in node.output}
     updates = []
@@ -325,8 +353,12 @@ def align_input_channels(proto: onnx.ModelProto) -> bool:
     inits = {i.name: i for i in graph.initializer}
     name = graph.input[0].name
     producer = {out: node for node in graph.node for out in node.output}
-    quantize = [n for n in graph.node if n.op_type == "QuantizeLinear"
-                and (n.input[0] == name or n.input[0] in producer and producer[n.input[0]].input[0] == name)]
+    quantize = [
+        n
+        for n in graph.node
+        if n.op_type == "QuantizeLinear"
+        and (n.input[0] == name or (n.input[0] in producer and producer[n.input[0]].input[0] == name))
+    ]
     if len(quantize) != 1:
         return False  # the input is not quantized (the stem stays float)
     q = quantize[0]
@@ -347,8 +379,10 @@ def align_input_channels(proto: onnx.ModelProto) -> bool:
     inits[weight.input[0]].CopyFrom(onnx.numpy_helper.from_array(w, weight.input[0]))
     pads, padded = f"{name}_channel_pads", f"{q.input[0]}_padded"
     graph.initializer.append(onnx.numpy_helper.from_array(np.array([0, 0, 0, 0, 0, extra, 0, 0], np.int64), pads))
-    graph.node.insert(list(graph.node).index(q), onnx.helper.make_node(
-        "Pad", [q.input[0], pads], [padded], name=f"{name}_channel_pad", mode="constant"))
+    graph.node.insert(
+        list(graph.node).index(q),
+        onnx.helper.make_node("Pad", [q.input[0], pads], [padded], name=f"{name}_channel_pad", mode="constant"),
+    )
     q.input[0] = padded
     return True
 
@@ -427,8 +461,7 @@ def write(job, fmt) -> list[str]:
         from .explain import explain_int8
 
         job.progress(f"int8: each layer's error on {len(job.calibration)} calibration photos (--explain)")
-        chosen.explain = explain_int8(plan.prepared, job.staging / fmt.file,
-                                      job.calibration)
+        chosen.explain = explain_int8(plan.prepared, job.staging / fmt.file, job.calibration)
     job.int8 = chosen
     return []
 

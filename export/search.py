@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -84,14 +84,20 @@ class Trial:
     def to_dict(self) -> dict:
         row = {k: getattr(self, k) for k in ("agreement", "latency_ms", "size", "passed", "seconds")}
         row["speedup"] = round(self.speedup, 3)
-        return {**asdict(self.candidate), "float_layers": len(self.candidate.float_layers),
-                "float_layer_names": list(self.candidate.float_layers), **row,
-                "latency_ms": round(self.latency_ms, 3), "seconds": round(self.seconds, 1)}
+        return {
+            **asdict(self.candidate),
+            "float_layers": len(self.candidate.float_layers),
+            "float_layer_names": list(self.candidate.float_layers),
+            **row,
+            "latency_ms": round(self.latency_ms, 3),
+            "seconds": round(self.seconds, 1),
+        }
 
 
 @dataclass
 class Int8Plan:
     """What the search chose and everything it tried."""
+
     chosen: Trial
     trials: list[Trial]
     floor: float
@@ -123,14 +129,23 @@ class Int8Plan:
 
     def budget(self) -> dict:
         """What the card records: the budget, and what the chosen file measured against it."""
-        return {"max_drop_points": round(self.max_drop, 4), "agreement_floor": self.floor,
-                "agreement": self.chosen.agreement, "photos": self.photos, "met": self.met,
-                "speedup": round(self.chosen.speedup, 3),
-                "candidates_tried": len(self.trials)}
+        return {
+            "max_drop_points": round(self.max_drop, 4),
+            "agreement_floor": self.floor,
+            "agreement": self.chosen.agreement,
+            "photos": self.photos,
+            "met": self.met,
+            "speedup": round(self.chosen.speedup, 3),
+            "candidates_tried": len(self.trials),
+        }
 
     def to_dict(self) -> dict:
-        return {"budget": self.budget(), "float_latency_ms": round(self.float_latency_ms, 3),
-                "chosen": self.trials.index(self.chosen), "candidates": [t.to_dict() for t in self.trials]}
+        return {
+            "budget": self.budget(),
+            "float_latency_ms": round(self.float_latency_ms, 3),
+            "chosen": self.trials.index(self.chosen),
+            "candidates": [t.to_dict() for t in self.trials],
+        }
 
 
 def search(job, fp32: Path, scratch: Path) -> Int8Plan:
@@ -167,11 +182,20 @@ def search(job, fp32: Path, scratch: Path) -> Int8Plan:
         calibrates = tuning is None and candidate.method not in {t.candidate.method for t in trials}
         if calibrates:
             job.progress(f"int8: calibrating ({candidate.method}) on {len(job.calibration)} photos")
-        result = quantize_int8(fp32, path, job.card, job.calibration, method=candidate.method,
-                               reduce_range=config.reduce_range, float_layers=candidate.float_layers,
-                               source=job.calibration_source, tuning=tuning, prepared=prepared,
-                               calibration_cache=scratch / f"ranges-{candidate.method}.json",
-                               progress=job.progress if calibrates else None)
+        result = quantize_int8(
+            fp32,
+            path,
+            job.card,
+            job.calibration,
+            method=candidate.method,
+            reduce_range=config.reduce_range,
+            float_layers=candidate.float_layers,
+            source=job.calibration_source,
+            tuning=tuning,
+            prepared=prepared,
+            calibration_cache=scratch / f"ranges-{candidate.method}.json",
+            progress=job.progress if calibrates else None,
+        )
         session = open_session(path)
         agreement = None
         if reference is not None:
@@ -180,13 +204,24 @@ def search(job, fp32: Path, scratch: Path) -> Int8Plan:
             agreement = float((answers == reference).mean())
         float_ms, latency = _latencies([float_session, session], x, job.card)
         float_times.append(float_ms)
-        trial = Trial(candidate, agreement, latency, path.stat().st_size, agreement is None or agreement >= floor,
-                      time.perf_counter() - start, path, result, float_ms)
+        trial = Trial(
+            candidate,
+            agreement,
+            latency,
+            path.stat().st_size,
+            agreement is None or agreement >= floor,
+            time.perf_counter() - start,
+            path,
+            result,
+            float_ms,
+        )
         trials.append(trial)
         shown = "not measured (no held-out photos)" if agreement is None else f"agreement {agreement:.2%}"
-        job.progress(f"int8 candidate {n}: {candidate.describe()}: {shown} (floor {floor:.2%}), "
-                     f"{trial.latency_ms:.2f} ms ({trial.speedup:.2f}x float), "
-                     f"{trial.size / 1e6:.2f} MB")
+        job.progress(
+            f"int8 candidate {n}: {candidate.describe()}: {shown} (floor {floor:.2%}), "
+            f"{trial.latency_ms:.2f} ms ({trial.speedup:.2f}x float), "
+            f"{trial.size / 1e6:.2f} MB"
+        )
         return trial
 
     def best() -> Trial:  # highest agreement, then fastest
@@ -195,7 +230,7 @@ def search(job, fp32: Path, scratch: Path) -> Int8Plan:
     # The untuned ladder runs first even with --tune: it finds what to tune.
     passed: Trial | None = None
     order: list[str] | None = None
-    ladder = [tuple(layers[:config.float_layers or 0])]
+    ladder = [tuple(layers[: config.float_layers or 0])]
     while len(trials) < len(ladder) and passed is None:
         trial = attempt(Candidate(ladder[len(trials)], methods[0]))
         if trial.passed:
@@ -219,10 +254,11 @@ def search(job, fp32: Path, scratch: Path) -> Int8Plan:
                 passed = tuned
                 break
     chosen = passed or best()
-    if order is not None and chosen.candidate.float_layers == tuple(layers[:len(chosen.candidate.float_layers)]):
+    if order is not None and chosen.candidate.float_layers == tuple(layers[: len(chosen.candidate.float_layers)]):
         order = layers  # the first layers won: formats that need more float layers take the next ones
-    return Int8Plan(chosen, trials, floor, round(100 * (1 - floor), 4), len(x), float(np.median(float_times)),
-                    prepared, order)
+    return Int8Plan(
+        chosen, trials, floor, round(100 * (1 - floor), 4), len(x), float(np.median(float_times)), prepared, order
+    )
 
 
 def sensitivity_order(job, prepared: Path, int8: Path, layers: Sequence[str]) -> list[str]:
@@ -268,14 +304,18 @@ def _latencies(sessions: list, x: np.ndarray, card, rounds: int = ROUNDS) -> lis
 
 def search_table(plan: Int8Plan) -> str:
     """The candidates as tried, the chosen one marked."""
-    lines = [f"int8 candidates (budget: top-1 agreement >= {plan.floor:.2%} on {plan.photos} held-out photos, "
-             f"{_flips_allowed(plan)}; float {plan.float_latency_ms:.2f} ms)",
-             f"  {'#':>2} {'candidate':<34} {'agreement':>9} {'latency':>10} {'speed-up':>8} {'size':>8} {'time':>7}"]
+    lines = [
+        f"int8 candidates (budget: top-1 agreement >= {plan.floor:.2%} on {plan.photos} held-out photos, "
+        f"{_flips_allowed(plan)}; float {plan.float_latency_ms:.2f} ms)",
+        f"  {'#':>2} {'candidate':<34} {'agreement':>9} {'latency':>10} {'speed-up':>8} {'size':>8} {'time':>7}",
+    ]
     for i, t in enumerate(plan.trials, 1):
         mark = "*" if t is plan.chosen else " "
         agreement = "-" if t.agreement is None else f"{t.agreement:.2%}"
-        lines.append(f"{mark} {i:>2} {t.candidate.describe():<34} {agreement:>9} {t.latency_ms:>7.2f} ms "
-                     f"{t.speedup:>7.2f}x {t.size / 1e6:>5.2f} MB {t.seconds:>5.0f} s")
+        lines.append(
+            f"{mark} {i:>2} {t.candidate.describe():<34} {agreement:>9} {t.latency_ms:>7.2f} ms "
+            f"{t.speedup:>7.2f}x {t.size / 1e6:>5.2f} MB {t.seconds:>5.0f} s"
+        )
     verdict = "meets the budget" if plan.met else "the best found; none met the budget"
     lines.append(f"* chosen: {plan.chosen.candidate.describe()} ({verdict})")
     return "\n".join(lines)

@@ -61,11 +61,22 @@ def write(job, fmt) -> list[str]:
         def quantizer():
             return pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=True))
 
-        model, chosen, layers, trials = calibrated_within_budget(job, model, (torch.zeros(1, *card.input_size),),
-                                                                 quantizer, fmt.key, fold_quantize=False)
+        model, chosen, layers, trials = calibrated_within_budget(
+            job, model, (torch.zeros(1, *card.input_size),), quantizer, fmt.key, fold_quantize=False
+        )
         options["quant_config"] = QuantConfig(pt2e_quantizer=chosen)
-        card = replace(card, quantization=quantization_card("litert-torch", "PT2EQuantizer", len(job.calibration),
-                                                            job.calibration_source, job.int8_plan(), layers, trials))
+        card = replace(
+            card,
+            quantization=quantization_card(
+                "litert-torch",
+                "PT2EQuantizer",
+                len(job.calibration),
+                job.calibration_source,
+                job.int8_plan(),
+                layers,
+                trials,
+            ),
+        )
     card = phone_card(card)
     c, h, w = card.input_size
     job.progress(f"{fmt.key}: converting with litert-torch")
@@ -74,8 +85,10 @@ def write(job, fmt) -> list[str]:
         try:
             litert_torch.convert(_phone_model(model), (torch.zeros(1, h, w, c),), **options).export(str(path))
         except Exception as e:  # the converter raises many kinds; the line says which step failed
-            raise ExportError(f"{fmt.key}: litert-torch could not convert the model ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:300] if str(e) else ''})") from e
+            raise ExportError(
+                f"{fmt.key}: litert-torch could not convert the model ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:300] if str(e) else ''})"
+            ) from e
     if mediapipe_check.available():  # else export/formats.py select() has said so in one line
         tflite_metadata.write_metadata(path, card)
     attach_card(path, card)
@@ -134,7 +147,9 @@ def runner(path: str | os.PathLike, threads: int | None = None):
     def run(x: np.ndarray) -> np.ndarray:
         rows = []
         for image in x:
-            interpreter.set_tensor(source["index"], _to_input((image.transpose(1, 2, 0) if nhwc else image)[None], source))
+            interpreter.set_tensor(
+                source["index"], _to_input((image.transpose(1, 2, 0) if nhwc else image)[None], source)
+            )
             interpreter.invoke()
             rows.append(_from_output(interpreter.get_tensor(target["index"]), target))
         out = np.concatenate(rows)

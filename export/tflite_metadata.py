@@ -67,14 +67,16 @@ def write_metadata(path: str | os.PathLike, card: ModelCard) -> None:
 
 
 def _model_metadata(fb, card: ModelCard):
-    c, h, w = card.input_size
+    _c, h, w = card.input_size
     mean = [255.0 * m for m in card.mean]
     std = [255.0 * s for s in card.std]
 
     image = fb.TensorMetadataT()
     image.name = "image"
-    image.description = (f"RGB photo, {w} x {h}, the model card's crop (resize the shorter side to "
-                          f"{card.resize_size}, centre {card.crop_size} x {card.crop_size}), values (pixel - mean) / std")
+    image.description = (
+        f"RGB photo, {w} x {h}, the model card's crop (resize the shorter side to "
+        f"{card.resize_size}, centre {card.crop_size} x {card.crop_size}), values (pixel - mean) / std"
+    )
     image.content = fb.ContentT()
     image.content.contentPropertiesType = fb.ContentProperties.ImageProperties
     image.content.contentProperties = fb.ImagePropertiesT()
@@ -106,9 +108,11 @@ def _model_metadata(fb, card: ModelCard):
 
     meta = fb.ModelMetadataT()
     meta.name = f"flower-edge {card.arch} classifier ({len(card.labels)} classes)"
-    meta.description = (f"Image classifier trained with flower-edge on {card.provenance.get('data', 'photos')}. "
-                        f"{card.crop_size} px RGB in, class probabilities out; the model card "
-                        f"({CARD_FILE}) records the preprocessing, metrics and provenance.")
+    meta.description = (
+        f"Image classifier trained with flower-edge on {card.provenance.get('data', 'photos')}. "
+        f"{card.crop_size} px RGB in, class probabilities out; the model card "
+        f"({CARD_FILE}) records the preprocessing, metrics and provenance."
+    )
     meta.version = card.provenance.get("export_date") or card.provenance.get("created") or "unknown"
     meta.author = card.provenance.get("author") or card.provenance.get("tool") or "flower-edge"
     meta.license = card.provenance.get("license") or "not stated by the trainer (see the model card)"
@@ -139,7 +143,9 @@ def describe(path: str | os.PathLike) -> dict | None:
     meta = fb.ModelMetadataT.InitFromObj(fb.ModelMetadata.GetRootAsModelMetadata(raw, 0))
     graph = meta.subgraphMetadata[0]
     image, scores = graph.inputTensorMetadata[0], graph.outputTensorMetadata[0]
-    norm = next(u.options for u in image.processUnits or [] if u.optionsType == fb.ProcessUnitOptions.NormalizationOptions)
+    norm = next(
+        u.options for u in image.processUnits or [] if u.optionsType == fb.ProcessUnitOptions.NormalizationOptions
+    )
 
     def text(value):
         return value.decode() if isinstance(value, bytes) else value
@@ -148,11 +154,19 @@ def describe(path: str | os.PathLike) -> dict | None:
         return [{"name": text(f.name), "type": _enum_name(fb.AssociatedFileType, f.type)} for f in entries or []]
 
     return {
-        "name": text(meta.name), "description": text(meta.description), "version": text(meta.version),
-        "author": text(meta.author), "license": text(meta.license),
-        "min_parser_version": text(meta.minParserVersion), "associated_files": files(meta.associatedFiles),
-        "input": {"name": text(image.name), "color_space": _enum_name(fb.ColorSpaceType, image.content.contentProperties.colorSpace),
-                  "mean": [float(v) for v in norm.mean], "std": [float(v) for v in norm.std]},
+        "name": text(meta.name),
+        "description": text(meta.description),
+        "version": text(meta.version),
+        "author": text(meta.author),
+        "license": text(meta.license),
+        "min_parser_version": text(meta.minParserVersion),
+        "associated_files": files(meta.associatedFiles),
+        "input": {
+            "name": text(image.name),
+            "color_space": _enum_name(fb.ColorSpaceType, image.content.contentProperties.colorSpace),
+            "mean": [float(v) for v in norm.mean],
+            "std": [float(v) for v in norm.std],
+        },
         "output": {"name": text(scores.name), "associated_files": files(scores.associatedFiles)},
     }
 

@@ -18,18 +18,30 @@ with knowledge distillation, applied after export rather than inside the trainin
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from .qdq_graph import QDQGraph
-def tune(graph: QDQGraph, inputs: np.ndarray, teacher: np.ndarray, *, epochs: int = 2, batch_size: int = 16,
-         lr: float = 2e-3, temperature: float = 2.0, seed: int = 0, from_pixels: float | None = None,
-         progress: Callable[[int, int, float], None] = lambda step, steps, loss: None,
-         say: Callable[[str], None] = lambda message: None) -> TuneReport:
+
+
+def tune(
+    graph: QDQGraph,
+    inputs: np.ndarray,
+    teacher: np.ndarray,
+    *,
+    epochs: int = 2,
+    batch_size: int = 16,
+    lr: float = 2e-3,
+    temperature: float = 2.0,
+    seed: int = 0,
+    from_pixels: float | None = None,
+    progress: Callable[[int, int, float], None] = lambda step, steps, loss: None,
+    say: Callable[[str], None] = lambda message: None,
+) -> TuneReport:
     """Train ``graph`` to match ``teacher`` logits on ``inputs`` (N, C, H, W) and their horizontal
     mirror images (``teacher`` is (2N, classes): plain first, mirrored second).
 
@@ -56,7 +68,8 @@ def tune(graph: QDQGraph, inputs: np.ndarray, teacher: np.ndarray, *, epochs: in
     steps = epochs * math.ceil(2 * n / batch_size)
     warmup = max(1, steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then cosine decay to zero
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps))
+    )
     t_all = torch.from_numpy(teacher).float()
     history, step = [], 0
     graph.train()
@@ -64,10 +77,17 @@ def tune(graph: QDQGraph, inputs: np.ndarray, teacher: np.ndarray, *, epochs: in
         order = torch.randperm(2 * n, generator=generator)
         total = 0.0
         for i in range(0, 2 * n, batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             student = graph(features.get(idx), source=source)
-            loss = F.kl_div(F.log_softmax(student / temperature, 1), F.log_softmax(t_all[idx] / temperature, 1),
-                            reduction="batchmean", log_target=True) * temperature ** 2
+            loss = (
+                F.kl_div(
+                    F.log_softmax(student / temperature, 1),
+                    F.log_softmax(t_all[idx] / temperature, 1),
+                    reduction="batchmean",
+                    log_target=True,
+                )
+                * temperature**2
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -113,7 +133,7 @@ def _features(graph: QDQGraph, x: torch.Tensor, source: str, batch: int):
     with torch.no_grad():
         for images in (x, mirrored):
             for i in range(0, len(images), batch):
-                value = graph(images[i:i + batch], target=source)  # (B, C, h, w) on the quantized grid
+                value = graph(images[i : i + batch], target=source)  # (B, C, h, w) on the quantized grid
                 codes.append(torch.round(value / scale + zero_point).to(dtype))
     return _Cache(torch.cat(codes), scale, zero_point)
 

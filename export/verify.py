@@ -46,12 +46,17 @@ class Parity:
 
 def torch_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        return np.concatenate([model(torch.from_numpy(x[i:i + BATCH])).numpy()
-                               for i in range(0, len(x), BATCH)])
+        return np.concatenate([model(torch.from_numpy(x[i : i + BATCH])).numpy() for i in range(0, len(x), BATCH)])
 
 
-def compare(name: str, reference: np.ndarray, logits: np.ndarray, *, atol: float | None = None,
-            min_agreement: float | None = None) -> Parity:
+def compare(
+    name: str,
+    reference: np.ndarray,
+    logits: np.ndarray,
+    *,
+    atol: float | None = None,
+    min_agreement: float | None = None,
+) -> Parity:
     """Parity of ``logits`` with ``reference`` (both (N, classes)) against one requirement."""
     assert reference.shape == logits.shape, (reference.shape, logits.shape)
     k = min(5, reference.shape[1])
@@ -74,6 +79,8 @@ def parity_table(rows: list[Parity]) -> str:
     for r in rows:
         verdict = "ok" if r.passed else "FAILED"
         host = "" if r.host_agreement is None else f" (top-1 as on this machine: {r.host_agreement:.2%})"
-        lines.append(f"{r.name:<24} {r.images:>6} {r.max_abs_diff:>11.2e} {r.top1_agreement:>11.2%} "
-                     f"{r.top5_overlap:>13.2%}  {r.requirement}: {verdict}{host}")
+        lines.append(
+            f"{r.name:<24} {r.images:>6} {r.max_abs_diff:>11.2e} {r.top1_agreement:>11.2%} "
+            f"{r.top5_overlap:>13.2%}  {r.requirement}: {verdict}{host}"
+        )
     return "\n".join(lines)

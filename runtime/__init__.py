@@ -20,18 +20,18 @@ from .errors import (
 from .image import load_image, preprocess
 
 __all__ = [
-    "Classifier",
-    "Result",
-    "TopK",
     "SCHEMA_VERSION",
-    "ModelCard",
     "CardError",
     "CheckpointError",
+    "Classifier",
     "ConfigError",
     "DataError",
     "ExportError",
     "FlowerEdgeError",
     "ImageError",
+    "ModelCard",
+    "Result",
+    "TopK",
     "load_image",
     "preprocess",
 ]

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 from .card_fields import MAX_SIDE, PARSERS, REQUIRED
 from .errors import CardError
@@ -60,9 +61,7 @@ class ModelCard:
 
     def __post_init__(self) -> None:
         if len(self.labels) != len(self.class_ids):
-            raise CardError(
-                f"model card: {len(self.labels)} labels but {len(self.class_ids)} class ids"
-            )
+            raise CardError(f"model card: {len(self.labels)} labels but {len(self.class_ids)} class ids")
         if not self.labels:
             raise CardError("model card: labels must name at least one class, found none")
         if self.input_size != (3, self.crop_size, self.crop_size):
@@ -74,8 +73,7 @@ class ModelCard:
             raise CardError(f"model card: resize_size must be from 1 to {MAX_SIDE}, found {self.resize_size}")
         if self.crop_size > self.resize_size:
             raise CardError(
-                f"model card: crop_size ({self.crop_size}) must not exceed "
-                f"resize_size ({self.resize_size})"
+                f"model card: crop_size ({self.crop_size}) must not exceed resize_size ({self.resize_size})"
             )
         _check_choice("interpolation", self.interpolation, INTERPOLATIONS)
         _check_choice("layout", self.layout, LAYOUTS)
@@ -109,7 +107,7 @@ class ModelCard:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModelCard":
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelCard:
         if not isinstance(data, Mapping):
             raise CardError(f"model card: expected a JSON object, found {type(data).__name__}")
         version = data.get("schema_version", SCHEMA_VERSION)
@@ -131,14 +129,14 @@ class ModelCard:
         return cls(**kwargs)
 
     @classmethod
-    def from_onnx(cls, path: str | os.PathLike) -> "ModelCard":
+    def from_onnx(cls, path: str | os.PathLike) -> ModelCard:
         """The card an export stored in a model's metadata (``.onnx`` or ``.ort``)."""
         from .session import open_session
 
         return cls.from_metadata(open_session(path).get_modelmeta().custom_metadata_map, path)
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping[str, str], source: str | os.PathLike = "model") -> "ModelCard":
+    def from_metadata(cls, metadata: Mapping[str, str], source: str | os.PathLike = "model") -> ModelCard:
         if ONNX_METADATA_KEY not in metadata:
             raise CardError(f"{source}: has no flower-edge model card (metadata key {ONNX_METADATA_KEY!r})")
         try:
@@ -147,7 +145,7 @@ class ModelCard:
             raise CardError(f"{source}: {e}") from None
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelCard":
+    def from_json(cls, text: str) -> ModelCard:
         if len(text) > MAX_CARD_BYTES:
             raise CardError(f"model card: {len(text):,} characters is over the limit of {MAX_CARD_BYTES:,}")
         try:
@@ -167,10 +165,11 @@ def _check_normalization(mean: tuple[float, ...], std: tuple[float, ...]) -> Non
 
     with np.errstate(all="ignore"):
         m, s = np.asarray(mean, np.float32), np.asarray(std, np.float32)
-        ends = (np.float32([[0.0], [1.0]]) - m) / s  # (2, 3): the values of a black and a white pixel
+        ends = (np.array([[0.0], [1.0]], np.float32) - m) / s  # (2, 3): the values of a black and a white pixel
     if not (np.all(s > 0) and np.all(np.isfinite(ends)) and np.all(np.abs(ends) < 1e6)):
-        raise CardError(f"model card: mean {tuple(mean)} and std {tuple(std)} do not normalize pixels to finite "
-                        "float32 values")
+        raise CardError(
+            f"model card: mean {tuple(mean)} and std {tuple(std)} do not normalize pixels to finite float32 values"
+        )
 
 
 def _check_names(name: str, values: tuple[str, ...]) -> None:
@@ -183,19 +182,23 @@ def _check_names(name: str, values: tuple[str, ...]) -> None:
     for i, value in enumerate(values):
         bad = control_character(value)
         if bad is not None:
-            raise CardError(f"model card: {name}[{i}] {printable(value)!r} holds a control character "
-                            f"({bad.encode('unicode_escape').decode()}); names must be one line of text")
+            raise CardError(
+                f"model card: {name}[{i}] {printable(value)!r} holds a control character "
+                f"({bad.encode('unicode_escape').decode()}); names must be one line of text"
+            )
         if not value.strip() or len(value) > MAX_LABEL_CHARS:
-            raise CardError(f"model card: {name}[{i}] must be 1 to {MAX_LABEL_CHARS} characters of text, "
-                            f"found {len(value)}")
+            raise CardError(
+                f"model card: {name}[{i}] must be 1 to {MAX_LABEL_CHARS} characters of text, found {len(value)}"
+            )
     if len(set(values)) != len(values):
         seen: set[str] = set()
-        twice = next(v for v in values if v in seen or seen.add(v))
+        for twice in values:
+            if twice in seen:
+                break
+            seen.add(twice)
         raise CardError(f"model card: {name} names {printable(twice)!r} twice; each class needs its own name")
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise CardError(
-            f"model card: field {name!r} must be one of {', '.join(allowed)}, found {value!r}"
-        )
+        raise CardError(f"model card: field {name!r} must be one of {', '.join(allowed)}, found {value!r}")

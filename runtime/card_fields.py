@@ -7,7 +7,8 @@ card from asking for more than a phone or a server can give (runtime/card.py use
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .errors import CardError
 
@@ -77,17 +78,13 @@ def _floats(n: int):
 
 
 def _number_map(name: str, value: Any) -> dict[str, float]:
-    if not isinstance(value, Mapping) or not all(
-        isinstance(k, str) and _number(v) for k, v in value.items()
-    ):
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and _number(v) for k, v in value.items()):
         raise _wrong(name, "an object of numbers", value)
     return dict(value)
 
 
 def _string_map(name: str, value: Any) -> dict[str, str]:
-    if not isinstance(value, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise _wrong(name, "an object of strings", value)
     return dict(value)
 
@@ -96,8 +93,10 @@ def _optional_map(name: str, value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, Mapping) or not _plain(value, MAX_DEPTH):
-        raise CardError(f"model card: field {name!r} must be an object or null of strings, finite numbers, lists "
-                        f"and objects, at most {MAX_DEPTH} levels deep")
+        raise CardError(
+            f"model card: field {name!r} must be an object or null of strings, finite numbers, lists "
+            f"and objects, at most {MAX_DEPTH} levels deep"
+        )
     return dict(value)
 
 
@@ -135,6 +134,13 @@ PARSERS = {
     "quantization": _optional_map,
 }
 REQUIRED = {
-    "arch", "labels", "class_ids", "input_size", "resize_size", "crop_size",
-    "interpolation", "mean", "std",
+    "arch",
+    "labels",
+    "class_ids",
+    "input_size",
+    "resize_size",
+    "crop_size",
+    "interpolation",
+    "mean",
+    "std",
 }

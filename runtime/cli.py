@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 HELP = (
     "Predict the top-k classes of images with a model written by flower-export (.onnx, .int8.onnx "
@@ -26,11 +26,15 @@ HELP = (
     "character, a card over 8 MB or nested over 8 levels, or a mean and std that do not give finite inputs, is "
     "refused."
 )
-JSON_HELP = ('one JSON document on stdout at the end: {"model": PATH, "results": [{"image": PATH, "top_k": '
-             '[{"rank", "index", "label", "prob"}, ...]} or {"image": PATH, "error": MESSAGE}, ...]}; for small runs')
-JSONL_HELP = ('one JSON object a line, {"image": PATH, "top_k": [...]} or {"image": PATH, "error": MESSAGE}, written '
-              'and flushed as each image is answered, in input order; - for stdout. Memory stays flat on any number '
-              'of images. An existing file is refused unless --resume')
+JSON_HELP = (
+    'one JSON document on stdout at the end: {"model": PATH, "results": [{"image": PATH, "top_k": '
+    '[{"rank", "index", "label", "prob"}, ...]} or {"image": PATH, "error": MESSAGE}, ...]}; for small runs'
+)
+JSONL_HELP = (
+    'one JSON object a line, {"image": PATH, "top_k": [...]} or {"image": PATH, "error": MESSAGE}, written '
+    "and flushed as each image is answered, in input order; - for stdout. Memory stays flat on any number "
+    "of images. An existing file is refused unless --resume"
+)
 
 
 MAX_DECODERS = 16
@@ -44,26 +48,44 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="flower-run", description=HELP)
     p.add_argument("model", metavar="MODEL", help="model file from flower-export")
-    p.add_argument("inputs", metavar="INPUT", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument(
+        "inputs", metavar="INPUT", nargs="+", help="image files, folders (searched recursively) or glob patterns"
+    )
     p.add_argument("-k", "--top-k", type=int, default=5, help="classes to show per image (default: 5)")
     p.add_argument("--labels", metavar="JSON", help="cat_to_name.json (class id -> name) overriding the card's labels")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help=JSON_HELP)
     out.add_argument("--jsonl", metavar="PATH", help=JSONL_HELP)
-    p.add_argument("--resume", action="store_true", help="continue the --jsonl file of an interrupted run: the "
-                   "images it already answers are skipped (the inputs must be the same, in the same order) and the "
-                   "rest appended; a half-written last line is dropped first")
-    p.add_argument("--decoders", type=int, help=f"threads decoding photos ahead of inference, 1 to {MAX_DECODERS} "
-                   "(default: up to 4)")
-    p.add_argument("--plot", metavar="PNG", help="write a PNG: each of the first 50 images beside a bar chart of "
-                   "its top-k (a new file, or a PNG to replace; never the model, an input or a file of another kind)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the --jsonl file of an interrupted run: the "
+        "images it already answers are skipped (the inputs must be the same, in the same order) and the "
+        "rest appended; a half-written last line is dropped first",
+    )
+    p.add_argument(
+        "--decoders",
+        type=int,
+        help=f"threads decoding photos ahead of inference, 1 to {MAX_DECODERS} (default: up to 4)",
+    )
+    p.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="write a PNG: each of the first 50 images beside a bar chart of "
+        "its top-k (a new file, or a PNG to replace; never the model, an input or a file of another kind)",
+    )
     p.add_argument("--threads", type=int, help="onnxruntime threads, 1 to the number of cores (default: one per core)")
     p.add_argument("--batch-size", type=int, default=16, help="images per onnxruntime call, 1 to 256 (default: 16)")
-    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                   help="classify on a Ray cluster, one onnxruntime session per actor (needs the [ray] extra): alone, "
-                   "a local cluster on this machine's cores; 'auto', the cluster `ray start` made; ray://HOST:10001, a "
-                   "remote one (the photos must be reachable from its nodes: a shared folder, or s3:// and other URIs "
-                   "Ray Data reads). Answers are flower-run's, in the same order, with every output option")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="classify on a Ray cluster, one onnxruntime session per actor (needs the [ray] extra): alone, "
+        "a local cluster on this machine's cores; 'auto', the cluster `ray start` made; ray://HOST:10001, a "
+        "remote one (the photos must be reachable from its nodes: a shared folder, or s3:// and other URIs "
+        "Ray Data reads). Answers are flower-run's, in the same order, with every output option",
+    )
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     return p
 
@@ -126,15 +148,24 @@ def _open(args):
         from .output import PNG_MAGIC, check_output_file
 
         paths = list(paths)  # --plot is for a few images: each one is checked against it
-        check_output_file(args.plot, "--plot", reads + [("an input", p) for p in paths] +
-                          ([("--labels", args.labels)] if args.labels else []), magic=PNG_MAGIC, kind="PNG")
+        check_output_file(
+            args.plot,
+            "--plot",
+            reads + [("an input", p) for p in paths] + ([("--labels", args.labels)] if args.labels else []),
+            magic=PNG_MAGIC,
+            kind="PNG",
+        )
     sink = None
     if args.jsonl not in (None, "-"):
         from .stream import JsonlSink, check_not_matched
 
         check_not_matched(args.jsonl, args.inputs)
-        sink = JsonlSink(args.jsonl, reads + ([("--labels", args.labels)] if args.labels else []) +
-                         ([("--plot's PNG", args.plot)] if args.plot else []))
+        sink = JsonlSink(
+            args.jsonl,
+            reads
+            + ([("--labels", args.labels)] if args.labels else [])
+            + ([("--plot's PNG", args.plot)] if args.plot else []),
+        )
         paths = sink.resume(paths) if args.resume else sink.create(paths)
     return paths, sink
 
@@ -145,8 +176,16 @@ def _on_ray(args, paths):
     ray = ray_module()
     if not ray.is_initialized():
         ray.init(address=None if args.ray == "local" else args.ray, logging_level="ERROR", log_to_driver=False)
-    return results(classify(list(paths), args.model, k=args.top_k, batch_size=args.batch_size,
-                            threads=args.threads or 1, labels=args.labels))
+    return results(
+        classify(
+            list(paths),
+            args.model,
+            k=args.top_k,
+            batch_size=args.batch_size,
+            threads=args.threads or 1,
+            labels=args.labels,
+        )
+    )
 
 
 def _emit(args, results, sink) -> tuple[list, int]:
@@ -155,7 +194,8 @@ def _emit(args, results, sink) -> tuple[list, int]:
     from .output import json_text, printable
     from .stream import Progress, jsonl_line
 
-    kept, failed, everything = [], 0, [] if args.json else None
+    kept, failed = [], 0
+    everything: list | None = [] if args.json else None
     progress = Progress(sink) if sink is not None else None
     try:
         for r in results:
@@ -168,15 +208,20 @@ def _emit(args, results, sink) -> tuple[list, int]:
                 everything.append(r)
             elif sink is not None:
                 sink.write(r)
-                progress.advance(r.error is not None)
+                if progress is not None:
+                    progress.advance(r.error is not None)
             elif args.jsonl == "-":
                 print(jsonl_line(r), flush=True)
             elif r.error is None:
-                print(printable(r.image) + "".join(f"\n  {t.rank}. {printable(t.label):<30} {t.prob:7.2%}"
-                                                    for t in r.top_k), flush=True)
+                print(
+                    printable(r.image)
+                    + "".join(f"\n  {t.rank}. {printable(t.label):<30} {t.prob:7.2%}" for t in r.top_k),
+                    flush=True,
+                )
     finally:
         if sink is not None:
             sink.close()
+        if progress is not None:
             progress.close()
     if everything is not None:
         print(json_text({"model": args.model, "top_k": args.top_k, "results": [r.to_dict() for r in everything]}))
@@ -190,7 +235,9 @@ def _fail(args, e: Exception, internal: bool = False, what: str = "") -> int:
     if args.debug:
         raise e
     if internal:
-        print(f"flower-run: internal error: {type(e).__name__}: {printable(str(e))} (rerun with --debug)", file=sys.stderr)
+        print(
+            f"flower-run: internal error: {type(e).__name__}: {printable(str(e))} (rerun with --debug)", file=sys.stderr
+        )
     else:
         print(f"flower-run: error: {printable(what)}{message(e)}", file=sys.stderr)
     return 1

@@ -20,6 +20,7 @@ import json
 import os
 import platform
 from dataclasses import asdict, dataclass
+from datetime import UTC
 from pathlib import Path
 
 from .errors import ConfigError
@@ -83,11 +84,17 @@ def cpu_int8() -> CpuInt8:
 def describe_machine() -> dict:
     """This machine as every benchmark records it: the CPU's name (as ``lscpu`` gives it), its
     cores, its int8 features and path, the Python version and the date."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     cpu = cpu_int8()
-    return {"cpu": cpu.model, "cores": os.cpu_count(), "machine": cpu.machine, "int8": cpu.to_dict(),
-            "python": platform.python_version(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "cpu": cpu.model,
+        "cores": os.cpu_count(),
+        "machine": cpu.machine,
+        "int8": cpu.to_dict(),
+        "python": platform.python_version(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def int8_path(requested: str | None = None) -> str:
@@ -118,10 +125,10 @@ def _linux_flags() -> tuple[set[str] | None, str]:
 
 def _numpy_features() -> dict[str, bool]:
     try:
-        from numpy._core._multiarray_umath import __cpu_features__
+        from numpy._core._multiarray_umath import __cpu_features__  # type: ignore[import-not-found]
     except ImportError:  # numpy < 2
         try:
-            from numpy.core._multiarray_umath import __cpu_features__
+            from numpy.core._multiarray_umath import __cpu_features__  # type: ignore[no-redef]
         except ImportError:
             return {}
     return dict(__cpu_features__)

@@ -5,8 +5,8 @@ as a single line and exit with code 1.
 """
 
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 
 class FlowerEdgeError(Exception):
@@ -58,8 +58,12 @@ def message(e: BaseException) -> str:
 
 
 @contextmanager
-def one_line_errors(prog: str, debug: bool = False, expected: tuple[type[BaseException], ...] = (),
-                    interrupted: str | Callable[[], str] = "interrupted") -> Iterator[None]:
+def one_line_errors(
+    prog: str,
+    debug: bool = False,
+    expected: tuple[type[BaseException], ...] = (),
+    interrupted: str | Callable[[], str] = "interrupted",
+) -> Iterator[None]:
     """A command's failures as one line on stderr and an exit code, never a traceback (unless
     ``debug``). FlowerEdgeError, OSError and ``expected`` are the user's to fix: "PROG: error: ..."
     (further lines of the message, such as a parity table, follow it); anything else is a bug of
@@ -67,7 +71,7 @@ def one_line_errors(prog: str, debug: bool = False, expected: tuple[type[BaseExc
     then, when it is a function: what was saved depends on when the user pressed it)."""
     try:
         yield
-    except (FlowerEdgeError, OSError, *expected) as e:
+    except (FlowerEdgeError, OSError, *expected) as e:  # type: ignore[misc]  # mypy cannot unpack a tuple here
         if debug:
             raise
         first, *rest = message(e).splitlines() or [type(e).__name__]

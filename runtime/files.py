@@ -10,11 +10,12 @@ import re
 import shutil
 import signal
 import sys
-import threading
-from glob import escape as glob_escape
 import tempfile
+import threading
+from collections.abc import Callable
+from glob import escape as glob_escape
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
@@ -166,7 +167,7 @@ def remove_stale(folder: str | os.PathLike, prefix: str) -> list[Path]:
     runs can share a folder. Returns what was removed."""
     removed = []
     for entry in Path(folder).glob(glob_escape(prefix) + "*"):
-        pid = re.match(r"(\d+)[.-]", entry.name[len(prefix):])
+        pid = re.match(r"(\d+)[.-]", entry.name[len(prefix) :])
         if pid is None or _alive(int(pid.group(1))):
             continue
         try:

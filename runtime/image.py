@@ -54,13 +54,11 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, data: byte
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageError(
-                    f"{path}: {w}x{h} pixels is over the limit of {max_pixels:,} "
-                    "(decompression bomb guard)"
+                    f"{path}: {w}x{h} pixels is over the limit of {max_pixels:,} (decompression bomb guard)"
                 )
             check_aspect(w, h, path)
             img.load()
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
+            return to_rgb(ImageOps.exif_transpose(img))
     except ImageError:
         raise
     except FileNotFoundError:
@@ -89,8 +87,10 @@ def _size(path: Path) -> int | None:
 
 def check_aspect(w: int, h: int, source: str | os.PathLike = "image") -> None:
     if min(w, h) < 1 or max(w, h) > MAX_ASPECT * min(w, h):
-        raise ImageError(f"{source}: {w}x{h} pixels is narrower than the limit of {MAX_ASPECT}:1 "
-                         "(resizing it would blow the long side up)")
+        raise ImageError(
+            f"{source}: {w}x{h} pixels is narrower than the limit of {MAX_ASPECT}:1 "
+            "(resizing it would blow the long side up)"
+        )
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -130,8 +130,8 @@ def resize_shorter(img: Image.Image, size: int, interpolation: str) -> Image.Ima
 
 def center_crop(img: Image.Image, size: int) -> Image.Image:
     w, h = img.size
-    top = int(round((h - size) / 2.0))
-    left = int(round((w - size) / 2.0))
+    top = round((h - size) / 2.0)
+    left = round((w - size) / 2.0)
     return img.crop((left, top, left + size, top + size))
 
 

@@ -18,12 +18,13 @@ import json
 import math
 import os
 import unicodedata
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, Tuple
+from typing import Any
 
 from .errors import OutputError
 
-Reads = Iterable[Tuple[str, "str | os.PathLike"]]
+Reads = Iterable[tuple[str, "str | os.PathLike"]]
 """(what it is, path) of each file or folder a run reads: ("the checkpoint", "runs/flower.pth")."""
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -34,8 +35,15 @@ def resolved(path: str | os.PathLike) -> Path:
     return Path(os.path.abspath(os.path.expanduser(os.fspath(path)))).resolve()
 
 
-def check_output_file(path: str | os.PathLike, flag: str, reads: Reads = (), *, magic: bytes | None = None,
-                      kind: str = "", writes: Reads = ()) -> Path:
+def check_output_file(
+    path: str | os.PathLike,
+    flag: str,
+    reads: Reads = (),
+    *,
+    magic: bytes | None = None,
+    kind: str = "",
+    writes: Reads = (),
+) -> Path:
     """Refuse an output file that is an input, lies inside an input folder, is a folder, is another
     of the run's outputs (``writes``), or exists and does not start with ``magic`` (a file of
     another kind than the flag writes)."""
@@ -53,14 +61,23 @@ def check_output_file(path: str | os.PathLike, flag: str, reads: Reads = (), *, 
         if source in target.parents and source.is_dir():
             raise OutputError(f"{flag} {path}: is inside {what} ({read}), which this run reads; write it elsewhere")
     if magic is not None and target.is_file() and not _starts_with(target, magic):
-        raise OutputError(f"{flag} {path}: exists and is not a {kind} file; it would be replaced. "
-                          "Remove it or choose another name")
+        raise OutputError(
+            f"{flag} {path}: exists and is not a {kind} file; it would be replaced. Remove it or choose another name"
+        )
     return target
 
 
-def check_output_folder(folder: str | os.PathLike, flag: str, reads: Reads = (), *,
-                        marker: Callable[[Path], bool] | None = None, tool: str = "", force: bool = False,
-                        whole: bool = False, leftovers: tuple[str, ...] = ()) -> Path:
+def check_output_folder(
+    folder: str | os.PathLike,
+    flag: str,
+    reads: Reads = (),
+    *,
+    marker: Callable[[Path], bool] | None = None,
+    tool: str = "",
+    force: bool = False,
+    whole: bool = False,
+    leftovers: tuple[str, ...] = (),
+) -> Path:
     """Refuse an output folder that is or lies inside an input, or, when the tool replaces it
     ``whole``, contains one; and one that exists and holds files but no ``marker`` of an earlier run
     of ``tool`` (unless ``force``). Entries named with a prefix in ``leftovers`` (what a killed run
@@ -75,12 +92,16 @@ def check_output_folder(folder: str | os.PathLike, flag: str, reads: Reads = (),
         if whole and target in source.parents:
             raise OutputError(f"{flag} {folder}: contains {what} ({read}), which this run reads; choose another folder")
         if source in target.parents and source.is_dir():
-            raise OutputError(f"{flag} {folder}: is inside {what} ({read}), which this run reads; choose another folder")
+            raise OutputError(
+                f"{flag} {folder}: is inside {what} ({read}), which this run reads; choose another folder"
+            )
     held = target.is_dir() and any(not p.name.startswith(leftovers) for p in target.iterdir())
     if marker is not None and not force and held and not marker(target):
         does = "replace it whole" if whole else "write there anyway"
-        raise OutputError(f"{flag} {folder}: exists and holds files that {tool} did not write; choose a new or "
-                          f"empty folder, or pass --force to {does}")
+        raise OutputError(
+            f"{flag} {folder}: exists and holds files that {tool} did not write; choose a new or "
+            f"empty folder, or pass --force to {does}"
+        )
     return target
 
 
@@ -125,8 +146,10 @@ def printable(text: str) -> str:
     recolour the screen or forge a line."""
     if not any(unicodedata.category(c) in _UNSAFE or c in _BIDI for c in text):
         return text
-    return "".join(c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in _UNSAFE or c in _BIDI
-                   else c for c in text)
+    return "".join(
+        c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in _UNSAFE or c in _BIDI else c
+        for c in text
+    )
 
 
 def finite(value: Any) -> Any:

@@ -9,7 +9,7 @@ with its error instead.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -34,8 +34,12 @@ def plot_results(results: Sequence[Result], path: str | os.PathLike) -> None:
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default()
     if rest > 0:
-        draw.text((20, ROW_H * len(shown) + 12), f"and {rest} more images (--plot draws the first {MAX_ROWS}; "
-                  "--json lists every answer)", fill=(90, 90, 90), font=font)
+        draw.text(
+            (20, ROW_H * len(shown) + 12),
+            f"and {rest} more images (--plot draws the first {MAX_ROWS}; --json lists every answer)",
+            fill=(90, 90, 90),
+            font=font,
+        )
     for row, result in enumerate(shown):
         top = row * ROW_H
         if row:
@@ -67,4 +71,4 @@ def _bars(draw: ImageDraw.ImageDraw, font, result: Result, left: int, top: int) 
 
 def _short(text: str, n: int) -> str:
     text = printable(text)
-    return text if len(text) <= n else "..." + text[-(n - 3):]
+    return text if len(text) <= n else "..." + text[-(n - 3) :]

@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 from PIL import Image
@@ -28,8 +28,7 @@ from .errors import CardError, ConfigError, FlowerEdgeError, ImageError
 from .image import MAX_PIXELS, load_image, preprocess, to_rgb
 from .session import open_session
 
-ImageInput = Union[str, os.PathLike, Image.Image]
-_END = object()
+ImageInput = str | os.PathLike | Image.Image
 MAX_BATCH = 256
 """Images per onnxruntime call: memory grows with it (300 took 2.9 GB at 224 px, 100,000 was killed)."""
 
@@ -60,8 +59,13 @@ class Result:
 
 
 class Classifier:
-    def __init__(self, model: str | os.PathLike, *, labels: str | os.PathLike | Mapping[str, str] | None = None,
-                 threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        *,
+        labels: str | os.PathLike | Mapping[str, str] | None = None,
+        threads: int | None = None,
+    ) -> None:
         self.path = Path(model)
         if not self.path.is_file():
             raise FlowerEdgeError(f"{self.path}: no such model file")
@@ -73,8 +77,10 @@ class Classifier:
             blank = np.zeros((1, *self._input_shape()), np.uint8 if self.card.input_dtype == "uint8" else np.float32)
             outputs = self.session.run(None, {self.input_name: blank})[0].shape[-1]
         if outputs != self.card.num_classes:
-            raise CardError(f"{self.path}: its card names {self.card.num_classes} classes but the model "
-                            f"gives {outputs} outputs; the card does not belong to this model")
+            raise CardError(
+                f"{self.path}: its card names {self.card.num_classes} classes but the model "
+                f"gives {outputs} outputs; the card does not belong to this model"
+            )
         self.labels = self.card.labels if labels is None else _override_labels(self.card, labels)
 
     def predict(self, image: ImageInput, k: int = 5) -> list[TopK]:
@@ -86,8 +92,9 @@ class Classifier:
         """One Result per image, in order; an unreadable image gets an error and the rest go on."""
         return list(self.predict_stream(images, k, batch_size))
 
-    def predict_stream(self, images: Iterable[ImageInput], k: int = 5, batch_size: int = 16,
-                       decoders: int | None = None) -> Iterator[Result]:
+    def predict_stream(
+        self, images: Iterable[ImageInput], k: int = 5, batch_size: int = 16, decoders: int | None = None
+    ) -> Iterator[Result]:
         """:meth:`predict_many` as a stream: each batch's Results, in order, as soon as it is known.
 
         ``decoders`` threads (default: up to 4) decode and preprocess the next photos while
@@ -99,10 +106,12 @@ class Classifier:
         source = iter(images)
         window: deque[tuple[str, Future]] = deque()
         with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
+
             def fill() -> None:
                 while len(window) < 2 * batch_size:
-                    image = next(source, _END)
-                    if image is _END:
+                    try:
+                        image = next(source)
+                    except StopIteration:
                         return
                     window.append((_name(image), pool.submit(self._decoded, image)))
 
@@ -126,13 +135,13 @@ class Classifier:
             raise ConfigError(f"a batch holds 1 to {MAX_BATCH} photos, found {len(files)}")
         return list(self._answer([(name, self._decoded(name, data)) for name, data in files], k))
 
-    def _answer(self, batch: list[tuple[str, "np.ndarray | str"]], k: int) -> Iterator[Result]:
+    def _answer(self, batch: list[tuple[str, np.ndarray | str]], k: int) -> Iterator[Result]:
         inputs = [x for _, x in batch if not isinstance(x, str)]
         probs = iter(self._probabilities(np.stack(inputs)) if inputs else ())
         for name, x in batch:
             yield Result(name, error=x) if isinstance(x, str) else Result(name, tuple(self._top_k(next(probs), k)))
 
-    def _decoded(self, image: ImageInput, data: bytes | None = None) -> "np.ndarray | str":
+    def _decoded(self, image: ImageInput, data: bytes | None = None) -> np.ndarray | str:
         """The model's input for ``image`` (whose bytes are ``data`` when given), or why it cannot
         be read (one line)."""
         name = _name(image)
@@ -164,8 +173,9 @@ class Classifier:
         out = self.session.run(None, {self.input_name: x})[0]  # (B, classes)
         probs = out if self.card.output == "probabilities" else softmax(out)
         if not np.all(np.isfinite(probs)):  # NaN weights, say: no answer rather than a made-up one
-            raise FlowerEdgeError(f"{self.path}: the model's outputs are not finite numbers (NaN or infinity); "
-                                  "the model is broken")
+            raise FlowerEdgeError(
+                f"{self.path}: the model's outputs are not finite numbers (NaN or infinity); the model is broken"
+            )
         return probs
 
     def _top_k(self, probs: np.ndarray, k: int) -> list[TopK]:
@@ -232,14 +242,19 @@ def iter_inputs(inputs: Sequence[str]) -> Iterator[str]:
                 found: Iterable[str] = _walk(path)
             elif not path.exists() and glob.has_magic(item):
                 # a pattern that matches nothing stays, so it is reported instead of vanishing
-                found = sorted(p for p in glob.glob(item, recursive=True) if _is_image(Path(p), any_suffix=True)) or [item]
+                found = sorted(p for p in glob.glob(item, recursive=True) if _is_image(Path(p), any_suffix=True)) or [
+                    item
+                ]
             else:
                 found = [item]
         except OSError:  # a name over the file system's limit, a folder that cannot be listed: its own error
             found = [item]
         for p in found:
-            if seen is None or not (p in seen or seen.add(p)):
-                yield p
+            if seen is not None:
+                if p in seen:
+                    continue
+                seen.add(p)
+            yield p
 
 
 def _walk(folder: Path) -> Iterator[str]:
@@ -247,7 +262,9 @@ def _walk(folder: Path) -> Iterator[str]:
     it all first: a folder's entries sort as ``name/``, which is how its paths compare."""
     try:
         with os.scandir(folder) as it:
-            entries = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in it]  # as rglob: links to folders are not entered
+            entries = [
+                (e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in it
+            ]  # as rglob: links to folders are not entered
     except OSError:
         return
     for key, entry in sorted(entries, key=lambda pair: pair[0]):

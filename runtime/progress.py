@@ -11,15 +11,23 @@ silent and a short one prints one summary line:
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 class ProgressLines:
     """Counts work done and hands ``emit`` a line now and then; no torch, no terminal needed."""
 
-    def __init__(self, description: str, total: int, emit: Callable[[str], None], unit: str = "img",
-                 every: float = 10.0, gap: float = 3.0, clock: Callable[[], float] = time.monotonic,
-                 done: int = 0) -> None:
+    def __init__(
+        self,
+        description: str,
+        total: int,
+        emit: Callable[[str], None],
+        unit: str = "img",
+        every: float = 10.0,
+        gap: float = 3.0,
+        clock: Callable[[], float] = time.monotonic,
+        done: int = 0,
+    ) -> None:
         """A line at each tenth of ``total`` (but ``gap`` seconds apart at least, so a short task
         prints only its summary) and after ``every`` seconds of silence. ``done``: work finished
         before the clock starts (a warm-up step kept out of the rate)."""
@@ -52,8 +60,10 @@ class ProgressLines:
         rate = self._rate(elapsed)
         share = f" ({self.done / self.total:.0%})" if self.total else ""
         left = f", {(self.total - self.done) / rate:.0f} s left" if rate and self.total else ""
-        return (f"{self.description}: {self.done}/{self.total} {self.unit}{share}, {_number(rate)} {self.unit}/s"
-                f"{left}{_fields(fields)}")
+        return (
+            f"{self.description}: {self.done}/{self.total} {self.unit}{share}, {_number(rate)} {self.unit}/s"
+            f"{left}{_fields(fields)}"
+        )
 
 
 def _number(x: float) -> str:

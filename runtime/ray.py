@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from .errors import ConfigError, FlowerEdgeError
 from .predict import MAX_BATCH, Classifier, Result, TopK, iter_inputs
@@ -55,13 +56,23 @@ class _Classify:
         data = batch.get("bytes")
         files = [(n, None if data is None else bytes(data[i])) for i, n in enumerate(names)]
         results = self.classifier.predict_files(files, self.k)
-        return {"image": [r.image for r in results],
-                "top_k": [[t.to_dict() for t in r.top_k] for r in results],
-                "error": [r.error for r in results]}
+        return {
+            "image": [r.image for r in results],
+            "top_k": [[t.to_dict() for t in r.top_k] for r in results],
+            "error": [r.error for r in results],
+        }
 
 
-def classify(data, model: str | os.PathLike, *, k: int = 5, batch_size: int = 16, concurrency: int | None = None,
-             threads: int = 1, labels: str | os.PathLike | Mapping[str, str] | None = None):
+def classify(
+    data,
+    model: str | os.PathLike,
+    *,
+    k: int = 5,
+    batch_size: int = 16,
+    concurrency: int | None = None,
+    threads: int = 1,
+    labels: str | os.PathLike | Mapping[str, str] | None = None,
+):
     """A ``ray.data.Dataset`` of one row per photo (``image``, ``top_k``, ``error``), in input order.
 
     ``data``: INPUT strings as flower-run takes them (files, folders, globs; or URIs Ray Data reads),
@@ -88,10 +99,15 @@ def classify(data, model: str | os.PathLike, *, k: int = 5, batch_size: int = 16
     context.enable_progress_bars = False
     dataset = data if hasattr(data, "map_batches") else _dataset(ray, [data] if isinstance(data, str) else list(data))
     return dataset.map_batches(
-        _Classify, batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=concurrency),
+        _Classify,
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_cpus=threads,
-        fn_constructor_kwargs=dict(model=[ray.put(path.read_bytes())], suffix="".join(path.suffixes[-2:]), k=k,
-                                   labels=names, threads=threads))
+        fn_constructor_kwargs=dict(
+            model=[ray.put(path.read_bytes())], suffix="".join(path.suffixes[-2:]), k=k, labels=names, threads=threads
+        ),
+    )
 
 
 def _dataset(ray, inputs: Sequence[str]):

@@ -46,8 +46,9 @@ def session_options(threads: int | None = None, exact_int8: bool = False) -> ort
     return options
 
 
-def open_session(path: str | os.PathLike, threads: int | None = None, *,
-                 int8_path: str | None = None) -> ort.InferenceSession:
+def open_session(
+    path: str | os.PathLike, threads: int | None = None, *, int8_path: str | None = None
+) -> ort.InferenceSession:
     """A CPU session for ``path``; ``int8_path``: auto (default: what this CPU needs), exact or fast."""
     chosen = choose_int8_path(int8_path)
     session = _load(path, session_options(threads, chosen == "exact"))
@@ -81,14 +82,14 @@ def _load(path: str | os.PathLike, options: ort.SessionOptions) -> ort.Inference
         raise FlowerEdgeError(f"{path}: onnxruntime cannot load this model ({reason[:300]})") from None
 
 
-def onnx_runner(path: str | os.PathLike, threads: int | None = None):
+class onnx_runner:  # lower case: the format table calls it like the other formats' runner functions
     """A function from an input batch to the model's first output, for ``.onnx`` and ``.ort`` files
     (the format table's runner; ``.int8_path`` says which int8 kernels it took)."""
-    session = open_session(path, threads)
-    name = session.get_inputs()[0].name
 
-    def run(x):
-        return session.run(None, {name: x})[0]
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        self.session = open_session(path, threads)
+        self.name = self.session.get_inputs()[0].name
+        self.int8_path = kernel_path(self.session)
 
-    run.int8_path = kernel_path(session)
-    return run
+    def __call__(self, x):
+        return self.session.run(None, {self.name: x})[0]

@@ -17,8 +17,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+from typing import TextIO
 
 from .errors import FlowerEdgeError
 from .output import check_output_file, printable
@@ -36,8 +37,10 @@ def check_not_matched(path: str, inputs) -> None:
         if glob.has_magic(pattern) and not Path(pattern).exists():
             for name, form in ((path, pattern), (os.path.abspath(path), os.path.abspath(pattern))):
                 if fnmatch(os.path.normpath(name), os.path.normpath(form)):
-                    raise FlowerEdgeError(f"--jsonl {printable(path)}: matches the input pattern "
-                                          f"{printable(pattern)!r}, which this run reads; write it elsewhere")
+                    raise FlowerEdgeError(
+                        f"--jsonl {printable(path)}: matches the input pattern "
+                        f"{printable(pattern)!r}, which this run reads; write it elsewhere"
+                    )
 
 
 def jsonl_line(result: Result) -> str:
@@ -48,7 +51,7 @@ class JsonlSink:
     def __init__(self, path: str | os.PathLike, reads=()) -> None:
         self.path = Path(path)
         check_output_file(path, "--jsonl", reads, magic=MAGIC, kind="flower-run --jsonl")
-        self.file = None
+        self.file: TextIO | None = None
         self.skipped = self.written = 0
 
     def create(self, paths: Iterator[str]) -> Iterator[str]:
@@ -78,13 +81,16 @@ class JsonlSink:
                 expected = next(paths, None)
                 if expected != name:
                     there = "no more images" if expected is None else repr(printable(expected))
-                    raise FlowerEdgeError(f"--resume: {self.path} line {number} answers {printable(name)!r} where the "
-                                          f"inputs give {there}; it was written for other inputs")
+                    raise FlowerEdgeError(
+                        f"--resume: {self.path} line {number} answers {printable(name)!r} where the "
+                        f"inputs give {there}; it was written for other inputs"
+                    )
                 self.skipped += 1
         self.file = open(self.path, "a", encoding="utf-8")
         return paths
 
     def write(self, result: Result) -> None:
+        assert self.file is not None, "create() or resume() first"
         self.file.write(jsonl_line(result) + "\n")
         self.file.flush()
         self.written += 1
@@ -124,5 +130,8 @@ class Progress:
     def close(self) -> None:
         seconds = time.monotonic() - self.started
         skipped = f", {self.sink.skipped:,} answered before" if self.sink.skipped else ""
-        print(f"{chr(13) if self.live else ''}flower-run: {self.sink.written:,} answers written to "
-              f"{printable(str(self.sink.path))} in {seconds:.1f} s ({self.errors:,} errors{skipped})", file=sys.stderr)
+        print(
+            f"{chr(13) if self.live else ''}flower-run: {self.sink.written:,} answers written to "
+            f"{printable(str(self.sink.path))} in {seconds:.1f} s ({self.errors:,} errors{skipped})",
+            file=sys.stderr,
+        )

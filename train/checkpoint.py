@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,8 +75,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     # before it existed keep the head's shape among the training options.
     head = ckpt.get("head", {k: ckpt["config"][k] for k in ("hidden", "dropout") if k in ckpt["config"]})
     try:
-        ckpt["model_args"] = ModelArgs.from_dict({**head, "arch": ckpt["card"].arch,
-                                                  "num_classes": ckpt["card"].num_classes})
+        ckpt["model_args"] = ModelArgs.from_dict(
+            {**head, "arch": ckpt["card"].arch, "num_classes": ckpt["card"].num_classes}
+        )
     except (TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{path}: its head does not describe a model ({type(e).__name__}: {e})") from None
     ckpt["config"] = TrainConfig.from_dict(ckpt["config"])
@@ -101,9 +102,18 @@ def load_model(path: str | os.PathLike) -> tuple[FlowerNet, ModelCard, dict[str,
     return model.eval(), ckpt["card"], ckpt
 
 
-def training_payload(model: FlowerNet, optimizer: torch.optim.Optimizer, scheduler, config: TrainConfig,
-                     card: ModelCard, history: list[dict], epoch: int, best_epoch: int,
-                     best_state: dict[str, torch.Tensor] | None, ema: nn.Module | None = None) -> dict[str, Any]:
+def training_payload(
+    model: FlowerNet,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    config: TrainConfig,
+    card: ModelCard,
+    history: list[dict],
+    epoch: int,
+    best_epoch: int,
+    best_state: dict[str, torch.Tensor] | None,
+    ema: nn.Module | None = None,
+) -> dict[str, Any]:
     """What ``save_checkpoint`` writes after an epoch: the best weights for deployment, and the
     latest ones with the optimizer, scheduler and random state for ``--resume``."""
     payload = {
@@ -137,8 +147,9 @@ class ResumeState:
     best_state: dict[str, torch.Tensor] | None = None
 
 
-def resume_state(ckpt: dict[str, Any] | None, model: FlowerNet, optimizer: torch.optim.Optimizer,
-                 scheduler) -> ResumeState:
+def resume_state(
+    ckpt: dict[str, Any] | None, model: FlowerNet, optimizer: torch.optim.Optimizer, scheduler
+) -> ResumeState:
     """Load a checkpoint's latest weights, optimizer, scheduler and random state into this run's
     objects (nothing to load without one)."""
     if ckpt is None:
@@ -148,8 +159,13 @@ def resume_state(ckpt: dict[str, Any] | None, model: FlowerNet, optimizer: torch
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
-    return ResumeState(int(ckpt["epoch"]) + 1, list(ckpt["history"]), int(ckpt["best_epoch"]),
-                       float(ckpt["card"].metrics.get("valid_top1", -1.0)), ckpt["model_state"])
+    return ResumeState(
+        int(ckpt["epoch"]) + 1,
+        list(ckpt["history"]),
+        int(ckpt["best_epoch"]),
+        float(ckpt["card"].metrics.get("valid_top1", -1.0)),
+        ckpt["model_state"],
+    )
 
 
 def _on_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -163,7 +179,7 @@ def tool_version() -> str:
         return "unknown"
 
 
-def make_card(config: TrainConfig, source: "DataSource") -> ModelCard:
+def make_card(config: TrainConfig, source: DataSource) -> ModelCard:
     """The card a run declares: its classes and the preprocessing its model expects."""
     spec = get_backbone(config.arch)
     size = config.image_size
@@ -178,17 +194,19 @@ def make_card(config: TrainConfig, source: "DataSource") -> ModelCard:
         mean=spec.mean,
         std=spec.std,
         provenance={  # the data's name, not its path: the card ships in every file, to every phone
-            "data": source.description if source.description in ("synthetic", "flowers102")
+            "data": source.description
+            if source.description in ("synthetic", "flowers102")
             else source.root.resolve().name,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "tool": f"flower-edge {tool_version()}",
             "weights": config.weights,
         },
     )
 
 
-def with_metrics(card: ModelCard, history: list[dict], best_epoch: int,
-                 test: dict[str, float] | None = None) -> ModelCard:
+def with_metrics(
+    card: ModelCard, history: list[dict], best_epoch: int, test: dict[str, float] | None = None
+) -> ModelCard:
     """The card with the best epoch's validation figures (and the test figures, once measured)."""
     best = history[best_epoch - 1] if best_epoch else {}
     metrics = {"epoch": float(best_epoch)} if best else {}

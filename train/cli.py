@@ -1,9 +1,9 @@
 """flower-train: a folder of flower photos in, a self-describing PyTorch checkpoint out.
 
-    flower-train ../shared/data/flowers5 -o flower.pth
-    flower-train synthetic --epochs 3                      # offline procedural flowers
-    flower-train flowers/ --arch densenet121 --weights none --hidden 256 --freeze
-    flower-train flowers/ --resume flower.pth --epochs 15  # go on where it stopped
+flower-train ../shared/data/flowers5 -o flower.pth
+flower-train synthetic --epochs 3                      # offline procedural flowers
+flower-train flowers/ --arch densenet121 --weights none --hidden 256 --freeze
+flower-train flowers/ --resume flower.pth --epochs 15  # go on where it stopped
 """
 
 from __future__ import annotations
@@ -14,14 +14,21 @@ import logging
 import os
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Annotated, Optional, get_type_hints
+from typing import Annotated, get_type_hints
 
 import typer
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
-from rich.text import Text
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from flower_edge.runtime.errors import one_line_errors
 from flower_edge.runtime.output import json_text, printable
@@ -39,21 +46,30 @@ class RichReporter:
         self.console, self.quiet = console, quiet
         self.last_saved: tuple[str, int] | None = None
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            _Rate(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=console, transient=True, disable=quiet,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _Rate(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+            disable=quiet,
         )
 
     def source(self, source) -> None:
         sizes = ", ".join(f"{name} {len(s)}" for name, s in source.splits.items())
         self.message(f"data: {source.description} ({source.num_classes} classes; {sizes} images)")
         if source.skipped_links:
-            self.message(f"skipped {source.skipped_links} symbolic link{'s' if source.skipped_links > 1 else ''} "
-                         "that point outside DATA (--follow-symlinks follows them)")
+            self.message(
+                f"skipped {source.skipped_links} symbolic link{'s' if source.skipped_links > 1 else ''} "
+                "that point outside DATA (--follow-symlinks follows them)"
+            )
         for line in source.skipped:
             self.console.print(f"skipped broken image {printable(line)}", highlight=False, markup=False, soft_wrap=True)
 
-    def __enter__(self) -> "RichReporter":
+    def __enter__(self) -> RichReporter:
         self.progress.start()
         return self
 
@@ -135,7 +151,9 @@ def _config_options() -> list[inspect.Parameter]:
             info = typer.Option(*meta.get("flags", ()), help=meta["help"], show_default=meta.get("show_default", True))
         default = "" if f.default is MISSING else meta.get("shown", _same)(f.default)
         annotation = Annotated[meta.get("cli_type", hints[f.name]), info]
-        parameters.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation))
+        parameters.append(
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        )
     return parameters
 
 
@@ -149,23 +167,45 @@ def _config(options: dict) -> TrainConfig:
 
 
 def main(
-    resume: Annotated[Optional[Path], typer.Option(help="Continue a checkpoint: its weights, optimizer, scheduler and epoch.")] = None,
-    plot: Annotated[Optional[Path], typer.Option(help="Write loss and accuracy curves per epoch to this PNG.")] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue a checkpoint: its weights, optimizer, scheduler and epoch.")
+    ] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write loss and accuracy curves per epoch to this PNG.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or epoch lines.")] = False,
     list_archs: Annotated[bool, typer.Option("--list-archs", help="List the backbones and exit.")] = False,
-    cv: Annotated[Optional[int], typer.Option(
-        "--cv", min=2, max=20, help="Cross-validate the recipe instead: K folds over train + valid (stratified, "
-        "stable), one training run each, no checkpoint; prints the mean top-1 and its 95% interval.")] = None,
-    cv_report: Annotated[Optional[Path], typer.Option(
-        "--cv-report", help="With --cv: write the report (folds, per-photo answers) to this JSON file.")] = None,
-    compare: Annotated[Optional[Path], typer.Option(
-        "--compare", help="With --cv: compare with an earlier --cv-report on the same data, paired by fold "
-        "and photo.")] = None,
-    cv_cut: Annotated[int, typer.Option(
-        "--cv-cut", min=0, max=1000, help="With --cv: deal the photos into folds by another hash (0: the "
-        "original cut), equally stratified and stable, to compare two recipes again on folds they were not "
-        "compared on.")] = 0,
+    cv: Annotated[
+        int | None,
+        typer.Option(
+            "--cv",
+            min=2,
+            max=20,
+            help="Cross-validate the recipe instead: K folds over train + valid (stratified, "
+            "stable), one training run each, no checkpoint; prints the mean top-1 and its 95% interval.",
+        ),
+    ] = None,
+    cv_report: Annotated[
+        Path | None,
+        typer.Option("--cv-report", help="With --cv: write the report (folds, per-photo answers) to this JSON file."),
+    ] = None,
+    compare: Annotated[
+        Path | None,
+        typer.Option(
+            "--compare",
+            help="With --cv: compare with an earlier --cv-report on the same data, paired by fold and photo.",
+        ),
+    ] = None,
+    cv_cut: Annotated[
+        int,
+        typer.Option(
+            "--cv-cut",
+            min=0,
+            max=1000,
+            help="With --cv: deal the photos into folds by another hash (0: the "
+            "original cut), equally stratified and stable, to compare two recipes again on folds they were not "
+            "compared on.",
+        ),
+    ] = 0,
     debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,
     **options,
 ) -> None:
@@ -192,8 +232,14 @@ def main(
             from flower_edge.runtime.output import PNG_MAGIC, check_output_file
 
             resumed = [("--resume", str(resume))] if resume else []
-            check_output_file(plot, "--plot", reads(config) + resumed, magic=PNG_MAGIC, kind="PNG",
-                              writes=[("the checkpoint (--output)", config.output)])
+            check_output_file(
+                plot,
+                "--plot",
+                reads(config) + resumed,
+                magic=PNG_MAGIC,
+                kind="PNG",
+                writes=[("the checkpoint (--output)", config.output)],
+            )
         with reporter:
             result = train(config, reporter, resume=str(resume) if resume else None)
         if not main_rank:
@@ -204,8 +250,17 @@ def main(
             plot_history(result.history, result.best_epoch, plot)
     metrics = dict(result.card.metrics)
     if json_out:
-        print(json_text({"checkpoint": str(result.checkpoint), "best_epoch": result.best_epoch,
-                         "seconds": round(result.seconds, 1), "metrics": metrics, "history": result.history}))
+        print(
+            json_text(
+                {
+                    "checkpoint": str(result.checkpoint),
+                    "best_epoch": result.best_epoch,
+                    "seconds": round(result.seconds, 1),
+                    "metrics": metrics,
+                    "history": result.history,
+                }
+            )
+        )
     elif not quiet:
         top1 = metrics.get("valid_top1")
         best = f"best valid top-1 {top1:.2%} at epoch {result.best_epoch}; " if top1 is not None else ""
@@ -213,8 +268,17 @@ def main(
         err.print(f"{best}{test}wrote {result.checkpoint} in {result.seconds:.0f} s", highlight=False, soft_wrap=True)
 
 
-def _cross_validate(config, k: int | None, cut: int, report_path: Path | None, compare: Path | None, resume, plot,
-                    json_out: bool, reporter: RichReporter) -> None:
+def _cross_validate(
+    config,
+    k: int | None,
+    cut: int,
+    report_path: Path | None,
+    compare: Path | None,
+    resume,
+    plot,
+    json_out: bool,
+    reporter: RichReporter,
+) -> None:
     from flower_edge.runtime.files import atomic_write
     from flower_edge.runtime.output import check_output_file
     from flower_edge.train import cv
@@ -226,12 +290,19 @@ def _cross_validate(config, k: int | None, cut: int, report_path: Path | None, c
         raise typer.BadParameter("--cv trains K fresh models: --resume and --plot do not apply")
     earlier = cv.read_report(compare) if compare else None
     if earlier and (earlier.get("folds"), earlier.get("cut", 0)) != (k, cut):  # say it before K trainings, not after
-        raise typer.BadParameter(f"--compare {compare} was cut into {earlier.get('folds')} folds by --cv-cut "
-                                 f"{earlier.get('cut', 0)}; this run would be {k} by --cv-cut {cut}: a paired "
-                                 f"comparison needs the same folds")
+        raise typer.BadParameter(
+            f"--compare {compare} was cut into {earlier.get('folds')} folds by --cv-cut "
+            f"{earlier.get('cut', 0)}; this run would be {k} by --cv-cut {cut}: a paired "
+            f"comparison needs the same folds"
+        )
     if report_path:
-        check_output_file(report_path, "--cv-report", reads(config) + ([("--compare", str(compare))] if compare else []),
-                          magic=b"{", kind="JSON")
+        check_output_file(
+            report_path,
+            "--cv-report",
+            reads(config) + ([("--compare", str(compare))] if compare else []),
+            magic=b"{",
+            kind="JSON",
+        )
     reporter.saved = lambda path, epoch: None  # the folds' checkpoints are temporary: Ctrl-C leaves none
     with reporter:
         report = cv.cross_validate(config, k, reporter, cut)
@@ -246,17 +317,22 @@ def _cross_validate(config, k: int | None, cut: int, report_path: Path | None, c
             err.print(f"against {compare} (A): {cv.describe_comparison(comparison)}", highlight=False, soft_wrap=True)
 
 
-_own = [p.replace(kind=p.KEYWORD_ONLY) for p in inspect.signature(main, eval_str=True).parameters.values()
-        if p.kind is not p.VAR_KEYWORD]
+_own = [
+    p.replace(kind=p.KEYWORD_ONLY)
+    for p in inspect.signature(main, eval_str=True).parameters.values()
+    if p.kind is not p.VAR_KEYWORD
+]
 main.__signature__ = inspect.Signature(_config_options() + _own)  # what typer reads: DATA, the config, the rest
-app.command(help=(
-    "Train a flower classifier and write a self-describing checkpoint.\n\n"
-    "DATA is a folder in the classic layout (DATA/train/<class-id>/*.jpg, DATA/valid/..., optional "
-    "DATA/test/... and DATA/cat_to_name.json), a plain folder of class folders (a validation split is "
-    "taken off), 'synthetic' (procedural flowers, offline) or 'flowers102' (downloads Oxford "
-    "Flowers102). The default recipe fine-tunes the last blocks of an ImageNet EfficientNet-Lite0, "
-    "caching the frozen blocks' output so that it runs in minutes on a CPU."
-))(main)
+app.command(
+    help=(
+        "Train a flower classifier and write a self-describing checkpoint.\n\n"
+        "DATA is a folder in the classic layout (DATA/train/<class-id>/*.jpg, DATA/valid/..., optional "
+        "DATA/test/... and DATA/cat_to_name.json), a plain folder of class folders (a validation split is "
+        "taken off), 'synthetic' (procedural flowers, offline) or 'flowers102' (downloads Oxford "
+        "Flowers102). The default recipe fine-tunes the last blocks of an ImageNet EfficientNet-Lite0, "
+        "caching the frozen blocks' output so that it runs in minutes on a CPU."
+    )
+)(main)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from flower_edge.runtime.errors import ConfigError
 
@@ -37,66 +37,103 @@ class TrainConfig:
     """Every choice of a training run. flower-train's options are these fields (train/cli.py)."""
 
     data: str = option(MISSING, "Folder of photos, 'synthetic' or 'flowers102'.", argument=True)
-    output: str = option("flower.pth", "Checkpoint to write (atomically).", flags=("--output", "-o"),
-                         cli_type=Path, parse=str)
+    output: str = option(
+        "flower.pth", "Checkpoint to write (atomically).", flags=("--output", "-o"), cli_type=Path, parse=str
+    )
     arch: str = option("efficientnet_lite0", "Backbone; --list-archs shows them all.")
     weights: str = option("imagenet", "Backbone weights: imagenet, none, or a state-dict file.")
-    hidden: tuple[int, ...] = option((), "Hidden layer sizes of the head: 256, 512,256 or none.", cli_type=str,
-                                     parse=lambda text: parse_hidden(text),
-                                     shown=lambda sizes: ",".join(map(str, sizes)) or "none")
+    hidden: tuple[int, ...] = option(
+        (),
+        "Hidden layer sizes of the head: 256, 512,256 or none.",
+        cli_type=str,
+        parse=lambda text: parse_hidden(text),
+        shown=lambda sizes: ",".join(map(str, sizes)) or "none",
+    )
     dropout: float = option(0.2, "Dropout before each linear layer of the head.")
-    mode: str = option("finetune", "--freeze trains the head only (the seed projects' way); --finetune also "
-                       "trains the last --finetune-blocks blocks.", flags=("--freeze/--finetune",), cli_type=bool,
-                       parse=lambda freeze: "freeze" if freeze else "finetune", shown=lambda mode: mode == "freeze")
+    mode: str = option(
+        "finetune",
+        "--freeze trains the head only (the seed projects' way); --finetune also "
+        "trains the last --finetune-blocks blocks.",
+        flags=("--freeze/--finetune",),
+        cli_type=bool,
+        parse=lambda freeze: "freeze" if freeze else "finetune",
+        shown=lambda mode: mode == "freeze",
+    )
     finetune_blocks: int | None = option(
-        None, "Blocks trained at the end of the backbone with --finetune; 0 trains all of them. Default: 6 for "
+        None,
+        "Blocks trained at the end of the backbone with --finetune; 0 trains all of them. Default: 6 for "
         "up to 8,000 training photos (cross-validated on Flowers102: +0.39 points over 4), 4 above (the 6th "
         "from the end costs as much as the last 4).",
-        show_default=False)
+        show_default=False,
+    )
     """None picks by the training set's size (``auto_finetune_blocks``)."""
     backbone_lr_scale: float = option(0.5, "Backbone learning rate as a fraction of --lr (0 to 10).")
     bn_momentum: float = option(0.1, "Momentum of the trained blocks' batch-norm running statistics, in [0, 1].")
     epochs: int = option(8, "Total epochs, up to 10,000 (with --resume: the epoch to stop after).")
     batch_size: int = option(64, "Images per optimizer step (1 to 4,096).")
-    lr: float = option(2e-3, "Peak learning rate of the head. Training that reaches a loss that is not a finite number stops with one line and keeps the last finite checkpoint.")
+    lr: float = option(
+        2e-3,
+        "Peak learning rate of the head. Training that reaches a loss that is not a finite number stops with one line and keeps the last finite checkpoint.",
+    )
     optimizer: str = option("adamw", "adamw or adam.")
     weight_decay: float = option(0.01, "Weight decay, 0 to 1.")
-    scheduler: str = option("onecycle", "onecycle (warm-up then cosine), cosine, or step (StepLR by "
-                            "--step-size epochs and --gamma).")
+    scheduler: str = option(
+        "onecycle", "onecycle (warm-up then cosine), cosine, or step (StepLR by --step-size epochs and --gamma)."
+    )
     step_size: int = option(4, "Epochs between learning-rate drops with --scheduler step.")
     gamma: float = option(0.1, "Learning-rate factor at each drop with --scheduler step, in (0, 1].")
     label_smoothing: float = option(0.1, "Label smoothing of the cross-entropy loss, in [0, 1).")
     image_size: int = option(224, "Side of the square model input (a multiple of 32, up to 1,024).")
     resize_size: int | None = option(
-        None, "Shorter side before the evaluation centre crop, up to 4,096 (default: --image-size: the shorter "
-        "side fills the square, the longer is centre-cropped; the aspect ratio is always kept).")
+        None,
+        "Shorter side before the evaluation centre crop, up to 4,096 (default: --image-size: the shorter "
+        "side fills the square, the longer is centre-cropped; the aspect ratio is always kept).",
+    )
     """Squashing the whole photo into the square was measured worse on Flowers102 (97.8% against
     98.5% valid, benchmarks/README.md)."""
     interpolation: str = option("bilinear", "Resampling of photos to the input size: bilinear or bicubic.")
     aug_scale: float = option(0.6, "Smallest area fraction kept by the random resized crop.")
     rotation: float = option(0.0, "Largest random rotation of training images, in degrees (0 to 180).")
     color_jitter: float = option(0.0, "Strength of random brightness, contrast and saturation changes (0 to 1).")
-    ema: float = option(0.0, "Decay per step of a moving average of the weights that validation sees and the "
-                        "checkpoint keeps (e.g. 0.99); 0 turns it off.")
-    cache_views: int = option(6, "Passes over the training set cached when the backbone's start is frozen (1 "
-                              "to 50): the first plain, the rest augmented; epoch e uses view e mod N.")
+    ema: float = option(
+        0.0,
+        "Decay per step of a moving average of the weights that validation sees and the "
+        "checkpoint keeps (e.g. 0.99); 0 turns it off.",
+    )
+    cache_views: int = option(
+        6,
+        "Passes over the training set cached when the backbone's start is frozen (1 "
+        "to 50): the first plain, the rest augmented; epoch e uses view e mod N.",
+    )
     cache_memory: float | None = option(
-        None, "Gigabytes of memory the feature cache and the decoded photos may take (0 to 1,024); a larger cache "
+        None,
+        "Gigabytes of memory the feature cache and the decoded photos may take (0 to 1,024); a larger cache "
         "spills to fp16 files under FLOWER_EDGE_CACHE (~/.cache/flower-edge), or is not kept when the disk has no "
-        "room either. Default: 3, or half the memory available at the start if less.", show_default=False)
-    cache_engine: str = option("auto", "What computes the cached frozen features: auto (onnxruntime on CPU, "
-                               "PyTorch on GPU), torch, onnxruntime.")
+        "room either. Default: 3, or half the memory available at the start if less.",
+        show_default=False,
+    )
+    cache_engine: str = option(
+        "auto",
+        "What computes the cached frozen features: auto (onnxruntime on CPU, PyTorch on GPU), torch, onnxruntime.",
+    )
     valid_fraction: float = option(0.15, "Share of photos held out for validation when DATA has no valid/ folder.")
-    labels: str | None = option(None, "cat_to_name.json mapping class ids to names (default: "
-                                "DATA/cat_to_name.json).", cli_type=Optional[Path],
-                                parse=lambda path: str(path) if path else None)
+    labels: str | None = option(
+        None,
+        "cat_to_name.json mapping class ids to names (default: DATA/cat_to_name.json).",
+        cli_type=Path | None,
+        parse=lambda path: str(path) if path else None,
+    )
     device: str = option("auto", "auto (CUDA when present), cpu or cuda.")
     amp: bool = option(True, "Mixed precision on CUDA (bf16 where supported).")
-    workers: int | None = option(None, "Data-loading processes, 0 to the number of cores (default: 0 on CPU, up to "
-                                 "8 on CUDA).")
+    workers: int | None = option(
+        None, "Data-loading processes, 0 to the number of cores (default: 0 on CPU, up to 8 on CUDA)."
+    )
     seed: int = option(0, "Random seed (0 to 2^32-1): the same seed and data give the same model on a CPU.")
-    follow_symlinks: bool = option(False, "Follow symbolic links under DATA that point outside it (skipped and "
-                                   "counted by default).", flags=("--follow-symlinks",))
+    follow_symlinks: bool = option(
+        False,
+        "Follow symbolic links under DATA that point outside it (skipped and counted by default).",
+        flags=("--follow-symlinks",),
+    )
 
     def __post_init__(self) -> None:
         _choice("--optimizer", self.optimizer, OPTIMIZERS)
@@ -107,9 +144,23 @@ class TrainConfig:
         _choice("--interpolation", self.interpolation, ("bilinear", "bicubic"))
         for name, most in LIMITS.items():
             if not 1 <= getattr(self, name) <= most:
-                raise ConfigError(f"--{name.replace('_', '-')} must be between 1 and {most:,}, found {getattr(self, name)}")
-        for name in ("lr", "dropout", "weight_decay", "gamma", "label_smoothing", "backbone_lr_scale", "bn_momentum",
-                     "aug_scale", "rotation", "color_jitter", "ema", "valid_fraction"):
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be between 1 and {most:,}, found {getattr(self, name)}"
+                )
+        for name in (
+            "lr",
+            "dropout",
+            "weight_decay",
+            "gamma",
+            "label_smoothing",
+            "backbone_lr_scale",
+            "bn_momentum",
+            "aug_scale",
+            "rotation",
+            "color_jitter",
+            "ema",
+            "valid_fraction",
+        ):
             if not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, found {getattr(self, name)}")
         if self.lr <= 0:
@@ -143,15 +194,13 @@ class TrainConfig:
         if self.image_size % 32:
             raise ConfigError(f"--image-size must be a multiple of 32, found {self.image_size}")
         if self.resize_size is not None and self.resize_size < self.image_size:
-            raise ConfigError(
-                f"--resize-size ({self.resize_size}) must be at least --image-size ({self.image_size})"
-            )
+            raise ConfigError(f"--resize-size ({self.resize_size}) must be at least --image-size ({self.image_size})")
         if not 0 <= self.ema < 1:
             raise ConfigError(f"--ema must be in [0, 1), found {self.ema}")
         if not 0 < self.aug_scale <= 1:
             raise ConfigError(f"--aug-scale must be in (0, 1], found {self.aug_scale}")
 
-    def resolved(self, train_images: int) -> "TrainConfig":
+    def resolved(self, train_images: int) -> TrainConfig:
         """This config with ``finetune_blocks`` settled for a training split of this many photos."""
         if self.finetune_blocks is not None:
             return self
@@ -165,14 +214,14 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         if "hidden" in values:
             values["hidden"] = tuple(values["hidden"])
         return cls(**values)
 
-    def with_overrides(self, **overrides: Any) -> "TrainConfig":
+    def with_overrides(self, **overrides: Any) -> TrainConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -195,8 +244,9 @@ def auto_finetune_blocks(train_images: int) -> int:
     return 6 if train_images <= SMALL_SET else 4
 
 
-def _within(option: str, value: float, low: float, high: float, bottom_open: bool = False,
-            top_open: bool = False) -> None:
+def _within(
+    option: str, value: float, low: float, high: float, bottom_open: bool = False, top_open: bool = False
+) -> None:
     if value < low or value > high or (bottom_open and value == low) or (top_open and value == high):
         interval = f"{'(' if bottom_open else '['}{low:g}, {high:g}{')' if top_open else ']'}"
         raise ConfigError(f"{option} must be in {interval}, found {value}")

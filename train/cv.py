@@ -35,9 +35,9 @@ import math
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 from flower_edge.runtime.errors import ConfigError
 
@@ -47,8 +47,37 @@ from .data import DataSource, Sample, open_data
 MAX_FOLDS = 20
 MAX_CUT = 1000
 KIND = "flower-edge cross-validation"
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045)
+_T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+)
 """Student's t, two-sided 95%, for 1 to 29 degrees of freedom (beyond: the normal's 1.96)."""
 
 
@@ -94,7 +123,7 @@ def mcnemar(only_a: int, only_b: int) -> float:
     n = only_a + only_b
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2 ** n
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n
     return min(1.0, 2 * tail)
 
 
@@ -112,11 +141,19 @@ def make_folds(source: DataSource, k: int, cut: int = 0) -> tuple[list[Sample], 
         counts[sample.label] = counts.get(sample.label, 0) + 1
     fewest = min(counts, key=lambda label: counts[label])
     if counts[fewest] < k:
-        raise ConfigError(f"--cv {k}: class {source.class_ids[fewest]!r} has {counts[fewest]} photos in train and "
-                          f"valid together; every class needs at least {k}, one in each fold")
+        raise ConfigError(
+            f"--cv {k}: class {source.class_ids[fewest]!r} has {counts[fewest]} photos in train and "
+            f"valid together; every class needs at least {k}, one in each fold"
+        )
     folds = assign_folds(pool, k, cut)
-    return pool, folds, [Fold([s for s, f in zip(pool, folds) if f != i], [s for s, f in zip(pool, folds) if f == i])
-                         for i in range(k)]
+    return (
+        pool,
+        folds,
+        [
+            Fold([s for s, f in zip(pool, folds) if f != i], [s for s, f in zip(pool, folds) if f == i])
+            for i in range(k)
+        ],
+    )
 
 
 def cross_validate(config: TrainConfig, k: int, reporter, cut: int = 0) -> dict:
@@ -125,11 +162,15 @@ def cross_validate(config: TrainConfig, k: int, reporter, cut: int = 0) -> dict:
     from .loop import train
 
     started = time.perf_counter()
-    source = open_data(config.data, valid_fraction=config.valid_fraction,
-                       labels_file=Path(config.labels) if config.labels else None, task=reporter.task,
-                       follow_symlinks=config.follow_symlinks)
+    source = open_data(
+        config.data,
+        valid_fraction=config.valid_fraction,
+        labels_file=Path(config.labels) if config.labels else None,
+        task=reporter.task,
+        follow_symlinks=config.follow_symlinks,
+    )
     reporter.source(source)
-    pool, folds, splits = make_folds(source, k, cut)
+    pool, _folds, splits = make_folds(source, k, cut)
     config = config.resolved(min(len(fold.train) for fold in splits))  # one depth for every fold
     shared = SharedFeatures(pool)
     top1, seconds, answers = [], [], {}
@@ -137,12 +178,15 @@ def cross_validate(config: TrainConfig, k: int, reporter, cut: int = 0) -> dict:
     try:
         with tempfile.TemporaryDirectory(prefix="flower-cv-") as tmp:
             for i, fold in enumerate(splits):
-                reporter.message(f"fold {i + 1}/{k}: training on {len(fold.train)} photos, evaluating on "
-                                 f"{len(fold.valid)} it never sees")
+                reporter.message(
+                    f"fold {i + 1}/{k}: training on {len(fold.train)} photos, evaluating on "
+                    f"{len(fold.valid)} it never sees"
+                )
                 t0 = time.perf_counter()
                 fold_source = replace(source, splits={"train": fold.train, "valid": fold.valid})
-                result = train(replace(config, output=str(Path(tmp) / f"fold{i}.pth")), reporter,
-                               source=fold_source, shared=shared)
+                result = train(
+                    replace(config, output=str(Path(tmp) / f"fold{i}.pth")), reporter, source=fold_source, shared=shared
+                )
                 right = result.valid_correct or []
                 seconds.append(time.perf_counter() - t0)
                 top1.append(sum(right) / len(right))
@@ -154,9 +198,21 @@ def cross_validate(config: TrainConfig, k: int, reporter, cut: int = 0) -> dict:
     mean, sd, low, high = interval(top1)
     low, high = max(0.0, low), min(1.0, high)  # an accuracy's interval (few folds can reach past 0 or 1)
     recipe = {key: value for key, value in config.to_dict().items() if key not in ("data", "output")}
-    return {"kind": KIND, "data": str(config.data), "folds": k, "cut": cut, "photos": len(pool), "recipe": recipe,
-            "top1": top1, "mean": mean, "std": sd, "ci95": [low, high], "seconds": [round(s, 1) for s in seconds],
-            "total_seconds": round(time.perf_counter() - started, 1), "answers": answers}
+    return {
+        "kind": KIND,
+        "data": str(config.data),
+        "folds": k,
+        "cut": cut,
+        "photos": len(pool),
+        "recipe": recipe,
+        "top1": top1,
+        "mean": mean,
+        "std": sd,
+        "ci95": [low, high],
+        "seconds": [round(s, 1) for s in seconds],
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "answers": answers,
+    }
 
 
 def _name(path: Path, root: Path) -> str:
@@ -171,8 +227,10 @@ def _check_pair(a: dict, b: dict) -> None:
         if report.get("kind") != KIND:
             raise ConfigError("a cross-validation report (flower-train --cv K --cv-report FILE) is needed")
     if {name: v[0] for name, v in a["answers"].items()} != {name: v[0] for name, v in b["answers"].items()}:
-        raise ConfigError("the two reports' folds differ (other photos, another --cv K or another --cv-cut): "
-                          "a paired comparison needs the same photos in the same folds")
+        raise ConfigError(
+            "the two reports' folds differ (other photos, another --cv K or another --cv-cut): "
+            "a paired comparison needs the same photos in the same folds"
+        )
 
 
 def _verdict(mean: float, low: float, high: float, p: float) -> str:
@@ -189,9 +247,17 @@ def compare(a: dict, b: dict) -> dict:
     only_a = sum(1 for n, v in a["answers"].items() if v[1] and not b["answers"][n][1])
     only_b = sum(1 for n, v in b["answers"].items() if v[1] and not a["answers"][n][1])
     p = mcnemar(only_a, only_b)
-    return {"a_mean": a["mean"], "b_mean": b["mean"], "difference": mean, "difference_std": sd,
-            "difference_ci95": [low, high], "only_a_right": only_a, "only_b_right": only_b, "mcnemar_p": p,
-            "verdict": _verdict(mean, low, high, p)}
+    return {
+        "a_mean": a["mean"],
+        "b_mean": b["mean"],
+        "difference": mean,
+        "difference_std": sd,
+        "difference_ci95": [low, high],
+        "only_a_right": only_a,
+        "only_b_right": only_b,
+        "mcnemar_p": p,
+        "verdict": _verdict(mean, low, high, p),
+    }
 
 
 def compare_cuts(a: Sequence[dict], b: Sequence[dict]) -> dict:
@@ -209,8 +275,10 @@ def compare_cuts(a: Sequence[dict], b: Sequence[dict]) -> dict:
     if len(cuts_a) != len(a) or len(cuts_b) != len(b):
         raise ConfigError("two reports of one side have the same --cv-cut: give each cut once")
     if set(cuts_a) != set(cuts_b):
-        raise ConfigError(f"the sides' cuts differ (A: {sorted(cuts_a)}, B: {sorted(cuts_b)}): every cut is "
-                          "needed on both sides to pair them")
+        raise ConfigError(
+            f"the sides' cuts differ (A: {sorted(cuts_a)}, B: {sorted(cuts_b)}): every cut is "
+            "needed on both sides to pair them"
+        )
     if len({report["folds"] for report in (*a, *b)}) != 1:
         raise ConfigError("the reports have different --cv K: pool cuts of one K")
     diff: list[float] = []
@@ -233,31 +301,46 @@ def compare_cuts(a: Sequence[dict], b: Sequence[dict]) -> dict:
     more_b = sum(1 for name in right_a if right_b[name] > right_a[name])
     p = mcnemar(more_a, more_b)
     mean_a, mean_b = (sum(sum(r["top1"]) for r in side) / runs for side in (a, b))
-    return {"cuts": sorted(cuts_a), "a_mean": mean_a, "b_mean": mean_b, "difference": mean,
-            "difference_std": sd, "difference_ci95": [mean - half, mean + half], "only_a_right": more_a,
-            "only_b_right": more_b, "mcnemar_p": p, "verdict": _verdict(mean, mean - half, mean + half, p)}
+    return {
+        "cuts": sorted(cuts_a),
+        "a_mean": mean_a,
+        "b_mean": mean_b,
+        "difference": mean,
+        "difference_std": sd,
+        "difference_ci95": [mean - half, mean + half],
+        "only_a_right": more_a,
+        "only_b_right": more_b,
+        "mcnemar_p": p,
+        "verdict": _verdict(mean, mean - half, mean + half, p),
+    }
 
 
 def describe(report: dict) -> str:
     low, high = report["ci95"]
     minutes = sum(report["seconds"]) / len(report["seconds"]) / 60
     cut = f" (cut {report['cut']})" if report.get("cut") else ""
-    return (f"{report['folds']}-fold{cut} cross-validated top-1 {report['mean']:.2%} "
-            f"(95% interval {low:.2%} to {high:.2%}, sd {report['std']:.2%}; folds "
-            f"{', '.join(f'{t:.2%}' for t in report['top1'])}); {minutes:.1f} min a fold, "
-            f"{report['total_seconds'] / 60:.1f} min in all")
+    return (
+        f"{report['folds']}-fold{cut} cross-validated top-1 {report['mean']:.2%} "
+        f"(95% interval {low:.2%} to {high:.2%}, sd {report['std']:.2%}; folds "
+        f"{', '.join(f'{t:.2%}' for t in report['top1'])}); {minutes:.1f} min a fold, "
+        f"{report['total_seconds'] / 60:.1f} min in all"
+    )
 
 
 def describe_comparison(c: dict) -> str:
     low, high = c["difference_ci95"]
     if "cuts" not in c:
-        return (f"B - A: {c['difference']:+.2%} (95% interval {low:+.2%} to {high:+.2%}); photos right for A only "
-                f"{c['only_a_right']}, for B only {c['only_b_right']} (McNemar p = {c['mcnemar_p']:.3g}): "
-                f"{c['verdict']}")
-    return (f"pooled over cuts {', '.join(map(str, c['cuts']))}: A {c['a_mean']:.2%}, B {c['b_mean']:.2%}; B - A: "
-            f"{c['difference']:+.2%} (95% interval {low:+.2%} to {high:+.2%}, corrected repeated K-fold t); photos "
-            f"right in more cuts for A {c['only_a_right']}, for B {c['only_b_right']} (sign test p = "
-            f"{c['mcnemar_p']:.3g}): {c['verdict']}")
+        return (
+            f"B - A: {c['difference']:+.2%} (95% interval {low:+.2%} to {high:+.2%}); photos right for A only "
+            f"{c['only_a_right']}, for B only {c['only_b_right']} (McNemar p = {c['mcnemar_p']:.3g}): "
+            f"{c['verdict']}"
+        )
+    return (
+        f"pooled over cuts {', '.join(map(str, c['cuts']))}: A {c['a_mean']:.2%}, B {c['b_mean']:.2%}; B - A: "
+        f"{c['difference']:+.2%} (95% interval {low:+.2%} to {high:+.2%}, corrected repeated K-fold t); photos "
+        f"right in more cuts for A {c['only_a_right']}, for B {c['only_b_right']} (sign test p = "
+        f"{c['mcnemar_p']:.3g}): {c['verdict']}"
+    )
 
 
 def read_report(path: str | Path) -> dict:
@@ -275,11 +358,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     python -m flower_edge.train.cv A.json A-cut1.json --vs B.json B-cut1.json: pooled over cuts."""
     args = list(sys.argv[1:] if argv is None else argv)
     at = args.index("--vs") if "--vs" in args else None
-    side_a, side_b = (args[:at], args[at + 1:]) if at is not None else (args[:1], args[1:])
+    side_a, side_b = (args[:at], args[at + 1 :]) if at is not None else (args[:1], args[1:])
     if not side_a or not side_b or "--vs" in side_b or (at is None and len(args) != 2):
-        print("usage: python -m flower_edge.train.cv A.json B.json  (two flower-train --cv reports)\n"
-              "       python -m flower_edge.train.cv A.json [A-cut1.json ...] --vs B.json [B-cut1.json ...]  "
-              "(pooled over --cv-cut)", file=sys.stderr)
+        print(
+            "usage: python -m flower_edge.train.cv A.json B.json  (two flower-train --cv reports)\n"
+            "       python -m flower_edge.train.cv A.json [A-cut1.json ...] --vs B.json [B-cut1.json ...]  "
+            "(pooled over --cv-cut)",
+            file=sys.stderr,
+        )
         return 2
     try:
         a, b = [read_report(p) for p in side_a], [read_report(p) for p in side_b]

@@ -15,10 +15,10 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from PIL import Image
@@ -65,9 +65,16 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("FLOWER_EDGE_CACHE", Path.home() / ".cache" / "flower-edge"))
 
 
-def open_data(spec: str, *, valid_fraction: float = 0.15, labels_file: Path | None = None,
-              cache_dir: Path | None = None, check_images: bool = True, task=None,
-              follow_symlinks: bool = False) -> DataSource:
+def open_data(
+    spec: str,
+    *,
+    valid_fraction: float = 0.15,
+    labels_file: Path | None = None,
+    cache_dir: Path | None = None,
+    check_images: bool = True,
+    task=None,
+    follow_symlinks: bool = False,
+) -> DataSource:
     """Resolve the DATA argument of flower-train into a DataSource.
 
     ``task(description, total)``, when given, makes a progress task (``advance(n)``, ``close()``) for
@@ -89,20 +96,29 @@ def open_data(spec: str, *, valid_fraction: float = 0.15, labels_file: Path | No
     return _open_folder(root, str(root), valid_fraction, labels_file, check_images, task, follow_symlinks)
 
 
-def split_paths(spec: str, *, valid_fraction: float = 0.15, cache_dir: Path | None = None,
-                follow_symlinks: bool = False) -> dict[str, list[Path]]:
+def split_paths(
+    spec: str, *, valid_fraction: float = 0.15, cache_dir: Path | None = None, follow_symlinks: bool = False
+) -> dict[str, list[Path]]:
     """The photo files of each split of a DATA setting, divided exactly as training divides them
     (by its folders, or by the file-name hash at ``valid_fraction``), without decoding a photo.
 
     Export calibrates on ``train`` and verifies on ``valid`` through this, so a model is never
     verified on a photo it was trained on."""
-    source = open_data(spec, valid_fraction=valid_fraction, cache_dir=cache_dir, check_images=False,
-                       follow_symlinks=follow_symlinks)
+    source = open_data(
+        spec, valid_fraction=valid_fraction, cache_dir=cache_dir, check_images=False, follow_symlinks=follow_symlinks
+    )
     return {name: [s.path for s in samples] for name, samples in source.splits.items()}
 
 
-def _open_folder(root: Path, description: str, valid_fraction: float, labels_file: Path | None,
-                 check_images: bool, task=None, follow_symlinks: bool = False) -> DataSource:
+def _open_folder(
+    root: Path,
+    description: str,
+    valid_fraction: float,
+    labels_file: Path | None,
+    check_images: bool,
+    task=None,
+    follow_symlinks: bool = False,
+) -> DataSource:
     walk = Walk(root, follow_symlinks)
     if (root / "train").is_dir():
         class_ids = _class_dirs(root / "train", walk)
@@ -291,8 +307,12 @@ class ImageDataset(Dataset):
     """(image tensor, label) pairs; ``transform`` maps an RGB PIL image to a (3, H, W) tensor.
     ``images``, when given, are the samples' photos already decoded (``decode_all``)."""
 
-    def __init__(self, samples: Sequence[Sample], transform: Callable[[Image.Image], torch.Tensor],
-                 images: Sequence[Image.Image] | None = None) -> None:
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform: Callable[[Image.Image], torch.Tensor],
+        images: Sequence[Image.Image] | None = None,
+    ) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.images = images
@@ -306,9 +326,18 @@ class ImageDataset(Dataset):
         return self.transform(image), s.label
 
 
-def make_loader(samples: Sequence[Sample], transform: Callable, batch_size: int, *, seed: int = 0,
-                workers: int = 0, shuffle: bool = False, epoch: int = 0, world: Dist = Dist(),
-                images: Sequence[Image.Image] | None = None) -> DataLoader:
+def make_loader(
+    samples: Sequence[Sample],
+    transform: Callable,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    workers: int = 0,
+    shuffle: bool = False,
+    epoch: int = 0,
+    world: Dist = Dist(),
+    images: Sequence[Image.Image] | None = None,
+) -> DataLoader:
     """Batches of (inputs, labels); shuffled anew each epoch, and dealt out to the ranks when distributed."""
     dataset = ImageDataset(samples, transform, images)
     pin = torch.cuda.is_available()
@@ -317,5 +346,13 @@ def make_loader(samples: Sequence[Sample], transform: Callable, batch_size: int,
         sampler.set_epoch(epoch)
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin)
     generator = torch.Generator().manual_seed(seed + len(samples) + epoch) if shuffle else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, generator=generator,
-                      drop_last=False, pin_memory=pin, persistent_workers=False)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        generator=generator,
+        drop_last=False,
+        pin_memory=pin,
+        persistent_workers=False,
+    )

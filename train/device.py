@@ -1,7 +1,7 @@
 """Where training runs and in what precision: the device, the seed, autocast, moving a batch.
 
-    device = resolve_device("auto")            # cuda when PyTorch sees a GPU, else cpu
-    with torch.autocast(**autocast_args(device, amp=True)): ...
+device = resolve_device("auto")            # cuda when PyTorch sees a GPU, else cpu
+with torch.autocast(**autocast_args(device, amp=True)): ...
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ whole set. Only rank 0 writes checkpoints and prints.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -44,8 +45,8 @@ class Dist:
         items = list(items)
         if pad and self.world > 1 and items:
             total = -(-len(items) // self.world) * self.world
-            items += items[:total - len(items)]
-        return items[self.rank::self.world]
+            items += items[: total - len(items)]
+        return items[self.rank :: self.world]
 
     def sum(self, values: Sequence[float], device: torch.device) -> list[float]:
         """Element-wise sum over all ranks (float64, so counts stay exact)."""

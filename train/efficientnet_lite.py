@@ -62,16 +62,24 @@ def scaled_stages(width: float, depth: float) -> tuple[StageSpec, ...]:
 
     last = len(LITE0_STAGES) - 1
     return tuple(
-        StageSpec(s.repeats if i in (0, last) else math.ceil(depth * s.repeats), s.kernel, s.stride, s.expand,
-                  s.cin if i == 0 else channels(s.cin), channels(s.cout))
+        StageSpec(
+            s.repeats if i in (0, last) else math.ceil(depth * s.repeats),
+            s.kernel,
+            s.stride,
+            s.expand,
+            s.cin if i == 0 else channels(s.cin),
+            channels(s.cout),
+        )
         for i, s in enumerate(LITE0_STAGES)
     )
 
 
 # (width, depth) per variant; native resolutions 224, 240, 260.
-STAGES = {"efficientnet_lite0": LITE0_STAGES,
-          "efficientnet_lite1": scaled_stages(1.0, 1.1),
-          "efficientnet_lite2": scaled_stages(1.1, 1.2)}
+STAGES = {
+    "efficientnet_lite0": LITE0_STAGES,
+    "efficientnet_lite1": scaled_stages(1.0, 1.1),
+    "efficientnet_lite2": scaled_stages(1.1, 1.2),
+}
 LITE_FEATURES = 1280
 LITE0_DROPOUT = 0.2
 LITE0_DROP_PATH = 0.2
@@ -81,8 +89,14 @@ class ConvBNAct(nn.Module):
     """Conv (TF-SAME padding) -> BatchNorm -> optional ReLU6."""
 
     def __init__(
-        self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
-        act: bool = True, bn_momentum: float = 0.01,
+        self,
+        cin: int,
+        cout: int,
+        kernel: int,
+        stride: int = 1,
+        groups: int = 1,
+        act: bool = True,
+        bn_momentum: float = 0.01,
     ) -> None:
         super().__init__()
         if stride == 1:
@@ -103,13 +117,10 @@ class ConvBNAct(nn.Module):
 class MBConv(nn.Module):
     """Inverted residual: 1x1 expand -> kxk depthwise -> 1x1 project, residual when shapes allow."""
 
-    def __init__(self, spec: StageSpec, cin: int, stride: int, drop_path: float,
-                 bn_momentum: float) -> None:
+    def __init__(self, spec: StageSpec, cin: int, stride: int, drop_path: float, bn_momentum: float) -> None:
         super().__init__()
         mid = cin * spec.expand
-        self.expand = (
-            ConvBNAct(cin, mid, 1, bn_momentum=bn_momentum) if spec.expand != 1 else nn.Identity()
-        )
+        self.expand = ConvBNAct(cin, mid, 1, bn_momentum=bn_momentum) if spec.expand != 1 else nn.Identity()
         self.depthwise = ConvBNAct(mid, mid, spec.kernel, stride, groups=mid, bn_momentum=bn_momentum)
         self.project = ConvBNAct(mid, spec.cout, 1, act=False, bn_momentum=bn_momentum)
         self.residual = stride == 1 and cin == spec.cout
@@ -124,8 +135,9 @@ class MBConv(nn.Module):
         return x + y
 
 
-def lite_features(stages: tuple[StageSpec, ...] = LITE0_STAGES, drop_path: float = LITE0_DROP_PATH,
-                  bn_momentum: float = 0.01) -> nn.Sequential:
+def lite_features(
+    stages: tuple[StageSpec, ...] = LITE0_STAGES, drop_path: float = LITE0_DROP_PATH, bn_momentum: float = 0.01
+) -> nn.Sequential:
     """Stem, the MBConv blocks (16 in Lite0) and the 1x1 head conv: (B, 3, H, W) -> (B, 1280, H/32, W/32)."""
     n_blocks = sum(s.repeats for s in stages)
     layers: list[nn.Module] = [ConvBNAct(3, 32, 3, 2, bn_momentum=bn_momentum)]
@@ -140,8 +152,9 @@ def lite_features(stages: tuple[StageSpec, ...] = LITE0_STAGES, drop_path: float
     return nn.Sequential(*layers)
 
 
-def convert_lukemelas_state_dict(state: dict[str, torch.Tensor],
-                                 stages: tuple[StageSpec, ...] = LITE0_STAGES) -> tuple[dict, dict]:
+def convert_lukemelas_state_dict(
+    state: dict[str, torch.Tensor], stages: tuple[StageSpec, ...] = LITE0_STAGES
+) -> tuple[dict, dict]:
     """Map lukemelas-format keys onto (features state dict, classifier state dict).
 
     ``_blocks.3._depthwise_conv.weight`` -> ``4.depthwise.conv.weight``; the final ``_fc`` layer
@@ -150,11 +163,15 @@ def convert_lukemelas_state_dict(state: dict[str, torch.Tensor],
     features: dict[str, torch.Tensor] = {}
     classifier: dict[str, torch.Tensor] = {}
     last = 1 + sum(s.repeats for s in stages)
-    block_parts = {"_expand_conv": "expand.conv", "_bn0": "expand.bn",
-                   "_depthwise_conv": "depthwise.conv", "_bn1": "depthwise.bn",
-                   "_project_conv": "project.conv", "_bn2": "project.bn"}
-    top_parts = {"_conv_stem": "0.conv", "_bn0": "0.bn",
-                 "_conv_head": f"{last}.conv", "_bn1": f"{last}.bn"}
+    block_parts = {
+        "_expand_conv": "expand.conv",
+        "_bn0": "expand.bn",
+        "_depthwise_conv": "depthwise.conv",
+        "_bn1": "depthwise.bn",
+        "_project_conv": "project.conv",
+        "_bn2": "project.bn",
+    }
+    top_parts = {"_conv_stem": "0.conv", "_bn0": "0.bn", "_conv_head": f"{last}.conv", "_bn1": f"{last}.bn"}
     for key, value in state.items():
         if m := re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key):
             index, part, leaf = m.groups()

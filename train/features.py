@@ -27,10 +27,11 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -87,7 +88,7 @@ class MemoryView:
     def __len__(self) -> int:
         return len(self.y) if self.rows is None else len(self.rows)
 
-    def subset(self, rows: Sequence[int]) -> "MemoryView":
+    def subset(self, rows: Sequence[int]) -> MemoryView:
         """The same features, only ``rows`` (positions in this view), sharing the memory."""
         return MemoryView(self.x, self.y, _compose(self.rows, rows))
 
@@ -95,9 +96,9 @@ class MemoryView:
         order = torch.randperm(len(self)) if shuffle else None
         for i in range(0, len(self), size):
             if order is None and self.rows is None:
-                yield self.x[i:i + size], self.y[i:i + size]
+                yield self.x[i : i + size], self.y[i : i + size]
             else:
-                idx = order[i:i + size] if order is not None else torch.arange(i, min(i + size, len(self)))
+                idx = order[i : i + size] if order is not None else torch.arange(i, min(i + size, len(self)))
                 if self.rows is not None:
                     idx = self.rows[idx]
                 yield self.x[idx], self.y[idx]
@@ -113,7 +114,7 @@ class DiskView:
     def __len__(self) -> int:
         return len(self.y) if self.rows is None else len(self.rows)
 
-    def subset(self, rows: Sequence[int]) -> "DiskView":
+    def subset(self, rows: Sequence[int]) -> DiskView:
         """The same file, only ``rows`` (positions in this view)."""
         return DiskView(self.path, self.shape, self.y, _compose(self.rows, rows))
 
@@ -126,9 +127,9 @@ class DiskView:
                     n = min(size, len(self) - i)
                     x = np.empty((n, *self.shape), np.float16)
                     _read(fd, memoryview(x).cast("B"), i * self.row)
-                    yield torch.from_numpy(x), self.y[i:i + n]
+                    yield torch.from_numpy(x), self.y[i : i + n]
                 else:
-                    idx = order[i:i + size] if order is not None else torch.arange(i, min(i + size, len(self)))
+                    idx = order[i : i + size] if order is not None else torch.arange(i, min(i + size, len(self)))
                     if self.rows is not None:
                         idx = self.rows[idx]
                     x = np.empty((len(idx), *self.shape), np.float16)
@@ -158,17 +159,24 @@ class StreamView:
 
     samples: Sequence[Sample]
     transform: Callable
-    cache: "FeatureCache"
+    cache: FeatureCache
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def subset(self, rows: Sequence[int]) -> "StreamView":
+    def subset(self, rows: Sequence[int]) -> StreamView:
         return StreamView([self.samples[i] for i in rows], self.transform, self.cache)
 
     def batches(self, size: int, shuffle: bool = False, epoch: int = 0) -> Iterator[Batch]:
-        loader = make_loader(self.samples, self.transform, size, seed=self.cache.config.seed,
-                             workers=self.cache.workers, shuffle=shuffle, epoch=epoch)
+        loader = make_loader(
+            self.samples,
+            self.transform,
+            size,
+            seed=self.cache.config.seed,
+            workers=self.cache.workers,
+            shuffle=shuffle,
+            epoch=epoch,
+        )
         for x, y in loader:
             yield self.cache.run(x).to(self.cache.store, torch.float16), y.to(self.cache.store)
 
@@ -179,8 +187,15 @@ View = MemoryView | DiskView | StreamView
 class FeatureCache:
     """Runs the frozen prefix of the model once over each split and keeps its outputs (fp16)."""
 
-    def __init__(self, prefix: nn.Module, card: ModelCard, config: TrainConfig, device: torch.device,
-                 workers: int, reporter: "Reporter") -> None:
+    def __init__(
+        self,
+        prefix: nn.Module,
+        card: ModelCard,
+        config: TrainConfig,
+        device: torch.device,
+        workers: int,
+        reporter: Reporter,
+    ) -> None:
         self.prefix, self.card, self.config = prefix, card, config
         self.device, self.workers, self.reporter = device, workers, reporter
         self.store = device if device.type == "cuda" else torch.device("cpu")
@@ -189,8 +204,9 @@ class FeatureCache:
         self.mode = "memory"
         self._tmp: tempfile.TemporaryDirectory | None = None
 
-    def build(self, train: Sequence[Sample], valid: Sequence[Sample],
-              test: Sequence[Sample] | None = None) -> tuple[list[View], View, View | None]:
+    def build(
+        self, train: Sequence[Sample], valid: Sequence[Sample], test: Sequence[Sample] | None = None
+    ) -> tuple[list[View], View, View | None]:
         """The training views, then valid's and test's.
 
         The first training view is the plain evaluation preprocessing, the others are augmented: the
@@ -208,12 +224,17 @@ class FeatureCache:
         # decoded photos share the budget with an in-memory cache; beside a spilled one (a large data
         # set) they get half of it: 10^5 photos then train in under 6 GB (README)
         left = self._budget() - rows * row if self.mode == "memory" else self._budget() // 2
-        images = (decode_all(train, min(DECODED_BUDGET, left), task=self.reporter.task)
-                  if views > 1 and self.mode != "stream" else None)
+        images = (
+            decode_all(train, min(DECODED_BUDGET, left), task=self.reporter.task)
+            if views > 1 and self.mode != "stream"
+            else None
+        )
         plain, augmented = eval_transform(self.card), training_augmentation(self.card, self.config)
         transforms = [plain] + [augmented] * (views - 1)
-        train_views = [self._view(train, t, f"caching frozen features, view {v + 1}/{views}", images, shape)
-                       for v, t in enumerate(transforms)]
+        train_views = [
+            self._view(train, t, f"caching frozen features, view {v + 1}/{views}", images, shape)
+            for v, t in enumerate(transforms)
+        ]
         del images
         valid_view = self._view(valid, plain, "caching frozen features, evaluation", None, shape)
         test_view = self._view(test, plain, "caching frozen features, test", None, shape) if test else None
@@ -240,19 +261,24 @@ class FeatureCache:
         free = shutil.disk_usage(self.folder).free
         if need + DISK_MARGIN <= free:
             self._tmp = tempfile.TemporaryDirectory(prefix=f"{PREFIX}{os.getpid()}-", dir=self.folder)
-            self.reporter.message(f"feature cache: {size} is over the memory budget of {budget / gb:.1f} GB "
-                                  f"(--cache-memory); spilled to disk in {self._tmp.name}, removed at the end")
+            self.reporter.message(
+                f"feature cache: {size} is over the memory budget of {budget / gb:.1f} GB "
+                f"(--cache-memory); spilled to disk in {self._tmp.name}, removed at the end"
+            )
             return "disk"
-        self.reporter.message(f"feature cache: {size} fits neither the memory budget of {budget / gb:.1f} GB "
-                              f"(--cache-memory) nor {self.folder} ({free / gb:.1f} GB free); not cached: the frozen "
-                              "blocks run on every batch (slower, bounded memory)")
+        self.reporter.message(
+            f"feature cache: {size} fits neither the memory budget of {budget / gb:.1f} GB "
+            f"(--cache-memory) nor {self.folder} ({free / gb:.1f} GB free); not cached: the frozen "
+            "blocks run on every batch (slower, bounded memory)"
+        )
         return "stream"
 
     def _view(self, samples, transform, description: str, images, shape) -> View:
         if self.mode == "stream":
             return StreamView(samples, transform, self)
-        loader = make_loader(samples, transform, self.config.batch_size, seed=self.config.seed,
-                             workers=self.workers, images=images)
+        loader = make_loader(
+            samples, transform, self.config.batch_size, seed=self.config.seed, workers=self.workers, images=images
+        )
         task = self.reporter.task(description, len(samples))
         xs, ys = [], []
         out = None
@@ -296,6 +322,8 @@ class FeatureCache:
                 return self.prefix(x)
 
         return run
+
+
 def _onnxruntime_prefix(prefix: nn.Module, size: int) -> Callable[[torch.Tensor], torch.Tensor]:
     from flower_edge.runtime.session import open_session
 
@@ -304,14 +332,22 @@ def _onnxruntime_prefix(prefix: nn.Module, size: int) -> Callable[[torch.Tensor]
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         path = Path(tmp) / "prefix.onnx"
-        torch.onnx.export(prefix, (sample,), str(path), input_names=["x"], output_names=["y"],
-                          dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False)
+        torch.onnx.export(
+            prefix,
+            (sample,),
+            str(path),
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+            dynamo=False,
+        )
         session = open_session(path, threads=min(torch.get_num_threads(), os.cpu_count() or 1))
 
     def run(x: torch.Tensor) -> torch.Tensor:  # a few photos a call: their activations stay in the CPU's caches
         x = x.float().numpy()
-        return torch.from_numpy(np.concatenate([session.run(None, {"x": x[i:i + ORT_CHUNK]})[0]
-                                                for i in range(0, len(x), ORT_CHUNK)]))
+        return torch.from_numpy(
+            np.concatenate([session.run(None, {"x": x[i : i + ORT_CHUNK]})[0] for i in range(0, len(x), ORT_CHUNK)])
+        )
 
     with torch.no_grad():
         expected = prefix(sample)
@@ -335,17 +371,28 @@ class SharedFeatures:
         self.train_views: list[View] = []
         self.key: tuple | None = None
 
-    def views(self, prefix: nn.Module, start: int, card: ModelCard, config: TrainConfig, device: torch.device,
-              workers: int, reporter: "Reporter", train: Sequence[Sample],
-              valid: Sequence[Sample]) -> tuple[list[View], View]:
+    def views(
+        self,
+        prefix: nn.Module,
+        start: int,
+        card: ModelCard,
+        config: TrainConfig,
+        device: torch.device,
+        workers: int,
+        reporter: Reporter,
+        train: Sequence[Sample],
+        valid: Sequence[Sample],
+    ) -> tuple[list[View], View]:
         key = (start, replace(config, output=""))  # the folds differ in nothing but their checkpoints
         if self.cache is None:
             self.cache, self.key = FeatureCache(prefix, card, config, device, workers, reporter), key
             self.train_views = self.cache.build(self.pool, [])[0]
         elif key != self.key:
             raise ValueError(f"shared features were cached for {self.key}, not {key}")
-        return ([view.subset(self._rows(train)) for view in self.train_views],
-                self.train_views[0].subset(self._rows(valid)))
+        return (
+            [view.subset(self._rows(train)) for view in self.train_views],
+            self.train_views[0].subset(self._rows(valid)),
+        )
 
     def _rows(self, samples: Sequence[Sample]) -> list[int]:
         return [self.index[sample.path] for sample in samples]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from flower_edge.runtime.errors import DataError
 
@@ -58,11 +58,15 @@ def check_names(class_ids: Sequence[str], labels: Sequence[str], labels_file: Pa
     for cid, label in zip(class_ids, labels):
         for what, name in (("class folder", cid), (f"{labels_file}: the name of class {printable(cid)!r}", label)):
             if control_character(name) is not None:
-                raise DataError(f"{what} {printable(name)!r} holds a control character (a newline, say); "
-                                "class names must be one line of text")
+                raise DataError(
+                    f"{what} {printable(name)!r} holds a control character (a newline, say); "
+                    "class names must be one line of text"
+                )
     seen: dict[str, str] = {}
     for cid, label in zip(class_ids, labels):
         if label in seen:
-            raise DataError(f"{labels_file}: classes {printable(seen[label])!r} and {printable(cid)!r} are both named "
-                            f"{printable(label)!r}; each class needs its own name")
+            raise DataError(
+                f"{labels_file}: classes {printable(seen[label])!r} and {printable(cid)!r} are both named "
+                f"{printable(label)!r}; each class needs its own name"
+            )
         seen[label] = cid

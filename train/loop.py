@@ -30,8 +30,16 @@ from flower_edge.runtime.files import exclusive, interrupts_deferred, remove_sta
 from flower_edge.runtime.output import resolved
 
 from .backbones import check_weights, get_backbone
-from .checkpoint import (check_output, check_resumable, load_checkpoint, make_card, resume_state, save_checkpoint,
-                         training_payload, with_metrics)
+from .checkpoint import (
+    check_output,
+    check_resumable,
+    load_checkpoint,
+    make_card,
+    resume_state,
+    save_checkpoint,
+    training_payload,
+    with_metrics,
+)
 from .config import TrainConfig
 from .data import DataSource, make_loader, open_data
 from .device import autocast_args, check_workers, resolve_device, seed_everything, to_device
@@ -70,8 +78,14 @@ def _what_is_trained(model: FlowerNet, start: int, config: TrainConfig) -> str:
     return f"training: the head and {trained} of {config.arch}"
 
 
-def train(config: TrainConfig, reporter: Reporter | None = None, resume: str | None = None, *,
-          source: DataSource | None = None, shared: SharedFeatures | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    reporter: Reporter | None = None,
+    resume: str | None = None,
+    *,
+    source: DataSource | None = None,
+    shared: SharedFeatures | None = None,
+) -> TrainResult:
     """Train a classifier as ``config`` says and write its checkpoint; returns where and how well.
 
     ``source``: the splits to use instead of opening ``config.data`` (a cross-validation fold);
@@ -96,17 +110,29 @@ def train(config: TrainConfig, reporter: Reporter | None = None, resume: str | N
             teardown(world)
 
 
-def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, world: Dist,
-           started: float, source: DataSource | None, shared: SharedFeatures | None) -> TrainResult:
+def _train(
+    config: TrainConfig,
+    reporter: Reporter,
+    ckpt,
+    resume: str | None,
+    world: Dist,
+    started: float,
+    source: DataSource | None,
+    shared: SharedFeatures | None,
+) -> TrainResult:
     seed_everything(config.seed)
     device = resolve_device(config.device)
     if world.enabled and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
 
     # Data: the splits, the card they define, and the depth the run trains at.
-    source = source or open_data(config.data, valid_fraction=config.valid_fraction,
-                                 labels_file=Path(config.labels) if config.labels else None, task=reporter.task,
-                                 follow_symlinks=config.follow_symlinks)
+    source = source or open_data(
+        config.data,
+        valid_fraction=config.valid_fraction,
+        labels_file=Path(config.labels) if config.labels else None,
+        task=reporter.task,
+        follow_symlinks=config.follow_symlinks,
+    )
     reporter.source(source)
     if ckpt is not None and config.finetune_blocks is None:  # the default resumes what it began
         config = replace(config, finetune_blocks=ckpt["config"].finetune_blocks)
@@ -120,8 +146,9 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
 
     # Model: the blocks before `start` stay frozen; channels-last speeds up depthwise convolutions
     # on CPU (1.5x measured here) as on GPU.
-    model = build_model(config.arch, card.num_classes, config.hidden, config.dropout,
-                        weights="none" if ckpt else config.weights)
+    model = build_model(
+        config.arch, card.num_classes, config.hidden, config.dropout, weights="none" if ckpt else config.weights
+    )
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.momentum = config.bn_momentum
@@ -144,14 +171,15 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
     if ckpt is not None:
         reporter.message(f"resuming {resume} at epoch {state.first_epoch} of {config.epochs}")
     # The averaged weights are what validation sees and what the checkpoint keeps (--ema).
-    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
-           if config.ema else None)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True) if config.ema else None
     if ema is not None and ckpt is not None and "ema_state" in ckpt["resume"]:
         ema.load_state_dict(ckpt["resume"]["ema_state"])
     amp = autocast_args(device, config.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp.get("dtype") == torch.float16)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    workers = config.workers if config.workers is not None else (min(8, os.cpu_count() or 1) if device.type == "cuda" else 0)
+    workers = (
+        config.workers if config.workers is not None else (min(8, os.cpu_count() or 1) if device.type == "cuda" else 0)
+    )
 
     # Batches: the frozen part's output cached once, or photos read each epoch when all is trained.
     # Each rank evaluates its own shard of valid and test; the sums are all-reduced.
@@ -161,8 +189,9 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
     cache = None
     if start > 0:
         if shared is not None:
-            train_views, valid_view = shared.views(model.prefix(start).eval(), start, card, config, device, workers,
-                                                   reporter, train_samples, valid_samples)
+            train_views, valid_view = shared.views(
+                model.prefix(start).eval(), start, card, config, device, workers, reporter, train_samples, valid_samples
+            )
             test_view = None
         else:
             cache = FeatureCache(model.prefix(start).eval(), card, config, device, workers, reporter)
@@ -172,8 +201,11 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
     else:
         train_views = None
         valid_batches = make_loader(valid_samples, eval_transform(card), config.batch_size, **loader)
-        test_batches = (make_loader(test_samples, eval_transform(card), config.batch_size, **loader)
-                        if test_samples is not None else None)
+        test_batches = (
+            make_loader(test_samples, eval_transform(card), config.batch_size, **loader)
+            if test_samples is not None
+            else None
+        )
     # DistributedDataParallel averages the gradients of the trained part over the ranks.
     trainable = _FromBlock(model, start).to(device)
     if world.enabled:
@@ -186,41 +218,76 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
         nonlocal on_disk
         if world.main:
             with interrupts_deferred():  # Ctrl-C during the write: after it, and reported truly
-                save_checkpoint(config.output, training_payload(model, optimizer, scheduler, config, card, history,
-                                                                epoch, best_epoch, best_state, ema))
+                save_checkpoint(
+                    config.output,
+                    training_payload(
+                        model, optimizer, scheduler, config, card, history, epoch, best_epoch, best_state, ema
+                    ),
+                )
                 reporter.saved(config.output, epoch)
         on_disk = epoch
         world.barrier()  # the checkpoint is complete before any rank goes on
 
     def diverged(epoch: int, what: str) -> TrainingDiverged:
-        kept = (f"{config.output} holds epoch {on_disk}, the last finite one" if on_disk
-                else "no checkpoint was written by this run")
-        return TrainingDiverged(f"epoch {epoch}: {what} is not a finite number, so training stopped; lower --lr "
-                                f"(it was {config.lr:g}); {kept}")
+        kept = (
+            f"{config.output} holds epoch {on_disk}, the last finite one"
+            if on_disk
+            else "no checkpoint was written by this run"
+        )
+        return TrainingDiverged(
+            f"epoch {epoch}: {what} is not a finite number, so training stopped; lower --lr "
+            f"(it was {config.lr:g}); {kept}"
+        )
 
     for epoch in range(state.first_epoch, config.epochs + 1):
         if train_views is not None:
             batches = train_views[(epoch - 1) % len(train_views)].batches(config.batch_size, shuffle=True, epoch=epoch)
         else:
-            batches = make_loader(source.splits["train"], training_augmentation(card, config), config.batch_size,
-                                  shuffle=True, epoch=epoch, world=world, **loader)
+            batches = make_loader(
+                source.splits["train"],
+                training_augmentation(card, config),
+                config.batch_size,
+                shuffle=True,
+                epoch=epoch,
+                world=world,
+                **loader,
+            )
         try:
             train_loss, train_acc = train_one_epoch(
-                trainable, model, start, batches, optimizer, scheduler, scaler, loss_fn, amp, device,
-                reporter.task(f"epoch {epoch}/{config.epochs}", len(train_samples)), world, ema)
+                trainable,
+                model,
+                start,
+                batches,
+                optimizer,
+                scheduler,
+                scaler,
+                loss_fn,
+                amp,
+                device,
+                reporter.task(f"epoch {epoch}/{config.epochs}", len(train_samples)),
+                world,
+                ema,
+            )
         except TrainingDiverged as e:
             raise diverged(epoch, str(e)) from None
         evaluated = ema.module if ema is not None else model
         world.sync_buffers(model)
         if ema is not None:
             world.sync_buffers(ema.module)  # its averaged statistics came from each rank's own
-        valid = evaluate(evaluated, start, valid_batches, device, amp, True,
-                         reporter.task("validating", len(valid_samples)), world)
+        valid = evaluate(
+            evaluated, start, valid_batches, device, amp, True, reporter.task("validating", len(valid_samples)), world
+        )
         if not math.isfinite(valid["loss"]):
             raise diverged(epoch, "the validation loss")
-        record = {"epoch": epoch, "train_loss": train_loss, "train_top1": train_acc,
-                  "valid_loss": valid["loss"], "valid_top1": valid["top1"], "valid_top5": valid["top5"],
-                  "lr": optimizer.param_groups[0]["lr"]}
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_top1": train_acc,
+            "valid_loss": valid["loss"],
+            "valid_top1": valid["top1"],
+            "valid_top5": valid["top5"],
+            "lr": optimizer.param_groups[0]["lr"],
+        }
         history.append(record)
         if valid["top1"] > best_acc:
             best_acc, best_epoch = valid["top1"], epoch
@@ -232,15 +299,22 @@ def _train(config: TrainConfig, reporter: Reporter, ckpt, resume: str | None, wo
     if test_batches is not None and best_state is not None:
         latest = copy.deepcopy(model.state_dict())
         model.load_state_dict(best_state)
-        test = evaluate(model, start, test_batches, device, amp, True,
-                        reporter.task("testing", len(test_samples)), world)
+        test = evaluate(
+            model, start, test_batches, device, amp, True, reporter.task("testing", len(test_samples)), world
+        )
         model.load_state_dict(latest)
         card = with_metrics(card, history, best_epoch, test)
         checkpoint(history[-1]["epoch"])
     if cache is not None:
         cache.close()  # a spilled cache's files; on an error their finalizer removes them
-    return TrainResult(Path(config.output), card, history, best_epoch, time.perf_counter() - started,
-                       valid.get("correct") if state.first_epoch <= config.epochs else None)
+    return TrainResult(
+        Path(config.output),
+        card,
+        history,
+        best_epoch,
+        time.perf_counter() - started,
+        valid.get("correct") if state.first_epoch <= config.epochs else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -265,9 +339,21 @@ class _FromBlock(nn.Module):
         return self.model.forward_from(x, self.start) if self.start else self.model(x)
 
 
-def train_one_epoch(trainable: nn.Module, model: FlowerNet, start: int, batches, optimizer, scheduler,
-                    scaler, loss_fn, amp: dict, device, task: Task, world: Dist,
-                    ema: AveragedModel | None = None) -> tuple[float, float]:
+def train_one_epoch(
+    trainable: nn.Module,
+    model: FlowerNet,
+    start: int,
+    batches,
+    optimizer,
+    scheduler,
+    scaler,
+    loss_fn,
+    amp: dict,
+    device,
+    task: Task,
+    world: Dist,
+    ema: AveragedModel | None = None,
+) -> tuple[float, float]:
     """One pass over ``batches``, stepping the optimizer, schedule and EMA; mean loss and top-1."""
     model.train()
     for block in list(model.features)[:start]:
@@ -302,8 +388,16 @@ def train_one_epoch(trainable: nn.Module, model: FlowerNet, start: int, batches,
 
 
 @torch.no_grad()
-def evaluate(model: FlowerNet, start: int, batches, device, amp: dict, channels_last: bool,
-             task: Task | None = None, world: Dist = Dist()) -> dict[str, float]:
+def evaluate(
+    model: FlowerNet,
+    start: int,
+    batches,
+    device,
+    amp: dict,
+    channels_last: bool,
+    task: Task | None = None,
+    world: Dist = Dist(),
+) -> dict[str, float]:
     """Loss, top-1 and top-5 accuracy of ``model`` over (input, label) batches: over every rank's
     batches together when distributed."""
     model.eval()

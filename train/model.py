@@ -12,8 +12,9 @@ computed once and cached across epochs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,14 +52,24 @@ class ModelArgs:
         return {"hidden": list(self.hidden), "dropout": self.dropout}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelArgs":
-        return cls(str(data["arch"]), int(data["num_classes"]), tuple(int(h) for h in data.get("hidden", ())),
-                   float(data.get("dropout", 0.2)))
+    def from_dict(cls, data: dict[str, Any]) -> ModelArgs:
+        return cls(
+            str(data["arch"]),
+            int(data["num_classes"]),
+            tuple(int(h) for h in data.get("hidden", ())),
+            float(data.get("dropout", 0.2)),
+        )
 
 
 class FlowerNet(nn.Module):
-    def __init__(self, features: nn.Sequential, num_features: int, num_classes: int,
-                 hidden: Sequence[int] = (), dropout: float = 0.2) -> None:
+    def __init__(
+        self,
+        features: nn.Sequential,
+        num_features: int,
+        num_classes: int,
+        hidden: Sequence[int] = (),
+        dropout: float = 0.2,
+    ) -> None:
         super().__init__()
         self.args: ModelArgs | None = None
         """Set by ``build_model``: what rebuilds this model."""
@@ -89,8 +100,9 @@ class FlowerNet(nn.Module):
         return self.head(x)
 
 
-def build_model(arch: str, num_classes: int, hidden: Sequence[int] = (), dropout: float = 0.2,
-                weights: str = "none") -> FlowerNet:
+def build_model(
+    arch: str, num_classes: int, hidden: Sequence[int] = (), dropout: float = 0.2, weights: str = "none"
+) -> FlowerNet:
     spec = get_backbone(arch)
     model = FlowerNet(spec.build(weights), spec.num_features, num_classes, hidden, dropout)
     model.args = ModelArgs(arch, num_classes, tuple(hidden), dropout)

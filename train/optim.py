@@ -1,13 +1,13 @@
 """The optimizer and the learning-rate schedule of a training run, as TrainConfig says.
 
-    optimizer = make_optimizer(model, start, config)     # the head at --lr, trained blocks scaled
-    scheduler = make_scheduler(optimizer, config, steps_per_epoch)
+optimizer = make_optimizer(model, start, config)     # the head at --lr, trained blocks scaled
+scheduler = make_scheduler(optimizer, config, steps_per_epoch)
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -26,8 +26,9 @@ def make_optimizer(model: FlowerNet, start: int, config: TrainConfig) -> torch.o
     return torch.optim.Adam(groups, weight_decay=config.weight_decay)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
-                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Stepped once per optimizer step; its state (the step) goes into the checkpoint."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch))
 

@@ -9,8 +9,8 @@ epoch marked.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -20,8 +20,15 @@ PANEL_W, PANEL_H, MARGIN = 420, 300, 48
 COLORS = {"train": (31, 119, 180), "valid": (214, 39, 40)}
 
 
-def _panel(draw: ImageDraw.ImageDraw, x0: int, title: str, series: dict[str, Sequence[float]],
-           epochs: Sequence[int], best_epoch: int, percent: bool) -> None:
+def _panel(
+    draw: ImageDraw.ImageDraw,
+    x0: int,
+    title: str,
+    series: dict[str, Sequence[float]],
+    epochs: Sequence[int],
+    best_epoch: int,
+    percent: bool,
+) -> None:
     font = ImageFont.load_default()
     left, top = x0 + MARGIN, MARGIN
     right, bottom = x0 + PANEL_W - 16, PANEL_H - MARGIN
@@ -34,8 +41,10 @@ def _panel(draw: ImageDraw.ImageDraw, x0: int, title: str, series: dict[str, Seq
     first, last = epochs[0], max(epochs[-1], epochs[0] + 1)
 
     def xy(epoch: float, value: float) -> tuple[float, float]:
-        return (left + (epoch - first) / (last - first) * (right - left),
-                bottom - (value - lo) / (hi - lo) * (bottom - top))
+        return (
+            left + (epoch - first) / (last - first) * (right - left),
+            bottom - (value - lo) / (hi - lo) * (bottom - top),
+        )
 
     draw.text((left, 14), title, fill="black", font=font)
     draw.rectangle([left, top, right, bottom], outline=(160, 160, 160))
@@ -65,9 +74,22 @@ def plot_history(history: Sequence[dict[str, float]], best_epoch: int, path: str
     epochs = [int(r["epoch"]) for r in history]
     img = Image.new("RGB", (2 * PANEL_W, PANEL_H), "white")
     draw = ImageDraw.Draw(img)
-    _panel(draw, 0, "loss", {"train": [r["train_loss"] for r in history],
-                             "valid": [r["valid_loss"] for r in history]}, epochs, best_epoch, False)
-    _panel(draw, PANEL_W, f"top-1 accuracy (best: epoch {best_epoch})",
-           {"train": [r["train_top1"] for r in history], "valid": [r["valid_top1"] for r in history]},
-           epochs, best_epoch, True)
+    _panel(
+        draw,
+        0,
+        "loss",
+        {"train": [r["train_loss"] for r in history], "valid": [r["valid_loss"] for r in history]},
+        epochs,
+        best_epoch,
+        False,
+    )
+    _panel(
+        draw,
+        PANEL_W,
+        f"top-1 accuracy (best: epoch {best_epoch})",
+        {"train": [r["train_top1"] for r in history], "valid": [r["valid_top1"] for r in history]},
+        epochs,
+        best_epoch,
+        True,
+    )
     return atomic_write(path, lambda f: img.save(f, format="PNG"))

@@ -18,7 +18,7 @@ class Reporter:
 
     def source(self, source: DataSource) -> None: ...
 
-    def task(self, description: str, total: int) -> "Task":
+    def task(self, description: str, total: int) -> Task:
         return Task()
 
     def epoch(self, record: dict[str, float]) -> None: ...

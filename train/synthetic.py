@@ -85,9 +85,13 @@ def _petal_outline(shape: str, length: float, width: float, n: int = 24) -> np.n
 
 
 def _background(rng: np.random.Generator, size: int) -> Image.Image:
-    palettes = [((40, 90, 30), (110, 160, 60)), ((90, 70, 45), (150, 120, 80)),
-                ((120, 160, 220), (200, 220, 240)), ((30, 50, 25), (70, 110, 50)),
-                ((150, 150, 140), (210, 205, 190))]
+    palettes = [
+        ((40, 90, 30), (110, 160, 60)),
+        ((90, 70, 45), (150, 120, 80)),
+        ((120, 160, 220), (200, 220, 240)),
+        ((30, 50, 25), (70, 110, 50)),
+        ((150, 150, 140), (210, 205, 190)),
+    ]
     top, bottom = palettes[rng.integers(len(palettes))]
     top = np.clip(np.array(top) + rng.normal(0, 20, 3), 0, 255)
     bottom = np.clip(np.array(bottom) + rng.normal(0, 20, 3), 0, 255)
@@ -141,8 +145,9 @@ def render(kind_index: int, rng: np.random.Generator, size: int = SIZE) -> Image
     for i in range(n):
         angle = spin + 2 * math.pi * i / n + rng.normal(0, 0.06)
         jitter = np.clip(petal + rng.normal(0, 12, 3), 0, 255).astype(int)
-        draw.polygon(place(outline * rng.uniform(0.9, 1.08), angle), fill=tuple(jitter),
-                     outline=tuple(int(c) for c in shade))
+        draw.polygon(
+            place(outline * rng.uniform(0.9, 1.08), angle), fill=tuple(jitter), outline=tuple(int(c) for c in shade)
+        )
         draw.polygon(place(inner, angle), fill=tuple(int(c) for c in (petal + shade) / 2))
 
     r = radius * kind.center * rng.uniform(0.85, 1.15)

@@ -8,7 +8,7 @@ augmentation of training (torchvision's references keep theirs in presets.py).
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -33,11 +33,11 @@ def _augmented(img: Image.Image, augment: Callable, card: ModelCard) -> torch.Te
     return torch.from_numpy(normalize(np.asarray(augment(img)), card))
 
 
-def train_transform(card: ModelCard, scale: tuple[float, float] = (0.35, 1.0),
-                    rotation: float = 0.0, color_jitter: float = 0.0) -> Callable:
+def train_transform(
+    card: ModelCard, scale: tuple[float, float] = (0.35, 1.0), rotation: float = 0.0, color_jitter: float = 0.0
+) -> Callable:
     """Augmentation for training: random resized crop, flip, optional rotation and colour jitter."""
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import v2
+    from torchvision.transforms import InterpolationMode, v2
 
     interpolation = InterpolationMode(card.interpolation)
     steps = [v2.RandomRotation(rotation, interpolation=interpolation)] if rotation else []

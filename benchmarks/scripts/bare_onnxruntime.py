@@ -1,6 +1,6 @@
 """The floor flower-run is measured against: a bare 10-line onnxruntime script, no card, no CLI.
 
-    python benchmarks/scripts/bare_onnxruntime.py model.int8.onnx rose.jpg
+python benchmarks/scripts/bare_onnxruntime.py model.int8.onnx rose.jpg
 """
 
 import sys

@@ -42,6 +42,7 @@ WARM_UP = 3
 
 class Plain(http.server.SimpleHTTPRequestHandler):
     """A static host: MIME types, nothing else (no COOP/COEP)."""
+
     extensions_map = IsolatedHandler.extensions_map
 
     def log_message(self, *args) -> None:
@@ -90,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    photos = find_images(args.photos)[:args.count + WARM_UP]
+    photos = find_images(args.photos)[: args.count + WARM_UP]
     first, reference = native(args.export / "model.int8.onnx", photos, args.threads)
     float_times, truth = native(args.export / "model.onnx", photos, args.threads)
     rows = []
@@ -104,32 +105,64 @@ def main() -> None:
             top1 = [r["top_k"][0]["index"] if "top_k" in r else -1 for r in run["results"]]
             same = sum(a == b for a, b in zip(top1[WARM_UP:], truth[WARM_UP:]))
             same_int8 = sum(a == b for a, b in zip(top1[WARM_UP:], reference[WARM_UP:]))
-            stages = {k: statistics.median(r["stages_ms"][k] for r in run["results"][WARM_UP:])
-                      for k in ("decode", "preprocess", "inference")}
-            rows.append({"variant": name, "stages_ms": stages, "runtime": run["state"]["runtime"], "model": run["state"]["model"],
-                         "threads": run["state"]["threads"], "isolated": run["isolated"],
-                         "median_ms": statistics.median(ms), "p95_ms": statistics.quantiles(ms, n=20)[-1],
-                         "top1_equal": same, "top1_equal_int8": same_int8, "photos": len(ms), "self_check": run["state"]["check"],
-                         "bundle_mb": round(size, 1), "status": run["status"]})
-            print(f"  {name}: {rows[-1]['median_ms']:.1f} ms ({run['state']['runtime']}, "
-                  f"{run['state']['threads']} threads; " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()) + ")",
-                  file=sys.stderr, flush=True)
+            stages = {
+                k: statistics.median(r["stages_ms"][k] for r in run["results"][WARM_UP:])
+                for k in ("decode", "preprocess", "inference")
+            }
+            rows.append(
+                {
+                    "variant": name,
+                    "stages_ms": stages,
+                    "runtime": run["state"]["runtime"],
+                    "model": run["state"]["model"],
+                    "threads": run["state"]["threads"],
+                    "isolated": run["isolated"],
+                    "median_ms": statistics.median(ms),
+                    "p95_ms": statistics.quantiles(ms, n=20)[-1],
+                    "top1_equal": same,
+                    "top1_equal_int8": same_int8,
+                    "photos": len(ms),
+                    "self_check": run["state"]["check"],
+                    "bundle_mb": round(size, 1),
+                    "status": run["status"],
+                }
+            )
+            print(
+                f"  {name}: {rows[-1]['median_ms']:.1f} ms ({run['state']['runtime']}, "
+                f"{run['state']['threads']} threads; " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()) + ")",
+                file=sys.stderr,
+                flush=True,
+            )
     last, _ = native(args.export / "model.int8.onnx", photos, args.threads)
     flower_run = statistics.median(first + last)
-    print(f"{len(photos) - WARM_UP} photos from {args.photos}; flower-run (model.int8.onnx, {args.threads} threads): "
-          f"{flower_run:.1f} ms per photo (median; p95 {statistics.quantiles(first + last, n=20)[-1]:.1f} ms); "
-          f"with model.onnx {statistics.median(float_times):.1f} ms")
-    print(f"{'variant':<34} {'runtime':<30} {'median':>8} {'p95':>8} {'vs flower-run':>13} {'top-1 = float':>13} {'= int8 onnx':>11} "
-          f"{'self-check':>10} {'bundle':>8}")
+    print(
+        f"{len(photos) - WARM_UP} photos from {args.photos}; flower-run (model.int8.onnx, {args.threads} threads): "
+        f"{flower_run:.1f} ms per photo (median; p95 {statistics.quantiles(first + last, n=20)[-1]:.1f} ms); "
+        f"with model.onnx {statistics.median(float_times):.1f} ms"
+    )
+    print(
+        f"{'variant':<34} {'runtime':<30} {'median':>8} {'p95':>8} {'vs flower-run':>13} {'top-1 = float':>13} {'= int8 onnx':>11} "
+        f"{'self-check':>10} {'bundle':>8}"
+    )
     for r in rows:
         check = r["self_check"]
-        print(f"{r['variant']:<34} {r['runtime']:<30} {r['median_ms']:>5.1f} ms {r['p95_ms']:>5.1f} ms "
-              f"{r['median_ms'] / flower_run:>12.2f}x {r['top1_equal'] / r['photos']:>12.1%} {r['top1_equal_int8'] / r['photos']:>10.1%} "
-              f"{check['same']}/{check['total']:<8} {r['bundle_mb']:>5.1f} MB")
+        print(
+            f"{r['variant']:<34} {r['runtime']:<30} {r['median_ms']:>5.1f} ms {r['p95_ms']:>5.1f} ms "
+            f"{r['median_ms'] / flower_run:>12.2f}x {r['top1_equal'] / r['photos']:>12.1%} {r['top1_equal_int8'] / r['photos']:>10.1%} "
+            f"{check['same']}/{check['total']:<8} {r['bundle_mb']:>5.1f} MB"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"flower_run_ms": flower_run, "flower_run_float_ms": statistics.median(float_times),
-                                         "photos": len(photos) - WARM_UP,
-                                         "variants": rows}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "flower_run_ms": flower_run,
+                    "flower_run_float_ms": statistics.median(float_times),
+                    "photos": len(photos) - WARM_UP,
+                    "variants": rows,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

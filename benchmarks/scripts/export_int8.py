@@ -34,7 +34,10 @@ VARIANTS = {
     "tune": ("int8 --float-layers 0 --tune", ["--float-layers", "0", "--tune"]),
     "reduce-range": ("int8 --reduce-range (7-bit weights)", ["--float-layers", "0", "--no-tune", "--reduce-range"]),
     "reduce-range-tune": ("int8 --reduce-range --tune", ["--float-layers", "0", "--reduce-range", "--tune"]),
-    "percentile": ("int8 --calib-method percentile", ["--float-layers", "0", "--no-tune", "--calib-method", "percentile"]),
+    "percentile": (
+        "int8 --calib-method percentile",
+        ["--float-layers", "0", "--no-tune", "--calib-method", "percentile"],
+    ),
 }
 
 
@@ -46,9 +49,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--runs", type=int, default=100, help="timed runs per model per round")
-    parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help=f"comma-separated, from {', '.join(VARIANTS)}; the first is the reference int8 model")
-    parser.add_argument("--extra", default="", help="more flower-export options for every variant, e.g. '--tune-size 500'")
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated, from {', '.join(VARIANTS)}; the first is the reference int8 model",
+    )
+    parser.add_argument(
+        "--extra", default="", help="more flower-export options for every variant, e.g. '--tune-size 500'"
+    )
     args = parser.parse_args()
     chosen = args.variants.split(",")
     unknown = [v for v in chosen if v not in VARIANTS]
@@ -62,9 +70,26 @@ def main() -> None:
     for key in chosen:
         name, extra = VARIANTS[key]
         folder = args.out / key
-        cmd = ["flower-export", str(args.checkpoint), "-o", str(folder), "--quantize", "--calib-data", str(args.data),
-               "--verify-data", str(args.data / "valid"), "--verify-size", "0", "--min-agreement", "0",
-               "--no-ort", "--json", "--quiet", *extra, *args.extra.split()]
+        cmd = [
+            "flower-export",
+            str(args.checkpoint),
+            "-o",
+            str(folder),
+            "--quantize",
+            "--calib-data",
+            str(args.data),
+            "--verify-data",
+            str(args.data / "valid"),
+            "--verify-size",
+            "0",
+            "--min-agreement",
+            "0",
+            "--no-ort",
+            "--json",
+            "--quiet",
+            *extra,
+            *args.extra.split(),
+        ]
         start = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
@@ -114,39 +139,64 @@ def main() -> None:
     rows = []
     for name in sessions:
         size = sizes.get(name, sizes[next(iter(exports))])
-        rows.append({
-            "model": name, "size_mb": round(size, 2), "size_vs_fp32": round(size / sizes["onnx fp32"], 3),
-            "valid_top1": accuracy[name], "top1_agreement_fp32_onnx": agreement[name],
-            "latency_ms_median": 1e3 * float(np.median(times[name])),
-            "latency_ms_p95": 1e3 * float(np.percentile(times[name], 95)),
-            "speedup_vs_fp32_median_of_rounds": float(np.median(ratios[name])),
-            "int8_path": paths.get(name, ""), "export_seconds": seconds.get(name),
-        })
+        rows.append(
+            {
+                "model": name,
+                "size_mb": round(size, 2),
+                "size_vs_fp32": round(size / sizes["onnx fp32"], 3),
+                "valid_top1": accuracy[name],
+                "top1_agreement_fp32_onnx": agreement[name],
+                "latency_ms_median": 1e3 * float(np.median(times[name])),
+                "latency_ms_p95": 1e3 * float(np.percentile(times[name], 95)),
+                "speedup_vs_fp32_median_of_rounds": float(np.median(ratios[name])),
+                "int8_path": paths.get(name, ""),
+                "export_seconds": seconds.get(name),
+            }
+        )
     parity = {name: e["report"]["parity"] for name, e in exports.items()}
     import onnxruntime
 
-    machine = {**describe_machine(), "threads": args.threads, "onnxruntime": onnxruntime.__version__, "valid_photos": len(photos),
-               "rounds": args.rounds, "runs_per_round": args.runs}
-    table = ["| model | kernels | size MB | of fp32 | valid top-1 | top-1 agreement with fp32 | batch-1 ms (median / p95) | speed-up vs fp32 | export s |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    machine = {
+        **describe_machine(),
+        "threads": args.threads,
+        "onnxruntime": onnxruntime.__version__,
+        "valid_photos": len(photos),
+        "rounds": args.rounds,
+        "runs_per_round": args.runs,
+    }
+    table = [
+        "| model | kernels | size MB | of fp32 | valid top-1 | top-1 agreement with fp32 | batch-1 ms (median / p95) | speed-up vs fp32 | export s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in rows:
-        table.append(f"| {r['model']} | {r['int8_path'] if 'int8' in r['model'] else ''} | {r['size_mb']:.2f} | "
-                     f"{r['size_vs_fp32']:.1%} | {r['valid_top1']:.2%} | "
-                     f"{r['top1_agreement_fp32_onnx']:.2%} | {r['latency_ms_median']:.2f} / {r['latency_ms_p95']:.2f} | "
-                     f"{r['speedup_vs_fp32_median_of_rounds']:.2f}x | "
-                     f"{'' if r['export_seconds'] is None else round(r['export_seconds'])} |")
+        table.append(
+            f"| {r['model']} | {r['int8_path'] if 'int8' in r['model'] else ''} | {r['size_mb']:.2f} | "
+            f"{r['size_vs_fp32']:.1%} | {r['valid_top1']:.2%} | "
+            f"{r['top1_agreement_fp32_onnx']:.2%} | {r['latency_ms_median']:.2f} / {r['latency_ms_p95']:.2f} | "
+            f"{r['speedup_vs_fp32_median_of_rounds']:.2f}x | "
+            f"{'' if r['export_seconds'] is None else round(r['export_seconds'])} |"
+        )
     text = "\n".join(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    features = "VNNI" if machine["int8"]["vnni"] else "AVX2, no VNNI" if machine["int8"]["avx2"] else machine["int8"]["machine"]
+    features = (
+        "VNNI"
+        if machine["int8"]["vnni"]
+        else "AVX2, no VNNI"
+        if machine["int8"]["avx2"]
+        else machine["int8"]["machine"]
+    )
     (args.out / "export_int8.md").write_text(
         f"{machine['date'][:10]}, {machine['cpu']} ({features}), {args.threads} threads, onnxruntime "
-        f"{machine['onnxruntime']}, {len(photos)} valid photos\n\n{text}\n")
-    (args.out / "export_int8.json").write_text(json.dumps({"machine": machine, "rows": rows, "parity": parity}, indent=2))
+        f"{machine['onnxruntime']}, {len(photos)} valid photos\n\n{text}\n"
+    )
+    (args.out / "export_int8.json").write_text(
+        json.dumps({"machine": machine, "rows": rows, "parity": parity}, indent=2)
+    )
     print(text)
 
 
 def logits(session, x: np.ndarray) -> np.ndarray:
-    return np.concatenate([session.run(None, {"image": x[i:i + 32]})[0] for i in range(0, len(x), 32)])
+    return np.concatenate([session.run(None, {"image": x[i : i + 32]})[0] for i in range(0, len(x), 32)])
 
 
 if __name__ == "__main__":

@@ -53,8 +53,18 @@ def main() -> None:
     flower_run = shutil.which("flower-run") or sys.exit("flower-run is not on PATH; pip install -e .")
     commands = {
         "flower-run model.int8.onnx": [flower_run, str(args.export / "model.int8.onnx"), str(args.image)],
-        "bare onnxruntime script (int8)": [sys.executable, str(HERE / "bare_onnxruntime.py"), str(args.export / "model.int8.onnx"), str(args.image)],
-        "seed-style torch predictor": [sys.executable, str(HERE / "seed_predict.py"), str(args.checkpoint), str(args.image)],
+        "bare onnxruntime script (int8)": [
+            sys.executable,
+            str(HERE / "bare_onnxruntime.py"),
+            str(args.export / "model.int8.onnx"),
+            str(args.image),
+        ],
+        "seed-style torch predictor": [
+            sys.executable,
+            str(HERE / "seed_predict.py"),
+            str(args.checkpoint),
+            str(args.image),
+        ],
     }
     if (args.export / "model.int8.ort").exists():
         commands["flower-run model.int8.ort"] = [flower_run, str(args.export / "model.int8.ort"), str(args.image)]
@@ -68,16 +78,32 @@ def main() -> None:
     rows = []
     for name, r in runs.items():
         s, m = float(np.median([x for x, _ in r])), float(np.median([x for _, x in r]))
-        rows.append({"command": name, "seconds_median": s, "seconds_min": float(min(x for x, _ in r)),
-                     "peak_rss_mb_median": m, "torch_over_this": seed / s})
-    lines = ["| command | cold start s (median) | peak RSS MB | seed torch time / this |", "| --- | ---: | ---: | ---: |"]
-    lines += [f"| {r['command']} | {r['seconds_median']:.3f} | {r['peak_rss_mb_median']:.0f} | {r['torch_over_this']:.1f}x |" for r in rows]
+        rows.append(
+            {
+                "command": name,
+                "seconds_median": s,
+                "seconds_min": float(min(x for x, _ in r)),
+                "peak_rss_mb_median": m,
+                "torch_over_this": seed / s,
+            }
+        )
+    lines = [
+        "| command | cold start s (median) | peak RSS MB | seed torch time / this |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {r['command']} | {r['seconds_median']:.3f} | {r['peak_rss_mb_median']:.0f} | {r['torch_over_this']:.1f}x |"
+        for r in rows
+    ]
     text = "\n".join(lines)
     machine = {**describe_machine(), "repeats": args.repeats}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "cold_start.md").write_text(f"{machine['date'][:10]}, {machine['cpu']}, {machine['cores']} cores, median of {args.repeats}\n\n{text}\n")
-    (args.out / "cold_start.json").write_text(json.dumps({"machine": machine, "rows": rows,
-                                                          "raw": {k: v for k, v in runs.items()}}, indent=2))
+    (args.out / "cold_start.md").write_text(
+        f"{machine['date'][:10]}, {machine['cpu']}, {machine['cores']} cores, median of {args.repeats}\n\n{text}\n"
+    )
+    (args.out / "cold_start.json").write_text(
+        json.dumps({"machine": machine, "rows": rows, "raw": {k: v for k, v in runs.items()}}, indent=2)
+    )
     print(text)
 
 

@@ -43,17 +43,25 @@ def main() -> None:
     photos = [np.asarray(image) for image in images]
     figures = {"photos": len(paths), "reference": "flower-run, model.onnx"}
     ways = ("whole photo", "ROI", "Pillow + ROI", "area + ROI", "bilinear + ROI")
-    print(f"{'file':<20} " + " ".join(f"{w:>14}" for w in ways) + f"   top-1 agreement with flower-run, {len(paths)} photos")
+    print(
+        f"{'file':<20} "
+        + " ".join(f"{w:>14}" for w in ways)
+        + f"   top-1 agreement with flower-run, {len(paths)} photos"
+    )
     for name in ("model.tflite", "model.int8.tflite"):
         path = args.export / name
         if not path.is_file():
             continue
         card = read_card(path)
         pillow = [np.asarray(resize_shorter(image, card.resize_size, card.interpolation)) for image in images]
-        area, linear = ([cv2.resize(p, q.shape[1::-1], interpolation=i) for p, q in zip(photos, pillow)]
-                        for i in (cv2.INTER_AREA, cv2.INTER_LINEAR))
-        row = {how: float((classify(path, card, given, crop=crop).argmax(1) == expected).mean())
-               for how, given, crop in zip(ways, (photos, photos, pillow, area, linear), (False, True, True, True, True))}
+        area, linear = (
+            [cv2.resize(p, q.shape[1::-1], interpolation=i) for p, q in zip(photos, pillow)]
+            for i in (cv2.INTER_AREA, cv2.INTER_LINEAR)
+        )
+        row = {
+            how: float((classify(path, card, given, crop=crop).argmax(1) == expected).mean())
+            for how, given, crop in zip(ways, (photos, photos, pillow, area, linear), (False, True, True, True, True))
+        }
         figures[name] = row
         print(f"{name:<20} " + " ".join(f"{row[w]:>14.2%}" for w in ways))
     if args.json:

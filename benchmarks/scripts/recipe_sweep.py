@@ -52,8 +52,16 @@ def main() -> None:
             probs.append(valid_probabilities(output, source))
             output.unlink(missing_ok=True)
             curve = [round(r["valid_top1"], 4) for r in result.history]
-            line = {"recipe": name, **fields, "seed": seed, "best": max(curve), "best_epoch": result.best_epoch,
-                    "last": curve[-1], "seconds": round(result.seconds, 1), "curve": curve}
+            line = {
+                "recipe": name,
+                **fields,
+                "seed": seed,
+                "best": max(curve),
+                "best_epoch": result.best_epoch,
+                "last": curve[-1],
+                "seconds": round(result.seconds, 1),
+                "curve": curve,
+            }
             if len(probs) > 1:
                 line.update(ensemble(probs, labels=valid_labels(source)))
             print(json.dumps(line), flush=True)

@@ -32,24 +32,54 @@ def main() -> None:
     if not checkpoint.exists():
         subprocess.run(["flower-train", str(args.data), "-o", str(checkpoint), "--quiet"], check=True)
     # --force: --out is this script's folder, and holds the checkpoint it trained beside the bench files
-    bench = subprocess.run(["flower-bench", str(checkpoint), "--data", str(args.data), "--out", str(args.out),
-                            "--threads", str(args.threads), "--force"], capture_output=True, text=True)
+    bench = subprocess.run(
+        [
+            "flower-bench",
+            str(checkpoint),
+            "--data",
+            str(args.data),
+            "--out",
+            str(args.out),
+            "--threads",
+            str(args.threads),
+            "--force",
+        ],
+        capture_output=True,
+        text=True,
+    )
     if bench.returncode not in (0, 1) or not (args.out / "bench.md").exists():
         sys.exit(f"flower-bench failed:\n{bench.stderr}")
-    verdict = bench.stderr.strip().splitlines()[-1].removeprefix("flower-bench: error: ") if bench.returncode else "every format passed its agreement threshold"
+    verdict = (
+        bench.stderr.strip().splitlines()[-1].removeprefix("flower-bench: error: ")
+        if bench.returncode
+        else "every format passed its agreement threshold"
+    )
     photo = next(p for p in sorted((args.data / "valid").rglob("*")) if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    subprocess.run([sys.executable, str(HERE / "flower_run_vs_seed.py"), str(args.out / "export"), str(checkpoint), str(photo),
-                    "--out", str(args.out)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "flower_run_vs_seed.py"),
+            str(args.out / "export"),
+            str(checkpoint),
+            str(photo),
+            "--out",
+            str(args.out),
+        ],
+        check=True,
+        capture_output=True,
+    )
 
     table = (args.out / "bench.md").read_text().strip()
     cold = (args.out / "cold_start.md").read_text().strip()
     machine = json.loads((args.out / "bench.json").read_text())["machine"]
-    block = (f"<!-- flower-bench:start -->\n"
-             f"`python benchmarks/scripts/reproduce.py {args.data} --checkpoint {checkpoint}` "
-             f"({machine['date'][:10]}, {machine['cpu']}, {machine['cores']} cores, {machine['threads']} threads; "
-             f"torch {machine['torch']}, onnxruntime {machine['onnxruntime']}). flower-bench's verdict: {verdict}.\n\n"
-             f"{table}\n\nCold start, one image, process start to printed top-5 ({photo.name}):\n\n{cold}\n"
-             f"<!-- flower-bench:end -->")
+    block = (
+        f"<!-- flower-bench:start -->\n"
+        f"`python benchmarks/scripts/reproduce.py {args.data} --checkpoint {checkpoint}` "
+        f"({machine['date'][:10]}, {machine['cpu']}, {machine['cores']} cores, {machine['threads']} threads; "
+        f"torch {machine['torch']}, onnxruntime {machine['onnxruntime']}). flower-bench's verdict: {verdict}.\n\n"
+        f"{table}\n\nCold start, one image, process start to printed top-5 ({photo.name}):\n\n{cold}\n"
+        f"<!-- flower-bench:end -->"
+    )
     readme = HERE / "README.md"
     text = readme.read_text()
     pattern = re.compile(r"<!-- flower-bench:start -->.*?<!-- flower-bench:end -->", re.S)

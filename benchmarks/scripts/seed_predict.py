@@ -15,10 +15,14 @@ from torchvision import transforms
 from flower_edge.train.checkpoint import load_model
 
 model, card, _ = load_model(sys.argv[1])
-transform = transforms.Compose([
-    transforms.Resize(card.resize_size), transforms.CenterCrop(card.crop_size),
-    transforms.ToTensor(), transforms.Normalize(card.mean, card.std),
-])
+transform = transforms.Compose(
+    [
+        transforms.Resize(card.resize_size),
+        transforms.CenterCrop(card.crop_size),
+        transforms.ToTensor(),
+        transforms.Normalize(card.mean, card.std),
+    ]
+)
 with torch.no_grad():
     probs = torch.softmax(model(transform(Image.open(sys.argv[2]).convert("RGB"))[None]), dim=1)[0]
 top = probs.topk(min(5, len(probs)))

@@ -54,8 +54,8 @@ def main() -> None:
                 n = done[0]
             try:
                 top = clf.predict(photos[i % len(photos)], k=5)
-                assert len(top) == 5 and abs(sum(t.prob for t in top) - 1) < 1e-3 or len(top) < 5
-            except Exception as e:  # noqa: BLE001 - counted and reported
+                assert (len(top) == 5 and abs(sum(t.prob for t in top) - 1) < 1e-3) or len(top) < 5
+            except Exception as e:
                 errors.append(repr(e))
             if n % 250 == 0:
                 samples.append((n, rss_mb()))
@@ -71,10 +71,18 @@ def main() -> None:
     end = rss_mb()
     samples.sort()
     warm = samples[0][1]
-    report = {"predictions": done[0], "threads": args.threads, "errors": len(errors), "seconds": round(seconds, 2),
-              "per_second": round(done[0] / seconds, 1), "rss_mb_single_thread_warmup": round(after_warmup, 1),
-              "rss_mb_after_250": round(warm, 1), "rss_mb_end": round(end, 1), "rss_mb_moved_after_250": round(end - warm, 1),
-              "rss_mb_samples": {n: round(m, 1) for n, m in samples}}
+    report = {
+        "predictions": done[0],
+        "threads": args.threads,
+        "errors": len(errors),
+        "seconds": round(seconds, 2),
+        "per_second": round(done[0] / seconds, 1),
+        "rss_mb_single_thread_warmup": round(after_warmup, 1),
+        "rss_mb_after_250": round(warm, 1),
+        "rss_mb_end": round(end, 1),
+        "rss_mb_moved_after_250": round(end - warm, 1),
+        "rss_mb_samples": {n: round(m, 1) for n, m in samples},
+    }
     print(json.dumps(report))
 
 

@@ -59,9 +59,14 @@ def watched(cmd: list[str], out: Path, kill_after: int | None = None) -> dict:
     err = proc.stderr.read()
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", err)
     lines = sum(1 for _ in open(out))
-    return {"exit": proc.returncode, "first_answer_s": first, "wall_s": wall, "answers": lines,
-            "steady_img_s": (lines - 1) / (wall - first) if first else None,
-            "peak_rss_mb": int(rss.group(1)) / 1024 if rss else None}
+    return {
+        "exit": proc.returncode,
+        "first_answer_s": first,
+        "wall_s": wall,
+        "answers": lines,
+        "steady_img_s": (lines - 1) / (wall - first) if first else None,
+        "peak_rss_mb": int(rss.group(1)) / 1024 if rss else None,
+    }
 
 
 def main() -> None:
@@ -84,17 +89,33 @@ def main() -> None:
             for i, p in enumerate(islice(iter_inputs([args.folder]), n)):
                 (folder / f"{i:07d}{Path(p).suffix}").symlink_to(os.path.abspath(p))
             out = Path(tmp) / f"n{n}.jsonl"
-            cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "flower_edge.runtime.cli", args.model, str(folder),
-                   "--jsonl", str(out), "--threads", str(args.threads), "--batch-size", str(args.batch_size)]
+            cmd = [
+                "/usr/bin/time",
+                "-v",
+                sys.executable,
+                "-m",
+                "flower_edge.runtime.cli",
+                args.model,
+                str(folder),
+                "--jsonl",
+                str(out),
+                "--threads",
+                str(args.threads),
+                "--batch-size",
+                str(args.batch_size),
+            ]
             run = {"photos": n, **watched(cmd, out)}
             if args.interrupt and n == min(args.photos):
                 cut = Path(tmp) / f"n{n}-cut.jsonl"
                 size = out.stat().st_size
                 again = [c if c != str(out) else str(cut) for c in cmd]
                 killed = watched(again, cut, size // 2)
-                resumed = watched(again + ["--resume"], cut)
-                run["interrupted"] = {**killed, "resumed_exit": resumed["exit"],
-                                      "same_bytes": cut.read_bytes() == out.read_bytes()}
+                resumed = watched([*again, "--resume"], cut)
+                run["interrupted"] = {
+                    **killed,
+                    "resumed_exit": resumed["exit"],
+                    "same_bytes": cut.read_bytes() == out.read_bytes(),
+                }
             report["runs"].append(run)
             print(json.dumps(run), flush=True)
     after = session_rate(args.model, sample, args.threads, args.batch_size)
@@ -102,9 +123,11 @@ def main() -> None:
     print(f"session only (batches of {args.batch_size}, decoded): {before:.0f} img/s before, {after:.0f} after")
     for run in report["runs"]:
         share = run["steady_img_s"] / ((before + after) / 2)
-        print(f"{run['photos']:>7,} photos: first answer {run['first_answer_s']:.2f} s, peak RSS "
-              f"{run['peak_rss_mb']:.0f} MB, {run['steady_img_s']:.0f} img/s = {share:.0%} of the session alone"
-              + (f", resumed after SIGKILL: identical={run['interrupted']['same_bytes']}" if "interrupted" in run else ""))
+        print(
+            f"{run['photos']:>7,} photos: first answer {run['first_answer_s']:.2f} s, peak RSS "
+            f"{run['peak_rss_mb']:.0f} MB, {run['steady_img_s']:.0f} img/s = {share:.0%} of the session alone"
+            + (f", resumed after SIGKILL: identical={run['interrupted']['same_bytes']}" if "interrupted" in run else "")
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
 

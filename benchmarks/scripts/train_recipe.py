@@ -25,14 +25,33 @@ RECIPES = {
     "default": [],
     "frozen": ["--freeze"],
     "seed-style": [
-        "--freeze", "--hidden", "256", "--dropout", "0.25", "--optimizer", "adam",
-        "--scheduler", "step", "--step-size", "4", "--gamma", "0.1",
+        "--freeze",
+        "--hidden",
+        "256",
+        "--dropout",
+        "0.25",
+        "--optimizer",
+        "adam",
+        "--scheduler",
+        "step",
+        "--step-size",
+        "4",
+        "--gamma",
+        "0.1",
     ],
     # The most accurate recipe measured on the CPU (issue 12): a larger backbone, two more trained
     # blocks (all six at 8 x 8 at 256 px, so cheap), more cached views and epochs. About 4x the default's time.
     "lite2": [
-        "--arch", "efficientnet_lite2", "--image-size", "256", "--finetune-blocks", "6",
-        "--epochs", "10", "--cache-views", "10",
+        "--arch",
+        "efficientnet_lite2",
+        "--image-size",
+        "256",
+        "--finetune-blocks",
+        "6",
+        "--epochs",
+        "10",
+        "--cache-views",
+        "10",
     ],
 }
 
@@ -41,9 +60,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-train"))
-    parser.add_argument("--only", choices=list(RECIPES), action="append",
-                        help="run only this recipe (repeatable): " + "; ".join(
-                            f"{name}: flower-train DATA {' '.join(options)}".rstrip() for name, options in RECIPES.items()))
+    parser.add_argument(
+        "--only",
+        choices=list(RECIPES),
+        action="append",
+        help="run only this recipe (repeatable): "
+        + "; ".join(f"{name}: flower-train DATA {' '.join(options)}".rstrip() for name, options in RECIPES.items()),
+    )
     args, extra = parser.parse_known_args()  # anything else goes to every flower-train run
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -59,17 +82,30 @@ def main() -> None:
         if done.returncode != 0:
             sys.exit(f"{name}: flower-train failed: {done.stderr.strip()}")
         report = json.loads(done.stdout)
-        rows.append({"recipe": name, "command": " ".join(cmd), "wall_s": round(seconds, 1),
-                     "epochs": len(report["history"]), "best_epoch": report["best_epoch"],
-                     "valid_top1": report["metrics"]["valid_top1"],
-                     "valid_top5": report["metrics"]["valid_top5"], "history": report["history"]})
+        rows.append(
+            {
+                "recipe": name,
+                "command": " ".join(cmd),
+                "wall_s": round(seconds, 1),
+                "epochs": len(report["history"]),
+                "best_epoch": report["best_epoch"],
+                "valid_top1": report["metrics"]["valid_top1"],
+                "valid_top5": report["metrics"]["valid_top5"],
+                "history": report["history"],
+            }
+        )
         print(f"{name}: valid top-1 {rows[-1]['valid_top1']:.2%} in {seconds:.0f} s", file=sys.stderr)
 
     machine = describe_machine()
-    table = ["| recipe | options | epochs | valid top-1 | valid top-5 | wall time |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    table += [f"| {r['recipe']} | `{' '.join(RECIPES[r['recipe']]) or '(none)'}` | {r['epochs']} (best {r['best_epoch']}) | {r['valid_top1']:.2%} | "
-              f"{r['valid_top5']:.2%} | {r['wall_s'] / 60:.1f} min |" for r in rows]
+    table = [
+        "| recipe | options | epochs | valid top-1 | valid top-5 | wall time |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    table += [
+        f"| {r['recipe']} | `{' '.join(RECIPES[r['recipe']]) or '(none)'}` | {r['epochs']} (best {r['best_epoch']}) | {r['valid_top1']:.2%} | "
+        f"{r['valid_top5']:.2%} | {r['wall_s'] / 60:.1f} min |"
+        for r in rows
+    ]
     text = "\n".join(table) + f"\n\n{machine['date'][:10]}, {machine['cpu']}, {machine['cores']} cores, CPU only.\n"
     print(text)
     (args.out / "train_recipe.md").write_text(text)

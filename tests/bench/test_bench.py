@@ -10,8 +10,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from flower_edge.bench.cli import app
-from flower_edge.export.formats import FORMATS
 from flower_edge.bench.plot import HEIGHT, WIDTH
+from flower_edge.export.formats import FORMATS
 from tests.conftest import write_record
 
 runner = CliRunner()
@@ -26,8 +26,21 @@ def run(*args):
 def bench(tiny_checkpoint, tiny_export, synthetic_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     every = ",".join(["torch", *(f.key for f in FORMATS.values() if not f.missing("write") and not f.missing("run"))])
-    result = run(tiny_checkpoint, "--data", synthetic_dir, "--models", tiny_export.output, "--out", out,
-                 "--formats", every, "--fail-under-agreement", "0", "--json", *FAST)
+    result = run(
+        tiny_checkpoint,
+        "--data",
+        synthetic_dir,
+        "--models",
+        tiny_export.output,
+        "--out",
+        out,
+        "--formats",
+        every,
+        "--fail-under-agreement",
+        "0",
+        "--json",
+        *FAST,
+    )
     return result, out
 
 
@@ -39,8 +52,20 @@ def test_every_figure_is_present_and_typed(bench):
     # the reference, then every row of the format table (that this install writes and runs)
     expected = ["torch", *(f.key for f in FORMATS.values() if not f.missing("write") and not f.missing("run"))]
     assert [r["format"] for r in doc["rows"]] == expected
-    floats = ("size_mb", "top1", "top5", "agreement", "max_prob_diff", "latency_ms_median", "latency_ms_p95",
-              "throughput_ips", "cold_start_s", "cold_start_peak_rss_mb", "gflops_per_s", "fraction_of_peak")
+    floats = (
+        "size_mb",
+        "top1",
+        "top5",
+        "agreement",
+        "max_prob_diff",
+        "latency_ms_median",
+        "latency_ms_p95",
+        "throughput_ips",
+        "cold_start_s",
+        "cold_start_peak_rss_mb",
+        "gflops_per_s",
+        "fraction_of_peak",
+    )
     for row in doc["rows"]:
         for key in floats:
             assert isinstance(row[key], float) and np.isfinite(row[key]) and row[key] >= 0, (row["format"], key)
@@ -85,7 +110,18 @@ def test_agreement_under_the_threshold_fails(tiny_checkpoint, tiny_export, synth
     bias.CopyFrom(numpy_helper.from_array(values, bias.name))
     onnx.save(proto, models / "model.onnx")
     write_record(models, "onnx")
-    args = (tiny_checkpoint, "--data", synthetic_dir, "--models", models, "--formats", "onnx", "--out", tmp_path / "out", *FAST)
+    args = (
+        tiny_checkpoint,
+        "--data",
+        synthetic_dir,
+        "--models",
+        models,
+        "--formats",
+        "onnx",
+        "--out",
+        tmp_path / "out",
+        *FAST,
+    )
     failed = run(*args, "--json")
     assert failed.exit_code == 1
     doc = json.loads(failed.stdout)
@@ -125,8 +161,19 @@ def test_a_broken_photo_is_left_out_not_fatal(tiny_checkpoint, tiny_export, synt
     shutil.copytree(synthetic_dir / "valid", data / "valid")
     first = sorted((data / "valid").iterdir())[0]
     (first / "broken.png").write_bytes(b"not a png")
-    result = run(tiny_checkpoint, "--data", data, "--models", tiny_export.output, "--formats", "onnx",
-                 "--out", tmp_path / "out", "--json", *FAST)
+    result = run(
+        tiny_checkpoint,
+        "--data",
+        data,
+        "--models",
+        tiny_export.output,
+        "--formats",
+        "onnx",
+        "--out",
+        tmp_path / "out",
+        "--json",
+        *FAST,
+    )
     assert result.exit_code == 0, result.output
     assert "skipped broken image" in result.stderr and "broken.png" in result.stderr
     assert json.loads(result.stdout)["model"]["photos"] == len(list((synthetic_dir / "valid").rglob("*.png")))

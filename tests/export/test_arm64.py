@@ -32,11 +32,23 @@ def test_arm64_rows_hold_each_file_to_its_requirement_and_count_agreement_with_t
     assert row.top1_agreement == pytest.approx(0.9) and not row.passed  # under the 95% floor
     assert row.host_agreement == pytest.approx(0.9)
     host = flipped.copy()  # this machine's run flipped the same photo: the ISAs agree, PyTorch does not
-    assert arm64.parity("onnx-int8", reference, flipped, host, False, FORMATS["onnx-int8"],
-                        ExportConfig(checkpoint="", min_agreement=0.9)).host_agreement == 1.0
+    assert (
+        arm64.parity(
+            "onnx-int8",
+            reference,
+            flipped,
+            host,
+            False,
+            FORMATS["onnx-int8"],
+            ExportConfig(checkpoint="", min_agreement=0.9),
+        ).host_agreement
+        == 1.0
+    )
 
     probabilities = np.exp(log_softmax(reference))  # a .tflite file: log-probabilities against log-softmax
-    row = arm64.parity("tflite", reference, np.log(probabilities), np.log(probabilities), True, FORMATS["tflite"], config)
+    row = arm64.parity(
+        "tflite", reference, np.log(probabilities), np.log(probabilities), True, FORMATS["tflite"], config
+    )
     assert row.passed and row.max_abs_diff < 1e-5
 
 
@@ -85,10 +97,20 @@ def test_the_phone_files_on_arm64_answer_as_on_this_machine(tiny_checkpoint, syn
 
     keys = ["onnx", "onnx-int8", "tflite", "tflite-int8"]
     keys = [k for k in keys if FORMATS[k].missing() is None]
-    result = export(ExportConfig(checkpoint=str(tiny_checkpoint), output=str(tmp_path / "out"),
-                                 format=",".join(k for k in keys if not FORMATS[k].int8), quantize=True,
-                                 calib_data=str(synthetic_dir), calib_size=20, min_agreement=0.0, ort_format=False,
-                                 verify_on="arm64", arm64_photos=6))
+    result = export(
+        ExportConfig(
+            checkpoint=str(tiny_checkpoint),
+            output=str(tmp_path / "out"),
+            format=",".join(k for k in keys if not FORMATS[k].int8),
+            quantize=True,
+            calib_data=str(synthetic_dir),
+            calib_size=20,
+            min_agreement=0.0,
+            ort_format=False,
+            verify_on="arm64",
+            arm64_photos=6,
+        )
+    )
     rows = {r.name: r for r in result.parity}
     for key in keys:
         row = rows[f"{key} (arm64)"]

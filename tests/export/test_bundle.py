@@ -40,13 +40,28 @@ def web(tiny_export, tmp_path_factory):
 
 def test_bundle_is_self_contained(web, tiny_export):
     names = {str(p.relative_to(web)) for p in web.rglob("*") if p.is_file()}
-    assert {"index.html", "app.js", "runtimes.js", "preprocess.js", "sw.js", "manifest.webmanifest", "card.json",
-            "labels.json", "bundle.json", "model.int8.tflite", "model.int8.onnx", "litert/index.js",
-            "litert/wasm/litert_wasm_threaded_internal.wasm", "ort/ort-wasm-simd-threaded.wasm"} <= names
+    assert {
+        "index.html",
+        "app.js",
+        "runtimes.js",
+        "preprocess.js",
+        "sw.js",
+        "manifest.webmanifest",
+        "card.json",
+        "labels.json",
+        "bundle.json",
+        "model.int8.tflite",
+        "model.int8.onnx",
+        "litert/index.js",
+        "litert/wasm/litert_wasm_threaded_internal.wasm",
+        "ort/ort-wasm-simd-threaded.wasm",
+    } <= names
     record = json.loads((web / "bundle.json").read_text())
     assert record["model"] == "model.int8.tflite"
     assert [(r["runtime"], r["model"], r["layout"]) for r in record["runtimes"]] == [
-        ("litert", "model.int8.tflite", "NHWC"), ("onnxruntime", "model.int8.onnx", "NCHW")]
+        ("litert", "model.int8.tflite", "NHWC"),
+        ("onnxruntime", "model.int8.onnx", "NCHW"),
+    ]
     golden = json.loads((tiny_export.output / "golden.json").read_text())["photos"]
     assert record["golden"] == len(golden) >= 1
     assert {f"golden/{p['name']}" for p in golden} | {"golden/golden.json"} <= names
@@ -87,7 +102,9 @@ def test_golden_photos_carry_the_checkpoints_answers(tiny_export, tiny_checkpoin
     photos = read(tiny_export.output / "golden.json")
     assert photos
     for photo in photos:
-        probs = softmax(torch_logits(model, preprocess(Image.open(io.BytesIO(photo["data"])).convert("RGB"), card)[None]))[0]
+        probs = softmax(
+            torch_logits(model, preprocess(Image.open(io.BytesIO(photo["data"])).convert("RGB"), card)[None])
+        )[0]
         want = [t["index"] for t in photo["top_k"]]
         assert want == list(np.argsort(-probs)[:5])
         assert np.allclose([t["prob"] for t in photo["top_k"]], probs[want], atol=1e-5)
@@ -97,7 +114,9 @@ def test_golden_photos_carry_the_checkpoints_answers(tiny_export, tiny_checkpoin
 def _expected(web, runtime, photos):
     """What the native runtime answers on the file the page runs: (index, prob) top-5 of each photo."""
     if runtime == "onnxruntime":
-        return [[(t.index, t.prob) for t in r.top_k] for r in Classifier(web / "model.int8.onnx").predict_many(photos, k=5)]
+        return [
+            [(t.index, t.prob) for t in r.top_k] for r in Classifier(web / "model.int8.onnx").predict_many(photos, k=5)
+        ]
     from flower_edge.export.formats import FORMATS
     from flower_edge.runtime.image import load_image, preprocess
 
@@ -136,8 +155,9 @@ def test_phone_app_matches_the_native_runtime_on_real_photos(runtime, web, flowe
             state = page.evaluate("window.flowerEdge.state")
             assert page.evaluate("self.crossOriginIsolated")
             assert state["runtime"].startswith(RUNTIMES[runtime].name) and state["trusted"], state
-            assert state["check"]["passed"] and f"{state['check']['total']}/{state['check']['total']}" in \
-                page.inner_text("#status")
+            assert state["check"][
+                "passed"
+            ] and f"{state['check']['total']}/{state['check']['total']}" in page.inner_text("#status")
             for i, photo in enumerate(photos):
                 page.set_input_files("#gallery", str(photo))
                 page.wait_for_function(f"window.flowerEdge.results.length === {i + 1}")
@@ -159,9 +179,11 @@ def test_phone_app_matches_the_native_runtime_on_real_photos(runtime, web, flowe
     assert len(got) == PHOTOS and max(diffs) <= PROB_TOL and np.median(diffs) <= PROB_TOL / 10
     with capsys.disabled():
         same = sum(h["top_k"][0]["index"] == w[0][0] for w, h in zip(expected, got))
-        print(f"\nphone app, {state['runtime']}: {PHOTOS} photos, top-1 equal to the native runtime's on {same}, "
-              f"max |prob diff| {max(diffs):.1e} (median {np.median(diffs):.1e}), "
-              f"median {np.median([h['ms'] for h in got]):.0f} ms per photo in chromium; screenshot {shot}")
+        print(
+            f"\nphone app, {state['runtime']}: {PHOTOS} photos, top-1 equal to the native runtime's on {same}, "
+            f"max |prob diff| {max(diffs):.1e} (median {np.median(diffs):.1e}), "
+            f"median {np.median([h['ms'] for h in got]):.0f} ms per photo in chromium; screenshot {shot}"
+        )
 
 
 NODE_RUNNER = """
@@ -200,8 +222,14 @@ def test_preprocess_js_resizes_and_crops_as_pillow_does(tmp_path):
     for i in range(90):
         w, h = (int(v) for v in rng.integers(24, 360, 2))  # within the 20:1 aspect limit
         size = int(rng.integers(8, 240))
-        card = dict(resize_size=size, crop_size=int(rng.integers(4, size + 1)), input_dtype="uint8",
-                    interpolation=INTERPOLATIONS[i % len(INTERPOLATIONS)], mean=[0, 0, 0], std=[1, 1, 1])
+        card = dict(
+            resize_size=size,
+            crop_size=int(rng.integers(4, size + 1)),
+            input_dtype="uint8",
+            interpolation=INTERPOLATIONS[i % len(INTERPOLATIONS)],
+            mean=[0, 0, 0],
+            std=[1, 1, 1],
+        )
         rgba = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
         rgba[..., 3] = 255
         cases.append({"w": w, "h": h, "card": card})
@@ -213,11 +241,14 @@ def test_preprocess_js_resizes_and_crops_as_pillow_does(tmp_path):
     script.write_text(NODE_RUNNER % (REPO / "mobile_demo" / "app" / "preprocess.js").as_uri())
     import subprocess
 
-    subprocess.run([node, str(script), str(tmp_path / "cases.json"), str(tmp_path / "images.raw"),
-                    str(tmp_path / "out.raw")], check=True, timeout=120)
+    subprocess.run(
+        [node, str(script), str(tmp_path / "cases.json"), str(tmp_path / "images.raw"), str(tmp_path / "out.raw")],
+        check=True,
+        timeout=120,
+    )
     got, at = (tmp_path / "out.raw").read_bytes(), 0
     for case, expected in zip(cases, want):
-        have = np.frombuffer(got[at:at + expected.size], np.uint8).reshape(expected.shape)
+        have = np.frombuffer(got[at : at + expected.size], np.uint8).reshape(expected.shape)
         at += expected.size
         assert np.array_equal(have, expected), case
     assert at == len(got)
@@ -273,8 +304,11 @@ def other_model(tiny_checkpoint, tmp_path_factory):
         state[k] = torch.roll(state[k], 1, dims=0)
     folder = tmp_path_factory.mktemp("other")
     torch.save(ckpt, folder / "other.pth")
-    export(ExportConfig(checkpoint=str(folder / "other.pth"), output=str(folder / "export"), format="onnx,tflite",
-                        verify=False))
+    export(
+        ExportConfig(
+            checkpoint=str(folder / "other.pth"), output=str(folder / "export"), format="onnx,tflite", verify=False
+        )
+    )
     return folder / "export"
 
 
@@ -293,7 +327,7 @@ def test_a_swapped_model_fails_the_self_check_and_the_page_says_so(web, other_mo
     shutil.copy(other_model / "model.onnx", both / "model.int8.onnx")
     photo = find_images(flowers5 / "valid")[0]
     with sync_playwright() as p:
-        browser, page, httpd, errors = _open(p, swapped)
+        browser, page, httpd, _errors = _open(p, swapped)
         try:
             state, status = page.evaluate("window.flowerEdge.state"), page.inner_text("#status")
         finally:
@@ -301,7 +335,7 @@ def test_a_swapped_model_fails_the_self_check_and_the_page_says_so(web, other_mo
             httpd.shutdown()
         assert state["runtime"].startswith("onnxruntime-web") and state["trusted"], state
         assert "LiteRT.js" in status and "failed its self-check" in status, status
-        browser, page, httpd, errors = _open(p, both)
+        browser, page, httpd, _errors = _open(p, both)
         try:
             state, status = page.evaluate("window.flowerEdge.state"), page.inner_text("#status")
             page.set_input_files("#gallery", str(photo))
@@ -370,17 +404,19 @@ def test_a_plain_static_host_still_gets_threads(web, flowers5):
 
 def test_the_wheel_carries_the_phone_app(tmp_path):
     """flower-bundle from a plain pip install: the app's files are package data of the wheel."""
+    import importlib.util
     import subprocess
     import sys
     import zipfile
 
     from flower_edge.export.bundle import APP, APP_FILES
 
-    import importlib.util
-
     isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation,
-                    "-w", str(tmp_path), str(REPO)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation, "-w", str(tmp_path), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = tmp_path.glob("flower_edge-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in (*APP_FILES, "sw.js"):
@@ -406,7 +442,9 @@ def test_the_webgpu_path_answers_the_golden_photos_as_wasm_does(web):
         for query in ("", "?runtime=webgpu"):
             browser, page, httpd, errors = _open(p, web, query, SOFTWARE_WEBGPU)
             try:
-                if query and not page.evaluate("navigator.gpu ? navigator.gpu.requestAdapter().then((a) => !!a) : false"):
+                if query and not page.evaluate(
+                    "navigator.gpu ? navigator.gpu.requestAdapter().then((a) => !!a) : false"
+                ):
                     pytest.skip("this chromium has no WebGPU adapter, not even SwiftShader")
                 state = page.evaluate("window.flowerEdge.state")
                 for i, photo in enumerate(golden):

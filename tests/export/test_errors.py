@@ -32,9 +32,22 @@ def nothing_written(folder):
 def test_help_explains_the_contract_options():
     result = run("--help")
     assert result.exit_code == 0
-    for option in ("--format", "--quantize", "--calib-data", "--calib-size", "--calib-method", "--opset",
-                   "--output", "--no-verify", "--min-agreement", "--embed-preprocessing", "model.int8.tflite",
-                   "model.pte", "[litert]", "[executorch]"):
+    for option in (
+        "--format",
+        "--quantize",
+        "--calib-data",
+        "--calib-size",
+        "--calib-method",
+        "--opset",
+        "--output",
+        "--no-verify",
+        "--min-agreement",
+        "--embed-preprocessing",
+        "model.int8.tflite",
+        "model.pte",
+        "[litert]",
+        "[executorch]",
+    ):
         assert option in result.output
 
 
@@ -64,8 +77,9 @@ def test_calibration_folder_without_images(tiny_checkpoint, tmp_path):
     empty = tmp_path / "empty"
     (empty / "sub").mkdir(parents=True)
     (empty / "sub" / "notes.txt").write_text("no photos here")
-    one_error_line(run(tiny_checkpoint, "--quantize", "--calib-data", empty, "-o", tmp_path / "out"),
-                   "no images to calibrate on")
+    one_error_line(
+        run(tiny_checkpoint, "--quantize", "--calib-data", empty, "-o", tmp_path / "out"), "no images to calibrate on"
+    )
     assert nothing_written(tmp_path / "out")
 
 
@@ -121,7 +135,9 @@ def test_a_corrupted_export_is_caught_and_nothing_is_left(tiny_checkpoint, synth
 
     monkeypatch.setattr(onnx_export, "export_onnx", corrupted)
     out = tmp_path / "out"
-    config = ExportConfig(checkpoint=str(tiny_checkpoint), output=str(out), calib_data=str(synthetic_dir), ort_format=False)
+    config = ExportConfig(
+        checkpoint=str(tiny_checkpoint), output=str(out), calib_data=str(synthetic_dir), ort_format=False
+    )
     with pytest.raises(ExportError, match="verification failed") as failure:
         pipeline.export(config)
     assert "onnx" in str(failure.value) and "FAILED" in str(failure.value)
@@ -142,8 +158,14 @@ def test_a_killed_exports_leftovers_are_removed_and_a_live_ones_kept(tiny_checkp
     live = tmp_path / f".flower-export-{os.getpid()}-def"  # this process: alive, maybe exporting
     live.mkdir()
     lines = []
-    config = ExportConfig(checkpoint=str(tiny_checkpoint), output=str(tmp_path), format="onnx",
-                          calib_data=str(synthetic_dir), ort_format=False, verify=False)
+    config = ExportConfig(
+        checkpoint=str(tiny_checkpoint),
+        output=str(tmp_path),
+        format="onnx",
+        calib_data=str(synthetic_dir),
+        ort_format=False,
+        verify=False,
+    )
     from flower_edge.export import export
 
     export(config, lines.append)

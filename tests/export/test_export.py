@@ -8,17 +8,17 @@ import onnx
 import pytest
 import torch
 
-from flower_edge.export.images import find_images
 from flower_edge.export.formats import FORMATS
-
-TORCHSCRIPT, ONNX, INT8, PREPROC = (FORMATS[k].file for k in ("torchscript", "onnx", "onnx-int8", "onnx-preproc"))
-INSTALLED = [f.key for f in FORMATS.values() if f.missing() is None]
-"""Every row of the format table this install can write (CI installs every extra: all of them)."""
+from flower_edge.export.images import find_images
 from flower_edge.export.verify import compare
 from flower_edge.runtime.card import ModelCard
 from flower_edge.runtime.image import load_image, pixels, preprocess
 from flower_edge.runtime.session import open_session
 from flower_edge.train.checkpoint import load_model
+
+TORCHSCRIPT, ONNX, INT8, PREPROC = (FORMATS[k].file for k in ("torchscript", "onnx", "onnx-int8", "onnx-preproc"))
+INSTALLED = [f.key for f in FORMATS.values() if f.missing() is None]
+"""Every row of the format table this install can write (CI installs every extra: all of them)."""
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,12 @@ def run(path, x):
 def test_every_table_row_is_written_verified_and_nothing_else(tiny_export):
     names = {p.name for p in tiny_export.output.iterdir()}
     assert names == {FORMATS[k].file for k in INSTALLED} | {
-        "required_operators.config", "card.json", "labels.json", "golden.json", "export.json"}
+        "required_operators.config",
+        "card.json",
+        "labels.json",
+        "golden.json",
+        "export.json",
+    }
     assert tiny_export.formats == INSTALLED  # in the table's order
     # the same keys in the parity table, the .tflite files' MediaPipe rows after their own (CI has mediapipe)
     rows = [name for k in INSTALLED for name in (k, f"{k} (MediaPipe)" if FORMATS[k].client else None) if name]
@@ -134,7 +139,7 @@ def test_ort_copy_and_required_operators(tiny_export, reference):
 def test_torchscript_reloads_and_matches_eager(tiny_export, reference):
     from flower_edge.export import load_torchscript
 
-    card, _, x, logits = reference
+    _card, _, x, logits = reference
     module, stored = load_torchscript(tiny_export.output / TORCHSCRIPT)
     assert stored == tiny_export.card
     with torch.no_grad():

@@ -19,8 +19,11 @@ def _extras(monkeypatch, missing=()):
     selection does must not depend on which extras the test run happens to have."""
     needed = {m for f in FORMATS.values() for m in (*f.write_needs, *f.run_needs)}
     real = importlib.util.find_spec
-    monkeypatch.setattr(formats.importlib.util, "find_spec", lambda name, *a: (
-        None if name in missing else real("json") if name in needed else real(name, *a)))
+    monkeypatch.setattr(
+        formats.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in missing else real("json") if name in needed else real(name, *a),
+    )
 
 
 def test_selection_adds_int8_counterparts_ort_copies_and_sources(monkeypatch):
@@ -32,7 +35,7 @@ def test_selection_adds_int8_counterparts_ort_copies_and_sources(monkeypatch):
     assert keys("tflite,pte", quantize=True) == ["tflite", "tflite-int8", "pte", "pte-int8"]
     assert keys("onnx", preprocessing=True) == ["onnx", "onnx-preproc", "ort", "ort-preproc"]
     assert "onnx-preproc" not in keys("all")  # the preprocessing variant has its own flag
-    with pytest.raises(ConfigError, match="--format takes .* found 'onxx'"):
+    with pytest.raises(ConfigError, match=r"--format takes .* found 'onxx'"):
         select("onxx")
 
 
@@ -52,8 +55,11 @@ def no_litert(monkeypatch):
 
 
 def test_a_missing_extra_is_one_line_that_names_it(no_litert, tiny_checkpoint, tmp_path):
-    with pytest.raises(ConfigError, match=r"tflite needs litert_torch, ai_edge_litert, from the \[litert\] extra: "
-                                          r"pip install 'flower-edge\[litert\]'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"tflite needs litert_torch, ai_edge_litert, from the \[litert\] extra: "
+        r"pip install 'flower-edge\[litert\]'",
+    ):
         select("onnx,tflite")
     chosen, notes = select("all")
     assert not any(f.key.startswith("tflite") for f in chosen)
@@ -76,14 +82,27 @@ def copy_onnx(job, fmt):
 
 
 def test_a_new_row_is_written_and_verified_with_no_other_change(monkeypatch, tiny_checkpoint, synthetic_dir, tmp_path):
-    row = Format("onnx-copy", "model.copy.onnx", "tests.export.test_formats:copy_onnx",
-                 "flower_edge.runtime.session:onnx_runner", "flower_edge.runtime.card:ModelCard.from_onnx",
-                 "a copy of model.onnx", source="onnx")
+    row = Format(
+        "onnx-copy",
+        "model.copy.onnx",
+        "tests.export.test_formats:copy_onnx",
+        "flower_edge.runtime.session:onnx_runner",
+        "flower_edge.runtime.card:ModelCard.from_onnx",
+        "a copy of model.onnx",
+        source="onnx",
+    )
     monkeypatch.setitem(FORMATS, row.key, row)
     from flower_edge.export import ExportConfig, export
 
-    result = export(ExportConfig(checkpoint=str(tiny_checkpoint), output=str(tmp_path), format="onnx-copy",
-                                 calib_data=str(synthetic_dir), ort_format=False))
+    result = export(
+        ExportConfig(
+            checkpoint=str(tiny_checkpoint),
+            output=str(tmp_path),
+            format="onnx-copy",
+            calib_data=str(synthetic_dir),
+            ort_format=False,
+        )
+    )
     assert result.formats == ["onnx", "onnx-copy"]
     assert [r.name for r in result.parity] == ["onnx", "onnx-copy"] and all(r.passed for r in result.parity)
     assert (tmp_path / "model.copy.onnx").read_bytes() == (tmp_path / "model.onnx").read_bytes()
@@ -94,11 +113,13 @@ def test_the_table_and_the_onnx_runner_leave_torch_out(tiny_export):
     import subprocess
     import sys
 
-    code = ("import sys, numpy as np; from flower_edge.export.formats import FORMATS; "
-            f"card = FORMATS['onnx-int8'].read_card({str(tiny_export.output / 'model.int8.onnx')!r}); "
-            f"run = FORMATS['onnx-int8'].open({str(tiny_export.output / 'model.int8.onnx')!r}, 1); "
-            "out = run(np.zeros((1, *card.input_size), np.float32)); "
-            "print(out.shape[1] == card.num_classes, 'torch' in sys.modules)")
+    code = (
+        "import sys, numpy as np; from flower_edge.export.formats import FORMATS; "
+        f"card = FORMATS['onnx-int8'].read_card({str(tiny_export.output / 'model.int8.onnx')!r}); "
+        f"run = FORMATS['onnx-int8'].open({str(tiny_export.output / 'model.int8.onnx')!r}, 1); "
+        "out = run(np.zeros((1, *card.input_size), np.float32)); "
+        "print(out.shape[1] == card.num_classes, 'torch' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["True", "False"], done.stderr
 

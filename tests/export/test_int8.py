@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from flower_edge.export import ExportConfig
 from flower_edge.export.cli import app
-from flower_edge.export.quantize import quantize_int8
 from flower_edge.export.qdq_graph import QDQGraph
+from flower_edge.export.quantize import quantize_int8
 from flower_edge.export.tune import tune
 from flower_edge.runtime.errors import ConfigError
 from flower_edge.runtime.session import open_session
@@ -53,8 +53,9 @@ def test_the_pytorch_twin_computes_what_onnxruntime_computes(tiny_export, inputs
     scale, zero_point, lo, hi = twin.fake_quant[q.output[0]]
     with torch.no_grad():
         logits = twin(torch.from_numpy(inputs)).numpy()
-        codes = torch.clamp(torch.round(twin(torch.from_numpy(inputs), target=stem.output[0]) / scale) + zero_point,
-                            lo, hi).numpy()
+        codes = torch.clamp(
+            torch.round(twin(torch.from_numpy(inputs), target=stem.output[0]) / scale) + zero_point, lo, hi
+        ).numpy()
     proto.graph.output.append(onnx.helper.make_tensor_value_info(q.output[0], onnx.TensorProto.UINT8, None))
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     ort_logits, ort_codes = session.run(None, {"image": inputs})
@@ -69,7 +70,9 @@ def test_writing_back_untrained_weights_reproduces_the_quantizer(tiny_export):
     """Built from the float weights, the twin rounds them exactly as onnxruntime's quantizer did."""
     path = tiny_export.output / "model.int8.onnx"
     proto = onnx.load(path)
-    float_weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(tiny_export.output / "model.onnx").graph.initializer}
+    float_weights = {
+        i.name: numpy_helper.to_array(i) for i in onnx.load(tiny_export.output / "model.onnx").graph.initializer
+    }
     twin = QDQGraph(proto, float_weights)
     before = {i.name: numpy_helper.to_array(i).copy() for i in proto.graph.initializer}
     twin.write_into(proto)
@@ -87,7 +90,9 @@ def test_tuning_brings_the_int8_graph_closer_to_the_float_model(tiny_export, inp
     path = tmp_path / "int8.onnx"
     quantize_int8(tiny_export.output / "model.onnx", path, tiny_export.card, list(inputs), float_layers=())
     proto = onnx.load(path)
-    float_weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(tiny_export.output / "model.onnx").graph.initializer}
+    float_weights = {
+        i.name: numpy_helper.to_array(i) for i in onnx.load(tiny_export.output / "model.onnx").graph.initializer
+    }
     twin = QDQGraph(proto, float_weights)
     both = np.ascontiguousarray(np.concatenate([inputs, inputs[..., ::-1]]))
     reference = open_session(tiny_export.output / "model.onnx").run(None, {"image": both})[0]
@@ -108,10 +113,29 @@ def test_tuning_brings_the_int8_graph_closer_to_the_float_model(tiny_export, inp
 
 
 def test_tune_and_explain_through_the_export(tiny_checkpoint, synthetic_dir, tmp_path):
-    result = CliRunner().invoke(app, [
-        str(tiny_checkpoint), "-o", str(tmp_path), "--quantize", "--tune", "--tune-size", "16", "--tune-epochs", "1",
-        "--explain", "--calib-data", str(synthetic_dir), "--calib-size", "8", "--min-agreement", "0", "--no-ort",
-        "--quiet"])
+    result = CliRunner().invoke(
+        app,
+        [
+            str(tiny_checkpoint),
+            "-o",
+            str(tmp_path),
+            "--quantize",
+            "--tune",
+            "--tune-size",
+            "16",
+            "--tune-epochs",
+            "1",
+            "--explain",
+            "--calib-data",
+            str(synthetic_dir),
+            "--calib-size",
+            "8",
+            "--min-agreement",
+            "0",
+            "--no-ort",
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "int8 error by layer" in result.stdout and "lowest local SQNR" in result.stdout
     report = json.loads((tmp_path / "export.json").read_text())
@@ -130,14 +154,17 @@ def test_tune_and_explain_through_the_export(tiny_checkpoint, synthetic_dir, tmp
 def test_tuning_photos_are_never_verification_photos(tiny_checkpoint, synthetic_dir):
     from flower_edge.export.images import choose_images
 
-    config = ExportConfig(checkpoint=str(tiny_checkpoint), quantize=True, tune=True, tune_size=10_000,
-                          calib_data=str(synthetic_dir))
+    config = ExportConfig(
+        checkpoint=str(tiny_checkpoint), quantize=True, tune=True, tune_size=10_000, calib_data=str(synthetic_dir)
+    )
     sets = choose_images(config, "synthetic")
     assert sets.tuning and not set(sets.tuning) & set(sets.verification)
     assert set(sets.calibration) <= set(sets.tuning)
 
 
-@pytest.mark.parametrize("field, value", [("tune_size", 0), ("tune_size", 10**6), ("tune_epochs", 0), ("tune_epochs", 51)])
+@pytest.mark.parametrize(
+    "field, value", [("tune_size", 0), ("tune_size", 10**6), ("tune_epochs", 0), ("tune_epochs", 51)]
+)
 def test_tuning_resources_are_bounded(field, value):
     with pytest.raises(ConfigError, match=f"--{field.replace('_', '-')} must be between"):
         ExportConfig(checkpoint="x.pth", **{field: value})
@@ -147,7 +174,8 @@ def test_tuning_from_a_cut_keeps_the_start_of_the_graph_as_quantized(tiny_export
     proto = onnx.load(tiny_export.output / "model.int8.onnx")
     twin = QDQGraph(proto)
     reference = open_session(tiny_export.output / "model.onnx").run(
-        None, {"image": np.ascontiguousarray(np.concatenate([inputs, inputs[..., ::-1]]))})[0]
+        None, {"image": np.ascontiguousarray(np.concatenate([inputs, inputs[..., ::-1]]))}
+    )[0]
     source = twin.cut(torch.from_numpy(inputs), 8 * 8)
     assert source != "image" and twin.schedule(source) is not None
     assert twin.schedule(twin.nodes[5].output[0]) is None  # early tensors do not carry the whole rest
@@ -159,7 +187,9 @@ def test_tuning_from_a_cut_keeps_the_start_of_the_graph_as_quantized(tiny_export
     frozen = twin.schedule("image", source)
     frozen_weights = {twin.weights[n.output[0]]["init"] for n in frozen if n.output[0] in twin.weights}
     assert frozen_weights and all(np.array_equal(before[w], after[w]) for w in frozen_weights)
-    assert any(not np.array_equal(before[w], after[w]) for w in before if w.endswith("_quantized") and w not in frozen_weights)
+    assert any(
+        not np.array_equal(before[w], after[w]) for w in before if w.endswith("_quantized") and w not in frozen_weights
+    )
 
 
 @pytest.mark.parametrize("key", ["tflite-int8", "pte-int8"])
@@ -178,14 +208,24 @@ def test_pt2e_rounds_a_convolution_and_its_relu6_once(key, tiny_checkpoint):
         quantizer = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=True))
     else:
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-            XNNPACKQuantizer, get_symmetric_quantization_config)
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
 
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     model, card, _ = load_model(tiny_checkpoint)
     photos = list(np.random.default_rng(0).standard_normal((4, *card.input_size)).astype(np.float32))
     stem = "features.0.conv"
-    whole = calibrated(model, (torch.zeros(1, *card.input_size),), quantizer, photos, lambda line: None, key,
-                       [stem], fold_quantize=False)
+    whole = calibrated(
+        model,
+        (torch.zeros(1, *card.input_size),),
+        quantizer,
+        photos,
+        lambda line: None,
+        key,
+        [stem],
+        fold_quantize=False,
+    )
     nodes = [n for n in whole[0].graph.nodes if n.op == "call_function"]
     relu6 = [n for n in nodes if "hardtanh" in str(n.target)]
     assert len(relu6) >= 10

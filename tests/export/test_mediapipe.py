@@ -10,14 +10,14 @@ import pytest
 from flower_edge.export import mediapipe_check
 from flower_edge.export.formats import FORMATS
 from flower_edge.export.images import find_images
-from flower_edge.runtime.image import load_image
-from flower_edge.runtime.image import preprocess
+from flower_edge.runtime.image import load_image, preprocess
 from flower_edge.runtime.predict import Classifier
 
 TFLITE = ("tflite", "tflite-int8")
 needs_mediapipe = pytest.mark.skipif(
     FORMATS["tflite"].missing() is not None or not mediapipe_check.available(),
-    reason="needs the [litert] and [mediapipe] extras")
+    reason="needs the [litert] and [mediapipe] extras",
+)
 
 
 @pytest.fixture(scope="module")
@@ -94,21 +94,34 @@ def test_region_is_the_cards_centre_crop(tiny_export):
         photo = Image.fromarray(rng.integers(0, 256, (h, w, 3), np.uint8))
         resized = resize_shorter(photo, 224, "bilinear")
         left, top, right, bottom = mediapipe_check.region(replace(card, resize_size=224), *resized.size)
-        box = (round(left * resized.width), round(top * resized.height), round(right * resized.width),
-               round(bottom * resized.height))
+        box = (
+            round(left * resized.width),
+            round(top * resized.height),
+            round(right * resized.width),
+            round(bottom * resized.height),
+        )
         assert np.array_equal(np.asarray(resized.crop(box)), np.asarray(center_crop(resized, 224)))
 
 
 @pytest.mark.skipif(FORMATS["tflite"].missing() is not None, reason="needs the [litert] extra")
-def test_without_mediapipe_one_line_names_the_extra_and_the_export_goes_on(monkeypatch, tiny_checkpoint,
-                                                                            synthetic_dir, tmp_path):
+def test_without_mediapipe_one_line_names_the_extra_and_the_export_goes_on(
+    monkeypatch, tiny_checkpoint, synthetic_dir, tmp_path
+):
     from flower_edge.export import ExportConfig, export
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mediapipe" else real(name, *a))
     lines = []
-    result = export(ExportConfig(checkpoint=str(tiny_checkpoint), output=str(tmp_path), format="tflite",
-                                 calib_data=str(synthetic_dir), ort_format=False), lines.append)
+    result = export(
+        ExportConfig(
+            checkpoint=str(tiny_checkpoint),
+            output=str(tmp_path),
+            format="tflite",
+            calib_data=str(synthetic_dir),
+            ort_format=False,
+        ),
+        lines.append,
+    )
     named = [line for line in lines if "mediapipe" in line]
     assert len(named) == 1 and "pip install 'flower-edge[mediapipe]'" in named[0] and "tflite" in named[0]
     assert result.ok and [r.name for r in result.parity] == ["tflite"]

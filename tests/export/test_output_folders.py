@@ -11,7 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 from flower_edge.export import ExportConfig, export
-from flower_edge.export.bundle import ORT_FILES, app as bundle_app, bundle
+from flower_edge.export.bundle import ORT_FILES, bundle
+from flower_edge.export.bundle import app as bundle_app
 from flower_edge.export.cli import app as export_app
 from flower_edge.runtime import ExportError, ModelCard
 from flower_edge.runtime.errors import OutputError
@@ -41,16 +42,21 @@ def small_export(tiny_export, tmp_path):
     return folder
 
 
-def test_bundle_refuses_folders_it_did_not_write_and_those_holding_its_inputs(small_export, ort_web, tmp_path,
-                                                                              monkeypatch):
+def test_bundle_refuses_folders_it_did_not_write_and_those_holding_its_inputs(
+    small_export, ort_web, tmp_path, monkeypatch
+):
     """Row 1: d/keep was deleted, and so were the export folder, its parent and '.'."""
     d = tmp_path / "d"
     d.mkdir()
     (d / "keep").write_text("mine")
     before = digest(d, small_export, ort_web)
-    for target, fragment in ((d, "holds files that flower-bundle did not write"),
-                             (small_export, "contains the model"), (tmp_path, "contains the model"),
-                             (ort_web, "is onnxruntime-web's folder"), (ort_web / "sub", "is inside onnxruntime-web")):
+    for target, fragment in (
+        (d, "holds files that flower-bundle did not write"),
+        (small_export, "contains the model"),
+        (tmp_path, "contains the model"),
+        (ort_web, "is onnxruntime-web's folder"),
+        (ort_web / "sub", "is inside onnxruntime-web"),
+    ):
         with pytest.raises(OutputError, match=fragment):
             bundle(small_export, target, ort_web=ort_web)
     monkeypatch.chdir(small_export)
@@ -73,8 +79,9 @@ def test_a_killed_bundles_staging_folder_is_removed(small_export, ort_web, tmp_p
     assert not stale.exists()
 
 
-def test_one_export_per_folder_and_the_bundle_takes_what_export_json_lists(tiny_checkpoint, synthetic_dir,
-                                                                            ort_web, tmp_path):
+def test_one_export_per_folder_and_the_bundle_takes_what_export_json_lists(
+    tiny_checkpoint, synthetic_dir, ort_web, tmp_path
+):
     """Row 3: a second export left the first one's int8 model beside its card; the bundle shipped the
     first model with the second one's labels."""
     other = tmp_path / "b.pth"
@@ -93,7 +100,7 @@ def test_one_export_per_folder_and_the_bundle_takes_what_export_json_lists(tiny_
     assert json.loads((out / "bundle.json").read_text())["model"] == "model.onnx"
     assert ModelCard.from_json((out / "card.json").read_text()).labels[0].startswith("other ")
     (folder / "model.onnx").write_bytes((folder / "model.onnx").read_bytes() + b"\0")  # changed after the export
-    with pytest.raises(ExportError, match="changed since the export that export.json records"):
+    with pytest.raises(ExportError, match=r"changed since the export that export.json records"):
         bundle(folder, tmp_path / "web2", ort_web=ort_web)
 
 
@@ -114,8 +121,9 @@ def test_export_never_replaces_a_file_it_did_not_write(tiny_checkpoint, syntheti
     (home / "model.onnx").write_text("the user's own")
     result = runner.invoke(export_app, [str(home / "model.pt"), "--format", "onnx", "--no-verify", "-q"])
     assert_one_error_line(result, "flower-export", "model.onnx is there and no earlier export wrote it")
-    result = runner.invoke(export_app, [str(home / "model.pt"), "--format", "torchscript", "--no-verify", "-q",
-                                        "--force"])
+    result = runner.invoke(
+        export_app, [str(home / "model.pt"), "--format", "torchscript", "--no-verify", "-q", "--force"]
+    )
     assert_one_error_line(result, "flower-export", "model.pt: is the checkpoint this run reads")
     assert (home / "model.onnx").read_text() == "the user's own" and (home / "model.pt").stat().st_size > 1000
     result = runner.invoke(export_app, [*args, "-o", str(synthetic_dir / "out")])
@@ -150,8 +158,20 @@ def test_a_failed_commit_puts_every_earlier_file_back(tmp_path, monkeypatch):
 
 def test_export_into_a_full_disk_says_so(tiny_checkpoint, synthetic_dir, full_disk):
     """Row 15: the message was an internal error about SaveToOrtFormat or inline_container.cc."""
-    result = runner.invoke(export_app, [str(tiny_checkpoint), "--format", "onnx", "--no-verify", "-q",
-                                        "--calib-data", str(synthetic_dir), "-o", str(full_disk)])
+    result = runner.invoke(
+        export_app,
+        [
+            str(tiny_checkpoint),
+            "--format",
+            "onnx",
+            "--no-verify",
+            "-q",
+            "--calib-data",
+            str(synthetic_dir),
+            "-o",
+            str(full_disk),
+        ],
+    )
     assert_one_error_line(result, "flower-export", "No space left on device", str(full_disk))
     assert list(full_disk.iterdir()) == []
 
@@ -165,8 +185,21 @@ def test_a_file_a_native_runtime_would_abort_on_is_one_line(tiny_checkpoint, syn
     models.mkdir()
     (models / "model.pte").write_bytes(os.urandom(5000))
     write_record(models, "pte")
-    result = runner.invoke(bench_app, [str(tiny_checkpoint), "--data", str(synthetic_dir), "--models", str(models),
-                                       "--formats", "pte", "--out", str(tmp_path / "out"), "--quiet"])
+    result = runner.invoke(
+        bench_app,
+        [
+            str(tiny_checkpoint),
+            "--data",
+            str(synthetic_dir),
+            "--models",
+            str(models),
+            "--formats",
+            "pte",
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+        ],
+    )
     assert_one_error_line(result, "flower-bench", "model.pte: not a pte file")
     # a file that passes the first bytes and still aborts the runtime: read in a child, reported
     (models / "model.pte").write_bytes(b"\0\0\0\0ET12" + os.urandom(5000))

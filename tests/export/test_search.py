@@ -1,5 +1,6 @@
 """int8 by budget (export/search.py): the search, what the files record, and a failing row."""
 
+import itertools
 import json
 
 import pytest
@@ -12,8 +13,16 @@ from flower_edge.runtime.errors import ConfigError
 
 
 def _export(checkpoint, data, out, **options):
-    values = dict(checkpoint=str(checkpoint), output=str(out), format="onnx", quantize=True, calib_data=str(data),
-                  calib_size=8, ort_format=False, tune=False)
+    values = dict(
+        checkpoint=str(checkpoint),
+        output=str(out),
+        format="onnx",
+        quantize=True,
+        calib_data=str(data),
+        calib_size=8,
+        ort_format=False,
+        tune=False,
+    )
     values.update(options)
     return export(ExportConfig(**values))
 
@@ -38,8 +47,7 @@ def test_a_tight_budget_keeps_layers_float(tiny_checkpoint, synthetic_dir, tmp_p
         pytest.skip("the all-int8 tiny model agrees on every photo on this CPU: no budget can be missed")
     photos = loose.search.photos
     allowed = (1 - first.agreement) * 100 - 50 / photos  # half a photo less than the all-int8 model lost
-    result = _export(tiny_checkpoint, synthetic_dir, tmp_path, max_drop=max(allowed, 0.0),
-                     calib_method="minmax")
+    result = _export(tiny_checkpoint, synthetic_dir, tmp_path, max_drop=max(allowed, 0.0), calib_method="minmax")
     plan = result.search
     counts = [len(t.candidate.float_layers) for t in plan.trials]
     assert counts[0] == 0 and not plan.trials[0].passed
@@ -49,8 +57,12 @@ def test_a_tight_budget_keeps_layers_float(tiny_checkpoint, synthetic_dir, tmp_p
     from flower_edge.export.quantize import conv_layers
 
     network = tuple(conv_layers(onnx.load(str(result.output / "model.onnx"))))  # the network order
-    by_sensitivity = [t.candidate.float_layers for t in plan.trials if t.candidate.float_layers != network[:len(t.candidate.float_layers)]]
-    assert all(a == b[:len(a)] for a, b in zip(by_sensitivity, by_sensitivity[1:]))  # one order, longer prefixes
+    by_sensitivity = [
+        t.candidate.float_layers
+        for t in plan.trials
+        if t.candidate.float_layers != network[: len(t.candidate.float_layers)]
+    ]
+    assert all(a == b[: len(a)] for a, b in itertools.pairwise(by_sensitivity))  # one order, longer prefixes
     if plan.met:
         assert len(plan.chosen.candidate.float_layers) > 0 and plan.chosen.agreement >= plan.floor
         assert plan.chosen is next(t for t in plan.trials if t.passed)  # the first that passed: the cheapest
@@ -76,8 +88,15 @@ def test_every_int8_format_keeps_the_layers_the_search_chose(tiny_checkpoint, sy
     """One choice for every int8 row: --float-layers 3 here (the search's own choice is a list of
     names the same way), read back from each file's card."""
     keys = [k for k in ("tflite-int8", "pte-int8") if FORMATS[k].missing() is None]
-    result = _export(tiny_checkpoint, synthetic_dir, tmp_path, format=",".join(["onnx", *keys]),
-                     float_layers=3, min_agreement=0.0, verify_size=4)
+    result = _export(
+        tiny_checkpoint,
+        synthetic_dir,
+        tmp_path,
+        format=",".join(["onnx", *keys]),
+        float_layers=3,
+        min_agreement=0.0,
+        verify_size=4,
+    )
     names = result.search.chosen.candidate.float_layers
     assert len(names) == 3 and names[0] == "features.0.conv"
     for key in ["onnx-int8", *keys]:
@@ -99,9 +118,26 @@ def test_a_failing_row_does_not_discard_the_others(tiny_checkpoint, synthetic_di
         return replace(row, passed=False) if name == "onnx-int8" else row
 
     monkeypatch.setattr(pipeline, "compare", int8_fails)
-    result = CliRunner().invoke(app, [
-        str(tiny_checkpoint), "-o", str(tmp_path), "--format", "onnx,torchscript", "--quantize", "--no-tune",
-        "--calib-data", str(synthetic_dir), "--calib-size", "8", "--max-drop", "100", "--no-ort", "--quiet"])
+    result = CliRunner().invoke(
+        app,
+        [
+            str(tiny_checkpoint),
+            "-o",
+            str(tmp_path),
+            "--format",
+            "onnx,torchscript",
+            "--quantize",
+            "--no-tune",
+            "--calib-data",
+            str(synthetic_dir),
+            "--calib-size",
+            "8",
+            "--max-drop",
+            "100",
+            "--no-ort",
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "not written: onnx-int8" in lines[0] and "the other files were written" in lines[0]
@@ -124,8 +160,15 @@ def test_the_budget_in_points_sets_the_floor():
     assert ExportConfig(checkpoint="x.pth").agreement_floor == 0.99  # the default: 1 point
 
 
-@pytest.mark.parametrize("photos, max_drop, said", [(426, 0.2, "so no photo may flip"), (818, 0.2, "so at most 1 may flip"),
-                                                    (200, 1.0, "so at most 2 may flip"), (500, 0.2, "so at most 1 may flip")])
+@pytest.mark.parametrize(
+    "photos, max_drop, said",
+    [
+        (426, 0.2, "so no photo may flip"),
+        (818, 0.2, "so at most 1 may flip"),
+        (200, 1.0, "so at most 2 may flip"),
+        (500, 0.2, "so at most 1 may flip"),
+    ],
+)
 def test_the_table_says_the_budget_in_photos(loose, photos, max_drop, said):
     """0.2 points of 426 photos is 0.85 of a photo: no flip at all, which a user should read in the
     table rather than work out (500 photos: exactly one)."""

@@ -7,9 +7,16 @@ from flower_edge.runtime import SCHEMA_VERSION, CardError, ModelCard
 
 def make_card(**overrides) -> ModelCard:
     values = dict(
-        arch="efficientnet_lite0", labels=("daisy", "rose"), class_ids=("1", "3"),
-        input_size=(3, 224, 224), resize_size=256, crop_size=224, interpolation="bilinear",
-        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), metrics={"valid_top1": 0.9},
+        arch="efficientnet_lite0",
+        labels=("daisy", "rose"),
+        class_ids=("1", "3"),
+        input_size=(3, 224, 224),
+        resize_size=256,
+        crop_size=224,
+        interpolation="bilinear",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        metrics={"valid_top1": 0.9},
         provenance={"data": "flowers/", "tool": "flower-edge 0.1.0"},
     )
     values.update(overrides)
@@ -32,16 +39,19 @@ def test_missing_field_is_named(field):
         ModelCard.from_dict(data)
 
 
-@pytest.mark.parametrize("field, value", [
-    ("mean", [0.5, 0.5]),
-    ("mean", "0.5"),
-    ("labels", ["a", 2]),
-    ("crop_size", -3),
-    ("crop_size", True),
-    ("input_size", [3, 224]),
-    ("metrics", {"valid_top1": "high"}),
-    ("provenance", {"data": 1}),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("mean", [0.5, 0.5]),
+        ("mean", "0.5"),
+        ("labels", ["a", 2]),
+        ("crop_size", -3),
+        ("crop_size", True),
+        ("input_size", [3, 224]),
+        ("metrics", {"valid_top1": "high"}),
+        ("provenance", {"data": 1}),
+    ],
+)
 def test_wrong_type_is_named(field, value):
     data = make_card().to_dict()
     data[field] = value
@@ -52,7 +62,7 @@ def test_wrong_type_is_named(field, value):
 def test_newer_schema_is_refused_with_upgrade_hint():
     data = make_card().to_dict()
     data["schema_version"] = SCHEMA_VERSION + 1
-    with pytest.raises(CardError, match="newer than this flower-edge understands.*upgrade"):
+    with pytest.raises(CardError, match=r"newer than this flower-edge understands.*upgrade"):
         ModelCard.from_dict(data)
 
 

@@ -12,10 +12,16 @@ from flower_edge.runtime.errors import ConfigError
 from flower_edge.runtime.session import kernel_path, open_session, seven_bit_weights
 
 
-@pytest.mark.parametrize("machine, vnni, exact", [
-    ("x86_64", False, True), ("AMD64", False, True), ("x86_64", True, False),
-    ("aarch64", False, False), ("arm64", False, False),
-])
+@pytest.mark.parametrize(
+    "machine, vnni, exact",
+    [
+        ("x86_64", False, True),
+        ("AMD64", False, True),
+        ("x86_64", True, False),
+        ("aarch64", False, False),
+        ("arm64", False, False),
+    ],
+)
 def test_only_x86_without_vnni_needs_the_exact_path(machine, vnni, exact):
     assert cpu.needs_exact_int8(machine, vnni) is exact
 
@@ -65,9 +71,18 @@ def test_sessions_take_the_path_this_cpu_needs(tiny_export, monkeypatch):
 def test_a_seven_bit_model_takes_the_fast_path_on_an_avx2_cpu(tiny_checkpoint, synthetic_dir, tmp_path, monkeypatch):
     from flower_edge.export import ExportConfig, export
 
-    result = export(ExportConfig(checkpoint=str(tiny_checkpoint), output=str(tmp_path), quantize=True,
-                                 reduce_range=True, calib_data=str(synthetic_dir), calib_size=20, ort_format=False,
-                                 min_agreement=0.0))
+    result = export(
+        ExportConfig(
+            checkpoint=str(tiny_checkpoint),
+            output=str(tmp_path),
+            quantize=True,
+            reduce_range=True,
+            calib_data=str(synthetic_dir),
+            calib_size=20,
+            ort_format=False,
+            min_agreement=0.0,
+        )
+    )
     model = result.output / "model.int8.onnx"
     _avx2_only(monkeypatch)
     session = open_session(model)

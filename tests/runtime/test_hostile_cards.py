@@ -34,8 +34,9 @@ def test_a_std_that_is_zero_in_float32_is_refused(model, photos, tmp_path, run):
     assert result.exit_code == 1 and result.stdout == "" and "NaN" not in result.output
     assert "do not normalize pixels to finite float32 values" in result.stderr and result.stderr.count("\n") == 1
     with pytest.raises(CardError):
-        ModelCard.from_json(json.dumps({**ModelCard.from_onnx(model).to_dict(), "mean": [1e38, 0, 0],
-                                        "std": [1e-38, 1, 1]}))
+        ModelCard.from_json(
+            json.dumps({**ModelCard.from_onnx(model).to_dict(), "mean": [1e38, 0, 0], "std": [1e-38, 1, 1]})
+        )
 
 
 def test_a_model_with_non_finite_outputs_gives_no_answer(model, photos, monkeypatch):
@@ -53,14 +54,17 @@ def test_a_huge_resize_is_refused_at_load(model, photos, tmp_path, run, size):
     assert result.exit_code == 1 and "resize_size" in result.stderr and "from 1 to 4096" in result.stderr
 
 
-@pytest.mark.parametrize("extra, whole, fragment", [
-    ('"arch": 1e400', None, "must be a non-empty string"),
-    ('"resize_size": ' + "9" * 5000, None, "not usable JSON"),
-    ('"quantization": ' + '{"a": ' * 20 + "1" + "}" * 20, None, "at most 8 levels deep"),
-    ('"quantization": {"scale": 1e400}', None, "finite numbers"),
-    (None, "[" * 100_000 + "]" * 100_000, "not usable JSON"),
-    (None, " " * (9 << 20), "over the limit"),
-])
+@pytest.mark.parametrize(
+    "extra, whole, fragment",
+    [
+        ('"arch": 1e400', None, "must be a non-empty string"),
+        ('"resize_size": ' + "9" * 5000, None, "not usable JSON"),
+        ('"quantization": ' + '{"a": ' * 20 + "1" + "}" * 20, None, "at most 8 levels deep"),
+        ('"quantization": {"scale": 1e400}', None, "finite numbers"),
+        (None, "[" * 100_000 + "]" * 100_000, "not usable JSON"),
+        (None, " " * (9 << 20), "over the limit"),
+    ],
+)
 def test_card_numbers_and_nesting_that_overflow_are_one_line(model, photos, tmp_path, run, extra, whole, fragment):
     """Row 16: 1e400, 5,000 digits and deep nesting were internal errors."""
     text = whole if whole is not None else json.dumps(ModelCard.from_onnx(model).to_dict())[:-1] + ", " + extra + "}"
@@ -128,8 +132,11 @@ def test_a_symbolic_output_size_is_checked_by_running_it(model, photos, tmp_path
     dim.dim_param = "classes"
     onnx.save(proto, tmp_path / "symbolic.onnx")
     assert Classifier(tmp_path / "symbolic.onnx").predict(photos[0], k=5)  # the right card still works
-    bad = with_card(tmp_path / "symbolic.onnx", tmp_path / "bad.onnx",
-                    lambda c: c.update(labels=c["labels"][:2], class_ids=c["class_ids"][:2]))
+    bad = with_card(
+        tmp_path / "symbolic.onnx",
+        tmp_path / "bad.onnx",
+        lambda c: c.update(labels=c["labels"][:2], class_ids=c["class_ids"][:2]),
+    )
     for k in ("1", "3"):
         result = run(bad, photos[0], "--top-k", k)
         assert result.exit_code == 1 and "names 2 classes but the model gives 5 outputs" in result.stderr

@@ -7,8 +7,17 @@ from flower_edge.runtime.image import center_crop, resize_shorter
 
 
 def card(size=32, resize=40, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)) -> ModelCard:
-    return ModelCard(arch="x", labels=("a",), class_ids=("1",), input_size=(3, size, size),
-                     resize_size=resize, crop_size=size, interpolation="bilinear", mean=mean, std=std)
+    return ModelCard(
+        arch="x",
+        labels=("a",),
+        class_ids=("1",),
+        input_size=(3, size, size),
+        resize_size=resize,
+        crop_size=size,
+        interpolation="bilinear",
+        mean=mean,
+        std=std,
+    )
 
 
 def save(tmp_path, img: Image.Image, name: str, **kw):
@@ -26,12 +35,15 @@ def test_exif_orientation_is_applied(tmp_path):
     assert load_image(path).size == (20, 40)
 
 
-@pytest.mark.parametrize("mode, value, expected", [
-    ("L", 128, (128, 128, 128)),
-    ("I;16", 65535, (255, 255, 255)),
-    ("I;16", 32896, (128, 128, 128)),
-    ("CMYK", (0, 255, 255, 0), (255, 0, 0)),
-])
+@pytest.mark.parametrize(
+    "mode, value, expected",
+    [
+        ("L", 128, (128, 128, 128)),
+        ("I;16", 65535, (255, 255, 255)),
+        ("I;16", 32896, (128, 128, 128)),
+        ("CMYK", (0, 255, 255, 0), (255, 0, 0)),
+    ],
+)
 def test_modes_become_rgb(tmp_path, mode, value, expected):
     suffix = "tif" if mode == "CMYK" else "png"
     path = save(tmp_path, Image.new(mode, (8, 8), value), f"img.{suffix}")
@@ -59,8 +71,13 @@ def test_broken_files_give_image_errors(tmp_path):
     good = save(tmp_path, Image.new("RGB", (64, 64), (1, 2, 3)), "good.jpg")
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(good.read_bytes()[:200])
-    for path, reason in [(empty, "empty file"), (text, "not an image"), (truncated, "cannot decode"),
-                         (tmp_path / "missing.jpg", "no such file"), (tmp_path, "is a directory")]:
+    for path, reason in [
+        (empty, "empty file"),
+        (text, "not an image"),
+        (truncated, "cannot decode"),
+        (tmp_path / "missing.jpg", "no such file"),
+        (tmp_path, "is a directory"),
+    ]:
         with pytest.raises(ImageError, match=reason):
             load_image(path)
 

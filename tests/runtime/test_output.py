@@ -12,8 +12,14 @@ import pytest
 
 from flower_edge.runtime.errors import OutputError
 from flower_edge.runtime.files import atomic_write, disk_space_checked, exclusive, replace_folder
-from flower_edge.runtime.output import (PNG_MAGIC, check_output_file, check_output_folder, json_text, printable,
-                                        read_json_marker)
+from flower_edge.runtime.output import (
+    PNG_MAGIC,
+    check_output_file,
+    check_output_folder,
+    json_text,
+    printable,
+    read_json_marker,
+)
 
 
 @pytest.fixture()
@@ -56,7 +62,7 @@ def test_an_output_folder_is_checked_against_inputs_and_foreign_files(tree):
     check_output_folder(tree, "-o", reads)  # files written into it, not replacing it: no conflict
     with pytest.raises(OutputError, match="is inside --data"):
         check_output_folder(tree / "photos" / "out", "-o", [("--data", tree / "photos")])
-    with pytest.raises(OutputError, match="did not write; .* --force"):
+    with pytest.raises(OutputError, match=r"did not write; .* --force"):
         check_output_folder(tree, "-o", marker=lambda f: (f / "ours.json").exists(), tool="flower-x")
     check_output_folder(tree, "-o", marker=lambda f: False, tool="flower-x", force=True)
     (tree / "ours.json").write_text("{}")
@@ -108,8 +114,10 @@ def test_one_writer_per_file(tmp_path):
         with pytest.raises(OutputError, match="another flower-train is writing it"):
             with exclusive(target, "flower-train"):
                 pass
-        code = ("import sys; from flower_edge.runtime.files import exclusive\n"
-                f"with exclusive({str(target)!r}, 'flower-train'): pass")
+        code = (
+            "import sys; from flower_edge.runtime.files import exclusive\n"
+            f"with exclusive({str(target)!r}, 'flower-train'): pass"
+        )
         other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert other.returncode == 1 and "another flower-train is writing it" in other.stderr
     with exclusive(target, "flower-train"):  # free again, and no lock file left behind after

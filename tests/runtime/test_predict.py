@@ -16,6 +16,7 @@ from flower_edge.runtime.image import load_image, preprocess
 from flower_edge.runtime.plot import ROW_H, WIDTH
 from flower_edge.runtime.session import open_session
 
+
 def test_top_k_is_sorted_and_probabilities_sum_to_one(model, photos):
     clf = Classifier(model)
     n = clf.card.num_classes
@@ -87,7 +88,9 @@ def test_json_schema_with_a_broken_batch(model, photos, broken, tmp_path, run):
             assert isinstance(t["label"], str) and 0.0 <= t["prob"] <= 1.0
     reasons = [r["error"] for r in bad]
     assert all(set(r) == {"image", "error"} for r in bad)
-    for reason, fragment in zip(reasons, ("cannot decode", "empty file", "not an image", "decompression bomb", "no such file")):
+    for reason, fragment in zip(
+        reasons, ("cannot decode", "empty file", "not an image", "decompression bomb", "no such file")
+    ):
         assert fragment in reason
     assert result.stderr.count("flower-run: error:") == len(bad)
     assert "Traceback" not in result.output
@@ -103,8 +106,10 @@ def test_folders_and_globs_expand(model, synthetic_dir, run):
     # a pattern that matches nothing is reported, not silently dropped (the rest still answer)
     result = run(model, valid, str(valid / first_class / "*.jpg"), "--json")
     results = json.loads(result.stdout)["results"]
-    assert result.exit_code == 1 and results[-1] == {"image": str(valid / first_class / "*.jpg"),
-                                                     "error": f"{valid / first_class / '*.jpg'}: no such file"}
+    assert result.exit_code == 1 and results[-1] == {
+        "image": str(valid / first_class / "*.jpg"),
+        "error": f"{valid / first_class / '*.jpg'}: no such file",
+    }
     assert all("top_k" in r for r in results[:-1])
 
 
@@ -124,7 +129,7 @@ def test_plot_is_a_png_of_the_expected_size(model, photos, broken, tmp_path, run
         assert img.format == "PNG" and img.size == (WIDTH, 3 * ROW_H)
         pixels = np.asarray(img.convert("RGB"))
     bars = (pixels == (31, 119, 180)).all(-1)
-    assert bars[:ROW_H].any() and bars[ROW_H:2 * ROW_H].any() and not bars[2 * ROW_H:].any()
+    assert bars[:ROW_H].any() and bars[ROW_H : 2 * ROW_H].any() and not bars[2 * ROW_H :].any()
 
 
 def test_fatal_errors_are_one_line(tmp_path, photos, run):
@@ -139,7 +144,11 @@ def test_fatal_errors_are_one_line(tmp_path, photos, run):
 
 
 def test_usage_errors_are_one_line(model, photos, capsys):
-    for args in ([str(model)], [str(model), str(photos[0]), "--top-k", "many"], [str(model), str(photos[0]), "--bogus"]):
+    for args in (
+        [str(model)],
+        [str(model), str(photos[0]), "--top-k", "many"],
+        [str(model), str(photos[0]), "--bogus"],
+    ):
         with pytest.raises(SystemExit) as exit:
             main(args)
         err = capsys.readouterr().err
@@ -156,9 +165,12 @@ def test_model_without_a_card(tmp_path, photos, run):
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     onnx.save(helper.make_model(graph), tmp_path / "plain.onnx")
     result = run(tmp_path / "plain.onnx", photos[0])
     assert result.exit_code == 1 and "has no flower-edge model card" in result.stderr

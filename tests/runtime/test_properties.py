@@ -28,8 +28,13 @@ def peak_mb() -> float:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(w=st.integers(1, 400), h=st.integers(1, 400), mode=st.sampled_from(MODES),
-       fmt=st.sampled_from(sorted(FILE_FORMATS)), seed=st.integers(0, 2**16))
+@given(
+    w=st.integers(1, 400),
+    h=st.integers(1, 400),
+    mode=st.sampled_from(MODES),
+    fmt=st.sampled_from(sorted(FILE_FORMATS)),
+    seed=st.integers(0, 2**16),
+)
 def test_any_small_image_gets_an_answer_or_one_error(classifier, tmp_path_factory, w, h, mode, fmt, seed):
     before = peak_mb()
     rgb = Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), np.uint8))

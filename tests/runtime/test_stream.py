@@ -79,7 +79,9 @@ def test_results_stream_from_an_endless_source_with_decoding_bounded_ahead(model
     first = list(itertools.islice(stream, 5))
     stream.close()
     assert len(pulled) <= 5 + 2 * 4 + 4  # what it answered, plus at most two batches decoded ahead
-    assert [r.top_k for r in first] == [tuple(clf.predict(p, k=2)) for p in itertools.islice(itertools.cycle(photos), 5)]
+    assert [r.top_k for r in first] == [
+        tuple(clf.predict(p, k=2)) for p in itertools.islice(itertools.cycle(photos), 5)
+    ]
 
 
 def test_a_folder_is_walked_lazily_in_sorted_path_order(tmp_path):

@@ -7,12 +7,32 @@ from flower_edge.train.model import build_model
 
 
 def test_registry_lists_the_seed_and_mobile_archs():
-    assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "densenet121", "resnet50", "vgg16", "alexnet",
-            "mobilenet_v3_large", "mobilenet_v3_small"} <= set(list_backbones())
+    assert {
+        "efficientnet_lite0",
+        "efficientnet_lite1",
+        "efficientnet_lite2",
+        "densenet121",
+        "resnet50",
+        "vgg16",
+        "alexnet",
+        "mobilenet_v3_large",
+        "mobilenet_v3_small",
+    } <= set(list_backbones())
 
 
-@pytest.mark.parametrize("arch", ["densenet121", "resnet50", "vgg16", "alexnet", "mobilenet_v3_large",
-                                  "mobilenet_v3_small", "efficientnet_lite0", "efficientnet_lite2"])
+@pytest.mark.parametrize(
+    "arch",
+    [
+        "densenet121",
+        "resnet50",
+        "vgg16",
+        "alexnet",
+        "mobilenet_v3_large",
+        "mobilenet_v3_small",
+        "efficientnet_lite0",
+        "efficientnet_lite2",
+    ],
+)
 def test_each_arch_builds_and_produces_its_feature_width(arch):
     model = build_model(arch, num_classes=7, hidden=(256,), dropout=0.25, weights="none").eval()
     with torch.no_grad():
@@ -36,7 +56,7 @@ def test_imagenet_download_offline_is_one_clear_error(monkeypatch):
         raise OSError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", offline)
-    with pytest.raises(ConfigError, match="could not download ImageNet weights for resnet50.*--weights none"):
+    with pytest.raises(ConfigError, match=r"could not download ImageNet weights for resnet50.*--weights none"):
         get_backbone("resnet50").build("imagenet")
 
 

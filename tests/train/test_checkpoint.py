@@ -30,8 +30,8 @@ def test_checkpoint_rebuilds_its_model_without_flags(tiny_checkpoint, synthetic_
 def test_best_weights_are_the_reported_ones(tiny_checkpoint):
     """The stored valid accuracy is what the stored weights score on the valid split."""
     from flower_edge.train.data import ImageDataset, open_data
-    from flower_edge.train.transforms import eval_transform
     from flower_edge.train.loop import evaluate
+    from flower_edge.train.transforms import eval_transform
 
     model, card, ckpt = load_model(tiny_checkpoint)
     source = open_data(ckpt["config"].data)
@@ -156,8 +156,11 @@ def test_default_depth_follows_the_training_set_and_resumes_as_begun(synthetic_d
     fresh = build_model_like(trained)
     frozen = [k for k in fresh.state_dict() if k.startswith("features.") and int(k.split(".")[1]) < 12]
     assert frozen and all(torch.equal(trained.state_dict()[k], fresh.state_dict()[k]) for k in frozen)
-    assert any(not torch.equal(p, fresh.state_dict()[k]) for k, p in trained.state_dict().items()
-               if k.startswith("features.12."))  # the 6th block from the end was trained
+    assert any(
+        not torch.equal(p, fresh.state_dict()[k])
+        for k, p in trained.state_dict().items()
+        if k.startswith("features.12.")
+    )  # the 6th block from the end was trained
     train(make_config(synthetic_dir, out, finetune_blocks=None, epochs=2), resume=str(out))
     assert load_checkpoint(out)["config"].finetune_blocks == 6
     with pytest.raises(ConfigError, match="finetune_blocks=6"):

@@ -20,8 +20,22 @@ def one_error_line(result, *fragments):
 def test_help_explains_the_contract_options():
     result = run("--help")
     assert result.exit_code == 0
-    for option in ("--arch", "--weights", "--hidden", "--dropout", "--epochs", "--batch-size", "--lr",
-                   "--freeze", "--finetune", "--device", "--seed", "--resume", "--output", "synthetic"):
+    for option in (
+        "--arch",
+        "--weights",
+        "--hidden",
+        "--dropout",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--freeze",
+        "--finetune",
+        "--device",
+        "--seed",
+        "--resume",
+        "--output",
+        "synthetic",
+    ):
         assert option in result.output
 
 
@@ -38,13 +52,16 @@ def test_unknown_arch(synthetic_dir):
     one_error_line(run(synthetic_dir, "--arch", "resnet5"), "unknown arch 'resnet5'", "efficientnet_lite0")
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--optimizer", "sgd"], "only adamw, adam are supported"),
-    (["--image-size", "100"], "multiple of 32"),
-    (["--hidden", "big"], "--hidden takes sizes"),
-    (["--device", "cuda"], "no CUDA GPU"),
-    (["--weights", "missing.pth"], "--weights must be imagenet, none or a file"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--optimizer", "sgd"], "only adamw, adam are supported"),
+        (["--image-size", "100"], "multiple of 32"),
+        (["--hidden", "big"], "--hidden takes sizes"),
+        (["--device", "cuda"], "no CUDA GPU"),
+        (["--weights", "missing.pth"], "--weights must be imagenet, none or a file"),
+    ],
+)
 def test_bad_options(synthetic_dir, args, fragment, tmp_path):
     one_error_line(run(synthetic_dir, "-o", tmp_path / "x.pth", *args), fragment)
 
@@ -70,8 +87,25 @@ def test_unreadable_image_is_skipped_and_training_finishes(synthetic_dir, tmp_pa
     shutil.copytree(synthetic_dir, data)
     (data / "train" / "3" / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     out = tmp_path / "model.pth"
-    result = run(data, "-o", out, "--image-size", "64", "--epochs", "1", "--finetune-blocks", "1",
-                 "--cache-views", "1", "--batch-size", "16", "--json", "--quiet", "--plot", tmp_path / "curves.png")
+    result = run(
+        data,
+        "-o",
+        out,
+        "--image-size",
+        "64",
+        "--epochs",
+        "1",
+        "--finetune-blocks",
+        "1",
+        "--cache-views",
+        "1",
+        "--batch-size",
+        "16",
+        "--json",
+        "--quiet",
+        "--plot",
+        tmp_path / "curves.png",
+    )
     assert result.exit_code == 0, result.output
     assert "zz_broken.jpg" in result.stderr
     report = json.loads(result.stdout)
@@ -101,12 +135,32 @@ def test_list_archs():
 def test_output_to_a_file_gets_progress_lines(synthetic_dir, tmp_path):
     """Not a terminal (a log file, CI): every phase reports in lines, with a rate, then a summary."""
     out = tmp_path / "model.pth"
-    result = run(synthetic_dir, "-o", out, "--image-size", "64", "--epochs", "2", "--finetune-blocks", "1",
-                 "--cache-views", "2", "--batch-size", "16")
+    result = run(
+        synthetic_dir,
+        "-o",
+        out,
+        "--image-size",
+        "64",
+        "--epochs",
+        "2",
+        "--finetune-blocks",
+        "1",
+        "--cache-views",
+        "2",
+        "--batch-size",
+        "16",
+    )
     assert result.exit_code == 0, result.output
     lines = result.stderr.splitlines()
-    for phase in ("checking images", "caching frozen features, view 1/2", "caching frozen features, view 2/2",
-                  "caching frozen features, evaluation", "epoch 1/2", "epoch 2/2", "validating"):
+    for phase in (
+        "checking images",
+        "caching frozen features, view 1/2",
+        "caching frozen features, view 2/2",
+        "caching frozen features, evaluation",
+        "epoch 1/2",
+        "epoch 2/2",
+        "validating",
+    ):
         summary = [line for line in lines if line.startswith(f"{phase}: ") and " img in " in line]
         assert summary, f"no summary line for {phase!r} in:\n{result.stderr}"
         assert summary[0].endswith(" img/s") or " img/s, " in summary[0]
@@ -161,7 +215,26 @@ def test_every_training_option_is_declared_once_and_reaches_the_config(tmp_path,
     monkeypatch.setattr(loop, "train", record)
     run("synthetic", "-o", tmp_path / "x.pth")
     assert seen[-1] == TrainConfig("synthetic", output=str(tmp_path / "x.pth"))  # the CLI's defaults are the config's
-    run("synthetic", "--freeze", "--hidden", "512,256", "--labels", tmp_path / "names.json", "--bn-momentum", "0.05",
-        "--interpolation", "bicubic", "--finetune-blocks", "3")
-    assert seen[-1] == TrainConfig("synthetic", mode="freeze", hidden=(512, 256), labels=str(tmp_path / "names.json"),
-                                   bn_momentum=0.05, interpolation="bicubic", finetune_blocks=3)
+    run(
+        "synthetic",
+        "--freeze",
+        "--hidden",
+        "512,256",
+        "--labels",
+        tmp_path / "names.json",
+        "--bn-momentum",
+        "0.05",
+        "--interpolation",
+        "bicubic",
+        "--finetune-blocks",
+        "3",
+    )
+    assert seen[-1] == TrainConfig(
+        "synthetic",
+        mode="freeze",
+        hidden=(512, 256),
+        labels=str(tmp_path / "names.json"),
+        bn_momentum=0.05,
+        interpolation="bicubic",
+        finetune_blocks=3,
+    )

@@ -13,19 +13,22 @@ from typer.testing import CliRunner
 
 from flower_edge.runtime.errors import ConfigError
 from flower_edge.train import cv
+from flower_edge.train.checkpoint import make_card
 from flower_edge.train.cli import app
 from flower_edge.train.data import Sample, open_data
 from flower_edge.train.features import FeatureCache, SharedFeatures
 from flower_edge.train.model import build_model
 from flower_edge.train.report import Reporter
-from flower_edge.train.checkpoint import make_card
 
 runner = CliRunner()
 
 
 def _samples(per_class: dict[int, int]) -> list[Sample]:
-    return [Sample(Path(f"data/{label}/photo_{label}_{i:04d}.jpg"), label)
-            for label, n in per_class.items() for i in range(n)]
+    return [
+        Sample(Path(f"data/{label}/photo_{label}_{i:04d}.jpg"), label)
+        for label, n in per_class.items()
+        for i in range(n)
+    ]
 
 
 def test_folds_are_stratified_balanced_disjoint_and_stable():
@@ -89,8 +92,8 @@ def test_a_class_with_fewer_photos_than_folds_is_refused(synthetic_dir):
 def test_interval_and_mcnemar_on_known_cases():
     mean, sd, low, high = cv.interval([0.90, 0.92, 0.94, 0.96, 0.98])
     assert mean == pytest.approx(0.94)
-    assert sd == pytest.approx(0.001 ** 0.5)
-    assert (high - mean) == pytest.approx(2.776 * 0.001 ** 0.5 / 5 ** 0.5)
+    assert sd == pytest.approx(0.001**0.5)
+    assert (high - mean) == pytest.approx(2.776 * 0.001**0.5 / 5**0.5)
     assert low == pytest.approx(2 * mean - high)
     assert cv.mcnemar(0, 6) == pytest.approx(2 / 64)
     assert cv.mcnemar(1, 9) == pytest.approx(2 * 11 / 1024)
@@ -99,8 +102,17 @@ def test_interval_and_mcnemar_on_known_cases():
 
 def _report(top1, answers):
     mean, sd, low, high = cv.interval(top1)
-    return {"kind": cv.KIND, "folds": len(top1), "top1": top1, "mean": mean, "std": sd, "ci95": [low, high],
-            "seconds": [1.0] * len(top1), "total_seconds": 5.0, "answers": answers}
+    return {
+        "kind": cv.KIND,
+        "folds": len(top1),
+        "top1": top1,
+        "mean": mean,
+        "std": sd,
+        "ci95": [low, high],
+        "seconds": [1.0] * len(top1),
+        "total_seconds": 5.0,
+        "answers": answers,
+    }
 
 
 def test_the_paired_comparison_says_better_only_beyond_noise():
@@ -110,7 +122,7 @@ def test_the_paired_comparison_says_better_only_beyond_noise():
     b = _report([0.92, 0.92, 0.92, 0.92, 0.92], {n: [i % 5, int(i < 92)] for i, n in enumerate(names)})
     c = cv.compare(a, b)
     assert (c["only_a_right"], c["only_b_right"]) == (0, 12)
-    assert c["mcnemar_p"] == pytest.approx(2 / 2 ** 12)
+    assert c["mcnemar_p"] == pytest.approx(2 / 2**12)
     assert c["difference"] == pytest.approx(0.12) and c["verdict"] == "B is better"
     noisy = _report([0.81, 0.79, 0.80, 0.82, 0.78], {n: [i % 5, int(1 <= i < 81)] for i, n in enumerate(names)})
     assert cv.compare(a, noisy)["verdict"] == "no difference beyond noise"
@@ -130,8 +142,12 @@ def test_comparison_pooled_over_cuts_on_a_known_case(tmp_path, capsys):
     a0 = _cut(_report([0.80] * 5, {n: [i % 5, int(i < 80)] for i, n in enumerate(names)}), 0)
     b0 = _cut(_report([0.84, 0.80, 0.82, 0.86, 0.78], {n: [i % 5, int(i < 82)] for i, n in enumerate(names)}), 0)
     a1 = _cut(_report([0.80] * 5, {n: [(i + 1) % 5, int(i < 80)] for i, n in enumerate(names)}), 1)
-    b1 = _cut(_report([0.82, 0.84, 0.80, 0.86, 0.78], {n: [(i + 1) % 5, int(i < 83) and i != 0]
-                                                         for i, n in enumerate(names)}), 1)
+    b1 = _cut(
+        _report(
+            [0.82, 0.84, 0.80, 0.86, 0.78], {n: [(i + 1) % 5, int(i < 83) and i != 0] for i, n in enumerate(names)}
+        ),
+        1,
+    )
     c = cv.compare_cuts([a0, a1], [b1, b0])  # paired by cut, not by the order given
     diff = [0.04, 0.0, 0.02, 0.06, -0.02, 0.02, 0.04, 0.0, 0.06, -0.02]
     mean, sd, _, _ = cv.interval(diff)
@@ -148,8 +164,13 @@ def test_comparison_pooled_over_cuts_on_a_known_case(tmp_path, capsys):
     widths = [c["difference_ci95"][1] - c["difference_ci95"][0] for c in (one, plain)]
     assert widths[0] == pytest.approx(widths[1] * ((1 / 5 + 1 / 4) / (1 / 5)) ** 0.5)
     better = {n: [(i + 1) % 5, 1] for i, n in enumerate(names)}
-    clear = cv.compare_cuts([a0, a1], [_cut(_report([1.0] * 5, {n: [i % 5, 1] for i, n in enumerate(names)}), 0),
-                                       _cut(_report([1.0] * 5, better), 1)])
+    clear = cv.compare_cuts(
+        [a0, a1],
+        [
+            _cut(_report([1.0] * 5, {n: [i % 5, 1] for i, n in enumerate(names)}), 0),
+            _cut(_report([1.0] * 5, better), 1),
+        ],
+    )
     assert clear["verdict"] == "B is better" and clear["only_b_right"] == 20
     with pytest.raises(ConfigError, match="cuts differ"):
         cv.compare_cuts([a0, a1], [b0])
@@ -160,12 +181,12 @@ def test_comparison_pooled_over_cuts_on_a_known_case(tmp_path, capsys):
     for name, report in (("a0", a0), ("a1", a1), ("b0", b0), ("b1", b1)):
         (tmp_path / f"{name}.json").write_text(json.dumps(report))
     files = [str(tmp_path / f"{name}.json") for name in ("a0", "a1", "b0", "b1")]
-    assert cv.main(files[:2] + ["--vs"] + files[2:]) == 0
+    assert cv.main([*files[:2], "--vs", *files[2:]]) == 0
     out = capsys.readouterr().out
     assert "pooled over cuts 0, 1: A 80.00%, B 82.00%; B - A: +2.00%" in out and out.count("[A]") == 2
-    assert cv.main(files[:2] + ["--vs"] + files[2:3]) == 1
+    assert cv.main([*files[:2], "--vs", *files[2:3]]) == 1
     assert "cuts differ" in capsys.readouterr().err
-    assert cv.main(files[:3]) == 2 and cv.main(["--vs"] + files[2:]) == 2
+    assert cv.main(files[:3]) == 2 and cv.main(["--vs", *files[2:]]) == 2
 
 
 def test_shared_features_give_each_fold_the_rows_a_cache_of_its_own_would(synthetic_dir, make_config):
@@ -177,12 +198,13 @@ def test_shared_features_give_each_fold_the_rows_a_cache_of_its_own_would(synthe
     prefix = model.prefix(model.num_blocks - 2).eval()
     shared = SharedFeatures(pool)
     fold = splits[1]
-    train_views, valid_view = shared.views(prefix, 0, card, config, torch.device("cpu"), 0, Reporter(),
-                                           fold.train, fold.valid)
+    train_views, valid_view = shared.views(
+        prefix, 0, card, config, torch.device("cpu"), 0, Reporter(), fold.train, fold.valid
+    )
     own = FeatureCache(prefix, card, config, torch.device("cpu"), 0, Reporter())
     _, own_valid, _ = own.build(fold.train[:1], fold.valid)
-    (x_shared, y_shared), = list(valid_view.batches(len(fold.valid)))
-    (x_own, y_own), = list(own_valid.batches(len(fold.valid)))
+    ((x_shared, y_shared),) = list(valid_view.batches(len(fold.valid)))
+    ((x_own, y_own),) = list(own_valid.batches(len(fold.valid)))
     assert torch.equal(y_shared, y_own) and torch.equal(x_shared, x_own)  # the plain view, row for row
     assert [len(v) for v in train_views] == [len(fold.train)] * 2
     with pytest.raises(ValueError, match="cached for"):
@@ -191,9 +213,23 @@ def test_shared_features_give_each_fold_the_rows_a_cache_of_its_own_would(synthe
 
 def test_cv_end_to_end_writes_a_report_and_compares(synthetic_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("FLOWER_EDGE_CACHE", str(tmp_path / "cache"))
-    args = [str(synthetic_dir), "--cv", "2", "--image-size", "64", "--epochs", "1", "--finetune-blocks", "2",
-            "--cache-views", "1", "--workers", "0", "-q"]
-    first = runner.invoke(app, args + ["--cv-report", str(tmp_path / "a.json")])
+    args = [
+        str(synthetic_dir),
+        "--cv",
+        "2",
+        "--image-size",
+        "64",
+        "--epochs",
+        "1",
+        "--finetune-blocks",
+        "2",
+        "--cache-views",
+        "1",
+        "--workers",
+        "0",
+        "-q",
+    ]
+    first = runner.invoke(app, [*args, "--cv-report", str(tmp_path / "a.json")])
     assert first.exit_code == 0, first.output
     report = json.loads((tmp_path / "a.json").read_text())
     source = open_data(str(synthetic_dir))
@@ -201,13 +237,13 @@ def test_cv_end_to_end_writes_a_report_and_compares(synthetic_dir, tmp_path, mon
     assert report["photos"] == pooled and len(report["answers"]) == pooled
     assert report["mean"] == pytest.approx(sum(v[1] for v in report["answers"].values()) / pooled, abs=0.02)
     assert not (tmp_path / "model.pth").exists() and not list(Path.cwd().glob("fold*.pth"))
-    again = runner.invoke(app, args + ["--compare", str(tmp_path / "a.json"), "--json"])
+    again = runner.invoke(app, [*args, "--compare", str(tmp_path / "a.json"), "--json"])
     assert again.exit_code == 0, again.output
     out = json.loads(again.stdout)
     assert out["comparison"]["difference"] == pytest.approx(0.0)  # same recipe, same seed: the same answers
     assert out["comparison"]["verdict"] == "no difference beyond noise"
-    other_cut = runner.invoke(app, args + ["--cv-cut", "1", "--compare", str(tmp_path / "a.json")])
+    other_cut = runner.invoke(app, [*args, "--cv-cut", "1", "--compare", str(tmp_path / "a.json")])
     assert other_cut.exit_code != 0 and "needs the same folds" in other_cut.output
     (tmp_path / "other.json").write_text('{"top1": [1.0]}')
-    bad = runner.invoke(app, args[:3] + ["--compare", str(tmp_path / "other.json")])
+    bad = runner.invoke(app, [*args[:3], "--compare", str(tmp_path / "other.json")])
     assert bad.exit_code != 0 and "not a cross-validation report" in bad.output

@@ -60,11 +60,14 @@ def test_broken_image_is_reported_and_skipped(tmp_path):
     assert len(source.skipped) == 1 and "broken.jpg" in source.skipped[0]
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda root: None, "no such directory"),
-    (lambda root: root.mkdir(), "no class folders"),
-    (lambda root: (root / "train" / "1").mkdir(parents=True), "class folder has no images"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda root: None, "no such directory"),
+        (lambda root: root.mkdir(), "no class folders"),
+        (lambda root: (root / "train" / "1").mkdir(parents=True), "class folder has no images"),
+    ],
+)
 def test_bad_folders_name_the_problem(tmp_path, make, message):
     root = tmp_path / "data"
     make(root)
@@ -87,24 +90,38 @@ def test_flowers102_offline_gives_one_clear_error(tmp_path, monkeypatch):
             raise OSError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(torchvision.datasets, "Flowers102", Offline)
-    with pytest.raises(DataError, match="could not download Oxford Flowers102.*no network"):
+    with pytest.raises(DataError, match=r"could not download Oxford Flowers102.*no network"):
         open_data("flowers102", cache_dir=tmp_path)
 
 
 def torchvision_eval(card: ModelCard):
-    return v2.Compose([
-        v2.Resize(card.resize_size, interpolation=v2.InterpolationMode(card.interpolation), antialias=True),
-        v2.CenterCrop(card.crop_size),
-        v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(card.mean, card.std),
-    ])
+    return v2.Compose(
+        [
+            v2.Resize(card.resize_size, interpolation=v2.InterpolationMode(card.interpolation), antialias=True),
+            v2.CenterCrop(card.crop_size),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(card.mean, card.std),
+        ]
+    )
 
 
 @pytest.mark.real
-@pytest.mark.parametrize("size, resize, interpolation", [(224, 224, "bilinear"), (224, 256, "bicubic"), (96, 110, "bilinear")])
+@pytest.mark.parametrize(
+    "size, resize, interpolation", [(224, 224, "bilinear"), (224, 256, "bicubic"), (96, 110, "bilinear")]
+)
 def test_numpy_preprocessing_equals_torchvision_eval_transform(flowers5, size, resize, interpolation):
-    card = ModelCard(arch="x", labels=("a",), class_ids=("1",), input_size=(3, size, size),
-                     resize_size=resize, crop_size=size, interpolation=interpolation,
-                     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    card = ModelCard(
+        arch="x",
+        labels=("a",),
+        class_ids=("1",),
+        input_size=(3, size, size),
+        resize_size=resize,
+        crop_size=size,
+        interpolation=interpolation,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+    )
     photos = sorted((flowers5 / "valid").rglob("*.jpg"))[::40][:10]
     assert len(photos) == 10
     reference = torchvision_eval(card)
@@ -117,8 +134,17 @@ def test_numpy_preprocessing_equals_torchvision_eval_transform(flowers5, size, r
 
 
 def test_train_transform_yields_normalized_crops(synthetic_dir):
-    card = ModelCard(arch="x", labels=("a",), class_ids=("1",), input_size=(3, 64, 64), resize_size=64,
-                     crop_size=64, interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3)
+    card = ModelCard(
+        arch="x",
+        labels=("a",),
+        class_ids=("1",),
+        input_size=(3, 64, 64),
+        resize_size=64,
+        crop_size=64,
+        interpolation="bilinear",
+        mean=(0.5,) * 3,
+        std=(0.5,) * 3,
+    )
     img = load_image(next((synthetic_dir / "train" / "1").iterdir()))
     x = transforms_module.train_transform(card)(img)
     assert x.shape == (3, 64, 64) and x.dtype == torch.float32
@@ -135,11 +161,25 @@ def test_decode_all_reads_each_photo_once_within_a_memory_budget(synthetic_dir):
     assert all(np.array_equal(np.asarray(a), np.asarray(load_image(s.path))) for a, s in zip(images, samples))
     one = images[0].width * images[0].height * 3
     assert decode_all(samples, budget=one * (len(samples) - 1)) is None  # over budget: nothing kept
-    card = ModelCard(arch="x", labels=("a",), class_ids=("1",), input_size=(3, 64, 64), resize_size=64,
-                     crop_size=64, interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3)
-    from_memory, from_files = ImageDataset(samples, eval_transform(card), images), ImageDataset(samples, eval_transform(card))
-    assert all(torch.equal(from_memory[i][0], from_files[i][0]) and from_memory[i][1] == from_files[i][1]
-               for i in range(len(samples)))
+    card = ModelCard(
+        arch="x",
+        labels=("a",),
+        class_ids=("1",),
+        input_size=(3, 64, 64),
+        resize_size=64,
+        crop_size=64,
+        interpolation="bilinear",
+        mean=(0.5,) * 3,
+        std=(0.5,) * 3,
+    )
+    from_memory, from_files = (
+        ImageDataset(samples, eval_transform(card), images),
+        ImageDataset(samples, eval_transform(card)),
+    )
+    assert all(
+        torch.equal(from_memory[i][0], from_files[i][0]) and from_memory[i][1] == from_files[i][1]
+        for i in range(len(samples))
+    )
 
 
 def test_photos_far_over_the_decoding_budget_are_not_decoded_up_to_it(synthetic_dir, monkeypatch):

@@ -11,10 +11,31 @@ from flower_edge.train.distributed import Dist
 
 
 def torchrun(*args):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "flower_edge.train.cli", *map(str, args), "--image-size", "64", "--batch-size", "16",
-           "--finetune-blocks", "2", "--cache-views", "1", "--workers", "0", "--cache-engine", "torch",
-           "--json", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "flower_edge.train.cli",
+        *map(str, args),
+        "--image-size",
+        "64",
+        "--batch-size",
+        "16",
+        "--finetune-blocks",
+        "2",
+        "--cache-views",
+        "1",
+        "--workers",
+        "0",
+        "--cache-engine",
+        "torch",
+        "--json",
+        "--quiet",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)  # only rank 0 prints

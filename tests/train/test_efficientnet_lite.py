@@ -10,8 +10,17 @@ from flower_edge.train.model import build_model
 
 pytestmark = pytest.mark.real
 
-CARD = ModelCard(arch="efficientnet_lite0", labels=("x",), class_ids=("1",), input_size=(3, 224, 224),
-                 resize_size=256, crop_size=224, interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3)
+CARD = ModelCard(
+    arch="efficientnet_lite0",
+    labels=("x",),
+    class_ids=("1",),
+    input_size=(3, 224, 224),
+    resize_size=256,
+    crop_size=224,
+    interpolation="bilinear",
+    mean=(0.5,) * 3,
+    std=(0.5,) * 3,
+)
 
 
 @pytest.fixture(scope="module", params=[0, 1, 2], ids=lambda n: f"lite{n}")
@@ -57,9 +66,10 @@ def test_same_logits_as_reference_on_flower_photos(models, flowers5):
     assert diff <= 1e-4
 
 
-@pytest.mark.parametrize("arch, params", [("efficientnet_lite0", 4_652_008),
-                                          ("efficientnet_lite1", 5_416_680),
-                                          ("efficientnet_lite2", 6_092_072)])
+@pytest.mark.parametrize(
+    "arch, params",
+    [("efficientnet_lite0", 4_652_008), ("efficientnet_lite1", 5_416_680), ("efficientnet_lite2", 6_092_072)],
+)
 def test_published_sizes(arch, params):
     """The reference's parameter counts (Lite0 4.65M, Lite1 5.4M, Lite2 6.1M), classifier included."""
     model = build_model(arch, 1000, hidden=())

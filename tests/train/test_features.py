@@ -24,7 +24,8 @@ def _cache_lines(reporter: Said) -> list[str]:
 
 
 def test_a_cache_over_the_memory_budget_spills_to_disk_and_trains_the_same_model(
-        synthetic_dir, tmp_path, make_config, monkeypatch):
+    synthetic_dir, tmp_path, make_config, monkeypatch
+):
     monkeypatch.setenv("FLOWER_EDGE_CACHE", str(tmp_path / "cache"))
     said_memory, said_disk = Said(), Said()
     a = train(make_config(synthetic_dir, tmp_path / "a.pth", cache_views=2, epochs=3), said_memory)

@@ -31,7 +31,10 @@ def test_a_plot_or_checkpoint_that_is_an_input_is_refused_before_training(synthe
     before = photo.read_bytes()
     (tmp_path / "r.pth").write_bytes(b"PK\x03\x04 a checkpoint")
     for args, fragment in (
-        (("-o", tmp_path / "r.pth", "--plot", tmp_path / "r.pth"), "is the checkpoint (--output), which this run also writes"),
+        (
+            ("-o", tmp_path / "r.pth", "--plot", tmp_path / "r.pth"),
+            "is the checkpoint (--output), which this run also writes",
+        ),
         (("-o", tmp_path / "r.pth", "--plot", photo), "is inside DATA"),
         (("-o", tmp_path / "s.pth", "--resume", tmp_path / "r.pth", "--plot", tmp_path / "r.pth"), "is --resume"),
         (("-o", photo), "--output"),
@@ -53,10 +56,10 @@ def test_a_loss_that_is_not_finite_stops_and_keeps_the_last_finite_checkpoint(sy
     """Row 4: --lr 1e30 exited 0 with NaN weights and "valid_loss": NaN in the JSON."""
     out = tmp_path / "r.pth"
     result = run(synthetic_dir, "-o", out, "--lr", "1e30", "--json", "--quiet", *TINY)
-    assert_one_error_line(result, "flower-train", "is not a finite number, so training stopped",
-                          "no checkpoint was written by this run")
+    assert_one_error_line(
+        result, "flower-train", "is not a finite number, so training stopped", "no checkpoint was written by this run"
+    )
     assert result.stdout == "" and not out.exists()
-
 
 
 def test_divergence_in_a_later_epoch_keeps_the_epoch_before(synthetic_dir, tmp_path, monkeypatch):
@@ -78,29 +81,33 @@ def test_divergence_in_a_later_epoch_keeps_the_epoch_before(synthetic_dir, tmp_p
     monkeypatch.setattr(loop, "train_one_epoch", poisoned)
     out = tmp_path / "r.pth"
     real_save = loop.save_checkpoint
-    monkeypatch.setattr(loop, "save_checkpoint", lambda path, payload: saved.append(payload["epoch"])
-                        or real_save(path, payload))
+    monkeypatch.setattr(
+        loop, "save_checkpoint", lambda path, payload: saved.append(payload["epoch"]) or real_save(path, payload)
+    )
     with pytest.raises(TrainingDiverged, match=f"epoch 2: the training loss .* {out} holds epoch 1, the last finite"):
         train(tiny_config(synthetic_dir, out, epochs=2))
     assert saved == [1] and torch.load(out, weights_only=True)["epoch"] == 1
 
 
-@pytest.mark.parametrize("option, value, fragment", [
-    ("--workers", "1000", "--workers must be between 0 and"),
-    ("--workers", "-1", "--workers must be 0"),
-    ("--seed", "-1", "--seed must be between 0 and 2^32-1"),
-    ("--label-smoothing", "2", "--label-smoothing must be in [0, 1)"),
-    ("--label-smoothing", "-1", "--label-smoothing must be in [0, 1)"),
-    ("--weight-decay", "-1", "--weight-decay must be in [0, 1]"),
-    ("--gamma", "-1", "--gamma must be in (0, 1]"),
-    ("--bn-momentum", "5", "--bn-momentum must be in [0, 1]"),
-    ("--lr", "nan", "--lr must be a finite number"),
-    ("--lr", "inf", "--lr must be a finite number"),
-    ("--batch-size", "100000", "--batch-size must be between 1 and 4,096"),
-    ("--cache-views", "1000", "--cache-views must be between 1 and 50"),
-    ("--resize-size", "20000", "--resize-size must be at most 4,096"),
-    ("--hidden", "10000000", "--hidden sizes must be at most"),
-])
+@pytest.mark.parametrize(
+    "option, value, fragment",
+    [
+        ("--workers", "1000", "--workers must be between 0 and"),
+        ("--workers", "-1", "--workers must be 0"),
+        ("--seed", "-1", "--seed must be between 0 and 2^32-1"),
+        ("--label-smoothing", "2", "--label-smoothing must be in [0, 1)"),
+        ("--label-smoothing", "-1", "--label-smoothing must be in [0, 1)"),
+        ("--weight-decay", "-1", "--weight-decay must be in [0, 1]"),
+        ("--gamma", "-1", "--gamma must be in (0, 1]"),
+        ("--bn-momentum", "5", "--bn-momentum must be in [0, 1]"),
+        ("--lr", "nan", "--lr must be a finite number"),
+        ("--lr", "inf", "--lr must be a finite number"),
+        ("--batch-size", "100000", "--batch-size must be between 1 and 4,096"),
+        ("--cache-views", "1000", "--cache-views must be between 1 and 50"),
+        ("--resize-size", "20000", "--resize-size must be at most 4,096"),
+        ("--hidden", "10000000", "--hidden sizes must be at most"),
+    ],
+)
 def test_every_resource_an_option_asks_for_is_bounded(synthetic_dir, tmp_path, option, value, fragment):
     """Rows 10 and 16: --workers 1000 started 1,002 processes (13 GB); the others were torch's
     internal errors or were accepted."""
@@ -128,11 +135,14 @@ def test_symbolic_links_out_of_data_are_skipped_and_counted(synthetic_dir, tmp_p
     assert "linked-class" in followed.class_ids and followed.skipped_links == 0
 
 
-@pytest.mark.parametrize("names, fragment", [
-    ({"a": "rose", "b": "rose"}, "are both named 'rose'"),
-    ({"a": "red\nrose", "b": "tulip"}, "holds a control character"),
-    ({"a": "\x1b[31mrose", "b": "tulip"}, "holds a control character"),
-])
+@pytest.mark.parametrize(
+    "names, fragment",
+    [
+        ({"a": "rose", "b": "rose"}, "are both named 'rose'"),
+        ({"a": "red\nrose", "b": "tulip"}, "holds a control character"),
+        ({"a": "\x1b[31mrose", "b": "tulip"}, "holds a control character"),
+    ],
+)
 def test_class_names_are_one_line_each_and_distinct(tmp_path, synthetic_dir, names, fragment):
     """Rows 6 and 16: a newline shifted labels.txt; duplicate names were accepted."""
     photo = next((synthetic_dir / "train").rglob("*.png"))

@@ -25,6 +25,7 @@ def test_generate_writes_the_classic_layout_deterministically(tmp_path):
 
 def test_kinds_are_not_separable_by_mean_colour():
     """A nearest-centroid classifier on mean RGB must do poorly: the classes differ in shape."""
+
     def mean_rgb(split, k, i):
         return np.asarray(render(k, image_rng(0, split, k, i), 64), np.float64).mean((0, 1))
 
