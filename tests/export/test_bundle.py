@@ -140,6 +140,7 @@ def _open(p, web, query="", args=()):
     return browser, page, httpd, errors
 
 
+@pytest.mark.browser
 @pytest.mark.real
 @pytest.mark.parametrize("runtime", ["litert", "onnxruntime"])
 def test_phone_app_matches_the_native_runtime_on_real_photos(runtime, web, flowers5, tmp_path, capsys):
@@ -254,6 +255,7 @@ def test_preprocess_js_resizes_and_crops_as_pillow_does(tmp_path):
     assert at == len(got)
 
 
+@pytest.mark.browser
 @pytest.mark.real
 def test_the_apps_preprocessing_is_flower_runs_bit_for_bit(web, flowers5, tmp_path):
     """preprocess.js (Pillow's resampling in JavaScript, computed for the centre crop only, and the
@@ -312,6 +314,7 @@ def other_model(tiny_checkpoint, tmp_path_factory):
     return folder / "export"
 
 
+@pytest.mark.browser
 @pytest.mark.real
 def test_a_swapped_model_fails_the_self_check_and_the_page_says_so(web, other_model, flowers5, tmp_path):
     """Issue 24, item 3: LiteRT.js's file replaced by another model's fails its self-check, and the
@@ -350,6 +353,7 @@ def test_a_swapped_model_fails_the_self_check_and_the_page_says_so(web, other_mo
     assert not result["trusted"] and "unverified" in timing, (result, timing)
 
 
+@pytest.mark.browser
 @pytest.mark.real
 def test_a_plain_static_host_still_gets_threads(web, flowers5):
     """Issue 24, item 1: served with no special headers (a plain file server, as GitHub Pages or a
@@ -428,6 +432,7 @@ def test_the_wheel_carries_the_phone_app(tmp_path):
 SOFTWARE_WEBGPU = ("--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader", "--enable-features=Vulkan,WebGPU")
 
 
+@pytest.mark.browser
 def test_the_webgpu_path_answers_the_golden_photos_as_wasm_does(web):
     """Issue 24, item 4: LiteRT.js on WebGPU (?runtime=webgpu), on chromium's software adapter
     (SwiftShader): it passes the self-check and its top-1 on every golden photo is WASM's, with
