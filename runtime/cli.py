@@ -92,11 +92,20 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from .errors import FlowerEdgeError
+    from .errors import one_line_errors
 
     try:
-        from .predict import Classifier
+        with one_line_errors("flower-run", args.debug):  # the one error policy every command shares
+            return _run(args)
+    except SystemExit as e:
+        return int(e.code or 0)
 
+
+def _run(args) -> int:
+    from .errors import FlowerEdgeError, message
+    from .predict import Classifier
+
+    try:
         paths, sink = _open(args)
         if args.ray:
             results = _on_ray(args, paths)
@@ -107,19 +116,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # flower-run ... | head: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
-    except (FlowerEdgeError, OSError) as e:
-        return _fail(args, e)
-    except Exception as e:  # a bug of ours: still one line, the traceback behind --debug
-        return _fail(args, e, internal=True)
     if args.plot:
-        try:
-            from .plot import plot_results
+        from .plot import plot_results
 
+        try:
             plot_results(shown, args.plot)
         except (FlowerEdgeError, OSError) as e:
-            return _fail(args, e, what=f"--plot {args.plot}: ")
-        except Exception as e:
-            return _fail(args, e, internal=True)
+            raise FlowerEdgeError(f"--plot {args.plot}: {message(e)}") from e
     return 1 if failed else 0
 
 
@@ -226,21 +229,6 @@ def _emit(args, results, sink) -> tuple[list, int]:
     if everything is not None:
         print(json_text({"model": args.model, "top_k": args.top_k, "results": [r.to_dict() for r in everything]}))
     return kept, failed
-
-
-def _fail(args, e: Exception, internal: bool = False, what: str = "") -> int:
-    from .errors import message
-    from .output import printable
-
-    if args.debug:
-        raise e
-    if internal:
-        print(
-            f"flower-run: internal error: {type(e).__name__}: {printable(str(e))} (rerun with --debug)", file=sys.stderr
-        )
-    else:
-        print(f"flower-run: error: {printable(what)}{message(e)}", file=sys.stderr)
-    return 1
 
 
 app = main  # the console script's entry point: sys.exit(app())

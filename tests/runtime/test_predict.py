@@ -143,6 +143,30 @@ def test_fatal_errors_are_one_line(tmp_path, photos, run):
         assert result.stderr.startswith("flower-run: error:") and fragment in result.stderr
 
 
+def test_a_bug_and_ctrl_c_are_one_line_too(model, photos, run, monkeypatch):
+    """flower-run shares the other commands' error policy: a bug of ours is one 'internal error'
+    line (the traceback behind --debug), Ctrl-C one line and exit 130."""
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(Classifier, "predict_stream", broken)
+    result = run(model, photos[0])
+    assert (
+        result.exit_code == 1
+        and result.stderr == "flower-run: internal error: ZeroDivisionError: a bug (rerun with --debug)\n"
+    )
+    with pytest.raises(ZeroDivisionError):
+        run(model, photos[0], "--debug")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Classifier, "predict_stream", interrupted)
+    result = run(model, photos[0])
+    assert result.exit_code == 130 and result.stderr == "flower-run: interrupted\n"
+
+
 def test_usage_errors_are_one_line(model, photos, capsys):
     for args in (
         [str(model)],
