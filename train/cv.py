@@ -29,6 +29,7 @@ the first comparison never used, and ``compare_cuts`` pools the cuts.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import math
@@ -46,6 +47,7 @@ from .data import DataSource, Sample, open_data
 
 MAX_FOLDS = 20
 MAX_CUT = 1000
+MAX_REPORT_BYTES = 256 * 2**20  # 10^6 photos take about 60 MB
 KIND = "flower-edge cross-validation"
 _T975 = (
     12.706,
@@ -344,8 +346,15 @@ def describe_comparison(c: dict) -> str:
 
 
 def read_report(path: str | Path) -> dict:
+    """A report as --cv-report wrote it, or gzipped (``.json.gz``: how benchmarks/cv keeps them)."""
     try:
-        report = json.loads(Path(path).read_text())
+        with open(path, "rb") as f:
+            gzipped = f.read(2) == b"\x1f\x8b"
+        with gzip.open(path) if gzipped else open(path, "rb") as f:
+            data = f.read(MAX_REPORT_BYTES + 1)
+        if len(data) > MAX_REPORT_BYTES:
+            raise ValueError(f"over {MAX_REPORT_BYTES // 2**20} MB")
+        report = json.loads(data)
     except (OSError, ValueError) as e:
         raise ConfigError(f"{path}: not a readable cross-validation report ({e})") from None
     if not isinstance(report, dict) or report.get("kind") != KIND:

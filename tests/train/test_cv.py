@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 from collections import Counter
@@ -181,6 +182,9 @@ def test_comparison_pooled_over_cuts_on_a_known_case(tmp_path, capsys):
     for name, report in (("a0", a0), ("a1", a1), ("b0", b0), ("b1", b1)):
         (tmp_path / f"{name}.json").write_text(json.dumps(report))
     files = [str(tmp_path / f"{name}.json") for name in ("a0", "a1", "b0", "b1")]
+    gzipped = tmp_path / "b1.json.gz"  # how benchmarks/cv keeps the reports
+    gzipped.write_bytes(gzip.compress(json.dumps(b1).encode()))
+    files[3] = str(gzipped)
     assert cv.main([*files[:2], "--vs", *files[2:]]) == 0
     out = capsys.readouterr().out
     assert "pooled over cuts 0, 1: A 80.00%, B 82.00%; B - A: +2.00%" in out and out.count("[A]") == 2
