@@ -16,13 +16,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from flower_edge.common.errors import ConfigError, DataError
+from flower_edge.common.options import option, path_or_none
 from flower_edge.export.formats import FORMATS as TABLE
-from flower_edge.runtime.errors import ConfigError, DataError
 from flower_edge.runtime.image import is_image_file
 from flower_edge.runtime.predict import softmax
 from flower_edge.runtime.session import check_threads
@@ -41,23 +42,65 @@ def default_formats() -> tuple[str, ...]:
     )
 
 
+def parse_formats(text: str) -> tuple[str, ...]:
+    """--formats' value: "all" (:func:`default_formats`) or comma-separated keys."""
+    if text.strip() == "all":
+        return default_formats()
+    return tuple(f.strip() for f in text.split(",") if f.strip())
+
+
 @dataclass(frozen=True)
 class BenchConfig:
-    checkpoint: str
-    data: str
-    split: str = "valid"
-    formats: tuple[str, ...] = field(default_factory=default_formats)
-    threads: int = 2
-    out: str = "runs/bench"
-    models: str | None = None
-    """A flower-export folder whose files are measured as they are; None exports into OUT/export."""
-    fail_under_agreement: float = 0.99
-    latency_runs: int = 50
-    throughput_batches: int = 5
-    cold_starts: int = 3
-    calib_size: int = 200
-    force: bool = False
-    """Write into an --out folder that holds files flower-bench did not write."""
+    """Every choice of a bench run; flower-bench's options are these fields (common/options.py)."""
+
+    checkpoint: str = option(
+        MISSING, "Checkpoint written by flower-train.", argument=True, required=True, cli_type=Path, parse=str
+    )
+    data: str = option(
+        MISSING,
+        "The photos, as flower-train takes them: the classic layout (DATA/valid/<class-id>/*.jpg, ...) or a "
+        "folder of class folders, whose valid split is the one flower-train held out (by file-name hash at the "
+        "checkpoint's --valid-fraction).",
+        required=True,
+        cli_type=Path,
+        parse=str,
+        show_default=False,
+    )
+    split: str = option("valid", "Split to measure: valid or test.")
+    formats: tuple[str, ...] = option(
+        default_formats,
+        f"Comma-separated formats: {', '.join(FORMATS)}; all: torch and every format this install can write and run.",
+        factory=True,
+        cli_type=str,
+        parse=parse_formats,
+        shown=lambda keys: "all",
+    )
+    threads: int = option(2, "Threads for every format (torch and onnxruntime alike), 1 to the number of cores.")
+    out: str = option(
+        "runs/bench",
+        "Folder for bench.md, bench.json, bench.png (and the export, without --models): a new folder or an "
+        "earlier bench's; one holding other files needs --force, and one inside the checkpoint's, the photos' "
+        "or the models' folder is refused.",
+        cli_type=Path,
+        parse=str,
+    )
+    models: str | None = option(
+        None,
+        "A flower-export folder to measure as it is (default: export into OUT/export first).",
+        cli_type=Path | None,
+        parse=path_or_none,
+    )
+    fail_under_agreement: float = option(0.99, "Least top-1 agreement with PyTorch each format must reach.")
+    latency_runs: int = option(50, f"Timed batch-1 runs per format (1 to {MAX_RUNS['latency_runs']:,}).")
+    throughput_batches: int = option(5, f"Timed batch-32 runs per format (1 to {MAX_RUNS['throughput_batches']:,}).")
+    cold_starts: int = option(3, f"Fresh processes timed per format, median (1 to {MAX_RUNS['cold_starts']}).")
+    calib_size: int = option(200, "Photos to calibrate the int8 formats on, when flower-bench exports them.")
+    force: bool = option(
+        False,
+        "Write into an --out folder that holds files flower-bench did not write (files named like its own are "
+        "replaced).",
+        flags=("--force",),
+    )
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.formats if f not in FORMATS]
@@ -130,9 +173,12 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
     from .report import check_out
 
     check_out(config)  # before minutes of work: --out is no input and no folder of the user's
-    model, card, _ = load_model(config.checkpoint)
-    photos, labels = _split(Path(config.data), config.split, card.class_to_idx)
-    progress(f"{len(photos)} photos in {config.data}/{config.split}")
+    model, card, ckpt = load_model(config.checkpoint)
+    trained = ckpt["config"]
+    photos, labels, where = _split(
+        Path(config.data), config.split, card.class_to_idx, trained.valid_fraction, trained.follow_symlinks
+    )
+    progress(f"{len(photos)} photos in {where}")
     files = _model_files(config, progress)
     for key, path in files.items():  # a runtime that can abort on a bad file reads it in a child first
         TABLE[key].probe(path)
@@ -144,7 +190,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
     for line in broken:  # a broken photo is reported and left out; the rest are measured
         progress(f"skipped broken image {line}")
     if not readable:
-        raise DataError(f"{config.data}/{config.split}: none of its photos could be read")
+        raise DataError(f"{where}: none of its photos could be read")
     labels = np.array([y for p, y in zip(photos, labels) if p in readable])
     photos = list(readable)
     raw = np.stack(list(readable.values()))  # (N, H, W, 3) uint8, resized and cropped
@@ -207,16 +253,31 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda mess
     )
 
 
-def _split(root: Path, split: str, class_to_idx: dict[str, int]) -> tuple[list[Path], np.ndarray]:
+def _split(
+    root: Path, split: str, class_to_idx: dict[str, int], valid_fraction: float, follow_symlinks: bool
+) -> tuple[list[Path], np.ndarray, str]:
+    """The photos of ``split`` with their labels, and where they came from: ``root/split`` in the
+    classic layout, or, for a folder of class folders, the split flower-train made of it (the same
+    photos, by file-name hash at the checkpoint's --valid-fraction: train/data.py)."""
     folder = root / split
-    if not folder.is_dir():
+    if folder.is_dir():
+        photos = sorted(p for p in folder.rglob("*") if is_image_file(p) and p.parent.name in class_to_idx)
+        where = str(folder)
+    elif (root / "train").is_dir() or not root.is_dir():
         raise DataError(f"{folder}: no such folder (expected {root}/{split}/<class-id>/*.jpg)")
-    photos = sorted(p for p in folder.rglob("*") if is_image_file(p) and p.parent.name in class_to_idx)
+    else:
+        from flower_edge.train.data import split_paths
+
+        splits = split_paths(str(root), valid_fraction=valid_fraction, follow_symlinks=follow_symlinks)
+        if split not in splits:
+            raise DataError(f"{root}: a folder of class folders has no {split} split; flower-train held out valid")
+        photos = [p for p in splits[split] if p.parent.name in class_to_idx]
+        where = f"{root} (flower-train's {split} split of it, {valid_fraction:.0%} by file-name hash)"
     if not photos:
         raise DataError(
-            f"{folder}: no photos in class folders the model knows ({', '.join(list(class_to_idx)[:5])}, ...)"
+            f"{where}: no photos in class folders the model knows ({', '.join(list(class_to_idx)[:5])}, ...)"
         )
-    return photos, np.array([class_to_idx[p.parent.name] for p in photos])
+    return photos, np.array([class_to_idx[p.parent.name] for p in photos]), where
 
 
 def _model_files(config: BenchConfig, progress) -> dict[str, Path]:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-from flower_edge.runtime.files import atomic_write
+from flower_edge.common.files import atomic_write
 
 WIDTH, HEIGHT, MARGIN = 720, 480, 70
 COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]

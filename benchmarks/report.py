@@ -54,7 +54,7 @@ MARKER = "bench.json"
 def check_out(config: BenchConfig) -> None:
     """--out holds bench.md, bench.json, bench.png and export/: a new folder, an earlier bench's, or
     (--force) any; never the checkpoint, the photos or the models, nor inside them."""
-    from flower_edge.runtime.output import check_output_folder, read_json_marker
+    from flower_edge.common.output import check_output_folder, read_json_marker
 
     reads = [("the checkpoint", config.checkpoint), ("--data", config.data)]
     reads += [("--models", config.models)] if config.models else []
@@ -69,8 +69,8 @@ def check_out(config: BenchConfig) -> None:
 
 
 def write_outputs(result: BenchResult, out: Path) -> list[Path]:
-    from flower_edge.runtime.files import atomic_write
-    from flower_edge.runtime.output import json_text
+    from flower_edge.common.files import atomic_write
+    from flower_edge.common.output import json_text
 
     from .plot import plot_accuracy_latency
 

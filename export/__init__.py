@@ -14,7 +14,7 @@ _EXPORTS = {
     "export_torchscript": "torchscript",
     "load_torchscript": "torchscript",
     "quantize_int8": "quantize",
-    "CardCalibrationReader": "quantize",
+    "CardCalibrationReader": "calibration",
     "FORMATS": "formats",
     "Parity": "verify",
     "parity_table": "verify",

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flower_edge.runtime.errors import ExportError
+from flower_edge.common.errors import ExportError
 
 from .verify import Parity
 
@@ -52,8 +52,8 @@ PLATFORMS = ["manylinux2014_aarch64"] + [f"manylinux_2_{v}_aarch64" for v in (17
 """manylinux tags glibc 2.36 (Debian 12) runs: LiteRT's wheel is tagged 2_27, onnxruntime's 2_17 and 2_28."""
 PACKAGES = {"onnx": "onnxruntime", "tflite": "ai-edge-litert"}
 """The runtime each kind of file needs, pinned to the build machine's version."""
-KINDS = {"flower_edge.runtime.session:onnx_runner": "onnx", "flower_edge.export.tflite:runner": "tflite"}
-"""The formats' runners (export/formats.py) whose runtimes the emulated Python has."""
+KINDS = {"onnxruntime": "onnx", "litert": "tflite"}
+"""The formats' runtimes (export/formats.py) that the emulated Python has, and its runner for each."""
 MIN_QEMU = (8, 0)
 PHOTOS = 50
 """Verification photos run on arm64 by default (--arm64-photos): a float Lite0 file takes about
@@ -68,7 +68,7 @@ INSTALL = (
 
 def kind(fmt) -> str | None:
     """'onnx' or 'tflite' for a format the emulated Python runs; None for the others."""
-    return KINDS.get(fmt.runner)
+    return KINDS.get(fmt.runtime)
 
 
 def qemu() -> Path | None:
@@ -273,20 +273,13 @@ def _stream(cmd: list[str], environment: dict, progress: Callable[[str], None], 
 
 
 def parity(
-    key: str, reference: np.ndarray, arm: np.ndarray, host: np.ndarray, probabilities: bool, fmt, config
+    key: str, reference: np.ndarray, arm: np.ndarray, host: np.ndarray, probabilities: bool, fmt, check
 ) -> Parity:
     """The ``KEY (arm64)`` row: the arm64 run against PyTorch (log-softmax for a file that gives
     probabilities), held to the format's requirement on this machine, with its top-1 agreement
     with this machine's run of the same file."""
     from flower_edge.runtime.predict import log_softmax
 
-    from .verify import compare
-
     expected = log_softmax(reference) if probabilities else reference
-    name = f"{key} ({ARCH})"
-    row = (
-        compare(name, expected, arm, min_agreement=config.agreement_floor)
-        if fmt.int8
-        else compare(name, expected, arm, atol=config.atol * fmt.atol_scale)
-    )
+    row = check.compare(f"{key} ({ARCH})", fmt, expected, arm)
     return replace(row, host_agreement=float((arm.argmax(1) == host.argmax(1)).mean()))

@@ -31,9 +31,10 @@ from typing import Annotated, ClassVar
 
 import typer
 
-from flower_edge.runtime.errors import ExportError, one_line_errors
-from flower_edge.runtime.files import disk_space_checked, interrupts_deferred, remove_stale, replace_folder
-from flower_edge.runtime.output import check_output_folder, read_json_marker
+from flower_edge.common.errors import ExportError, one_line_errors
+from flower_edge.common.files import disk_space_checked, replace_folder
+from flower_edge.common.output import check_output_folder, read_json_marker
+from flower_edge.common.processes import interrupts_deferred, remove_stale
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_MODULES = REPO / "mobile_demo" / "node_modules"

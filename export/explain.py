@@ -19,9 +19,6 @@ lowest, or after which the accumulated figure falls most, are where int8 loses.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -30,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .quantize import CardCalibrationReader
+from .calibration import CardCalibrationReader, quantizer_quiet
 
 MAX_PHOTOS = 32
 """Every intermediate tensor of every photo is kept in memory (about 60 MB a photo for Lite0)."""
@@ -47,7 +44,7 @@ class LayerError:
     accumulated_db: float | None
     weight_db: float | None
     layer: str | None = None
-    """The convolution whose output this is, by layer name (export/quantize.py conv_layers)."""
+    """The convolution whose output this is, by layer name (export/int8_rewrites.py conv_layers)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,20 +65,14 @@ def explain_int8(float_path: str | Path, int8_path: str | Path, photos: Sequence
     )
 
     photos = list(photos)[:MAX_PHOTOS]
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-            float_aug, int8_aug = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
-            modify_model_output_intermediate_tensors(str(float_path), str(float_aug))
-            modify_model_output_intermediate_tensors(str(int8_path), str(int8_aug))
-            float_acts = collect_activations(str(float_aug), CardCalibrationReader(photos))
-            int8_acts = collect_activations(str(int8_aug), CardCalibrationReader(photos))
-            matching = _narrowed(create_activation_matching(int8_acts, float_acts), "float")
-            weights = compute_weight_error(_narrowed(create_weight_matching(str(float_path), str(int8_path)), "float"))
-    finally:
-        root.setLevel(level)
+    with tempfile.TemporaryDirectory() as tmp, quantizer_quiet():
+        float_aug, int8_aug = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
+        modify_model_output_intermediate_tensors(str(float_path), str(float_aug))
+        modify_model_output_intermediate_tensors(str(int8_path), str(int8_aug))
+        float_acts = collect_activations(str(float_aug), CardCalibrationReader(photos))
+        int8_acts = collect_activations(str(int8_aug), CardCalibrationReader(photos))
+        matching = _narrowed(create_activation_matching(int8_acts, float_acts), "float")
+        weights = compute_weight_error(_narrowed(create_weight_matching(str(float_path), str(int8_path)), "float"))
 
     model = onnx.load(str(float_path), load_external_data=False)
     producer = {out: node for node in model.graph.node for out in node.output}
@@ -121,7 +112,7 @@ def explain_int8(float_path: str | Path, int8_path: str | Path, photos: Sequence
 
 def _narrowed(matching: dict, reference: str) -> dict:
     """Every int8 tensor of ``matching`` cut back to the shape of its ``reference`` one: the photo's
-    channels and the stem's weights for them are padded with zeros (export/quantize.py:
+    channels and the stem's weights for them are padded with zeros (export/int8_rewrites.py:
     align_input_channels), which are no rounding error."""
 
     def cut(value: np.ndarray, like: np.ndarray) -> np.ndarray:

@@ -7,28 +7,31 @@
     fmt.card("out/model.int8.tflite")         # the model card stored inside the file
 
 A row names its key (the one name used by ``--format``, parity tables, flower-bench rows and JSON),
-its file, the function that writes it, the function that runs it, the function that reads the card
-back, its parity requirement (float: largest |logit difference|; int8: top-1 agreement) and the
-extra that installs what it needs. Functions are "module:function" strings resolved on first use,
-so this module imports nothing heavy: flower-run's cold start and ``--help`` stay torch-free.
+its file, the function that writes it (export/job.py: ``write(job, fmt) -> Written``), the function
+that runs it, the function that reads the card back, its parity requirement (float: largest |logit
+difference|; int8: top-1 agreement) and the extra that installs what it needs. The modules of those
+functions import their heavy packages (torch, onnx, litert-torch, executorch) inside them, so this
+table imports nothing heavy: flower-run's cold start and ``--help`` stay torch-free.
 
-Adding a format: a row here and one module holding its ``write``, ``runner`` and ``card``.
+Adding a format: a row here and one module holding its ``write``, ``runner`` and ``read_card``.
 Export (pipeline.py), verification, flower-bench, its cold start and flower-bundle take it from here.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from flower_edge.common.errors import ConfigError, ExportError
 from flower_edge.runtime.card import ModelCard
-from flower_edge.runtime.errors import ConfigError, ExportError
+from flower_edge.runtime.session import onnx_runner
+
+from . import onnx_files, ort, pte, tflite, torchscript
+from .job import WriteJob, Written
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -37,13 +40,15 @@ Runner = Callable[[np.ndarray], np.ndarray]
 class Format:
     key: str
     file: str
-    write: str
-    """"module:function" taking (job, format): writes ``job.staging / file``; returns other files it wrote."""
-    runner: str
-    """"module:function" taking (path, threads): returns a function from an input batch to logits."""
-    card: str
-    """"module:function" taking a path: the model card stored in the file."""
+    write: Callable[[WriteJob, Format], Written]
+    """Writes ``job.staging / file``; returns what else it wrote (export/job.py)."""
+    runner: Callable[[str | Path, int], Runner]
+    """Takes (path, threads); returns a function from an input batch to logits."""
+    card: Callable[[str | Path], ModelCard]
+    """Takes a path: the model card stored in the file."""
     description: str
+    runtime: str = "onnxruntime"
+    """The runtime that runs the file here (onnxruntime, litert, executorch, torch)."""
     int8: bool = False
     """int8 files are held to top-1 agreement; float files to the largest |logit difference|."""
     atol_scale: float = 1.0
@@ -69,21 +74,16 @@ class Format:
     may_abort: bool = False
     """Its runtime can abort the whole process on a malformed file (ExecuTorch's SIGABRT): a file not
     proven by this run is first opened in a child process (:meth:`probe`)."""
-
-    def function(self, role: str) -> Callable[..., Any]:
-        module, name = getattr(self, role).split(":")
-        found: Any = importlib.import_module(module)
-        for part in name.split("."):
-            found = getattr(found, part)
-        return found
+    failure_hint: str = ""
+    """What the one line of a failed verification adds (int8: the flags that allow more)."""
 
     def open(self, path: str | Path, threads: int = 2) -> Runner:
         self.check_file(path)
-        return self.function("runner")(path, threads)
+        return self.runner(path, threads)
 
     def read_card(self, path: str | Path) -> ModelCard:
         self.check_file(path)
-        return self.function("card")(path)
+        return self.card(path)
 
     def check_file(self, path: str | Path) -> None:
         """A file that cannot be this format (too short, wrong magic bytes) fails with one line,
@@ -101,26 +101,11 @@ class Format:
     def probe(self, path: str | Path, timeout: float = 300) -> None:
         """For a runtime that can abort the process: load ``path`` and run it once on a blank input
         in a child process, so that a bad file is one line (ExportError) and not a dead process."""
-        if not self.may_abort:
-            return
-        import signal
-        import subprocess
+        if self.may_abort:
+            from .probe import probe
 
-        self.check_file(path)
-        cmd = probe_command(self.key, path)
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise ExportError(f"{path}: {self.key} did not answer within {timeout:.0f} s") from None
-        if done.returncode < 0:
-            name = signal.Signals(-done.returncode).name
-            raise ExportError(f"{path}: the {self.key} runtime crashed reading this file ({name}); the file is broken")
-        if done.returncode != 0:
-            lines = done.stderr.strip().splitlines()
-            raise ExportError(
-                f"{path}: the {self.key} runtime cannot run this file "
-                f"({lines[-1][:300] if lines else f'exit {done.returncode}'})"
-            )
+            self.check_file(path)
+            probe(self.key, path, timeout)
 
     def missing(self, purpose: str = "write") -> str | None:
         """None when this machine can write (or run) the format, else the one line that says what to install."""
@@ -134,14 +119,10 @@ class Format:
         )
 
 
-_ONNX, _TS, _TFL, _PTE = (
-    "flower_edge.export.onnx_export",
-    "flower_edge.export.torchscript",
-    "flower_edge.export.tflite",
-    "flower_edge.export.pte",
-)
-_ORT_RUN, _ONNX_CARD = "flower_edge.runtime.session:onnx_runner", "flower_edge.runtime.card:ModelCard.from_onnx"
+_ONNX_CARD = ModelCard.from_onnx
+_INT8_HINT = " (int8: a larger --max-drop allows more; --tune-epochs tunes longer)"
 _LITERT = dict(
+    runtime="litert",
     extra="litert",
     write_needs=("torch", "litert_torch", "ai_edge_litert"),
     run_needs=("ai_edge_litert",),
@@ -150,6 +131,7 @@ _LITERT = dict(
     client="mediapipe",
 )
 _EXECUTORCH = dict(
+    runtime="executorch",
     extra="executorch",
     write_needs=("torch", "executorch"),
     run_needs=("torch", "executorch"),
@@ -164,10 +146,11 @@ FORMATS: dict[str, Format] = {
         Format(
             "torchscript",
             "model.pt",
-            f"{_TS}:write",
-            f"{_TS}:runner",
-            f"{_TS}:read_card",
+            torchscript.write,
+            torchscript.runner,
+            torchscript.read_card,
             "TorchScript, traced and frozen (servers, libtorch)",
+            runtime="torch",
             atol_scale=0.1,
             run_needs=("torch",),
             magic=(0, b"PK\x03\x04"),
@@ -175,8 +158,8 @@ FORMATS: dict[str, Format] = {
         Format(
             "onnx",
             "model.onnx",
-            f"{_ONNX}:write",
-            _ORT_RUN,
+            onnx_files.write_float,
+            onnx_runner,
             _ONNX_CARD,
             "ONNX, float (onnxruntime, onnxruntime-web)",
             ort_copy="ort",
@@ -184,11 +167,12 @@ FORMATS: dict[str, Format] = {
         Format(
             "onnx-int8",
             "model.int8.onnx",
-            "flower_edge.export.quantize:write",
-            _ORT_RUN,
+            onnx_files.write_int8,
+            onnx_runner,
             _ONNX_CARD,
             "ONNX, int8 QDQ, calibrated on photos",
             int8=True,
+            failure_hint=_INT8_HINT,
             source="onnx",
             int8_of="onnx",
             ort_copy="ort-int8",
@@ -196,8 +180,8 @@ FORMATS: dict[str, Format] = {
         Format(
             "onnx-preproc",
             "model.preproc.onnx",
-            f"{_ONNX}:write_preprocessing",
-            _ORT_RUN,
+            onnx_files.write_preprocessing,
+            onnx_runner,
             _ONNX_CARD,
             "ONNX, float, taking uint8 pixels (--embed-preprocessing)",
             takes_pixels=True,
@@ -207,8 +191,8 @@ FORMATS: dict[str, Format] = {
         Format(
             "ort",
             "model.ort",
-            "flower_edge.export.ort:write",
-            _ORT_RUN,
+            ort.write,
+            onnx_runner,
             _ONNX_CARD,
             "ONNX Runtime Mobile copy of model.onnx",
             source="onnx",
@@ -217,19 +201,20 @@ FORMATS: dict[str, Format] = {
         Format(
             "ort-int8",
             "model.int8.ort",
-            "flower_edge.export.ort:write",
-            _ORT_RUN,
+            ort.write,
+            onnx_runner,
             _ONNX_CARD,
             "ONNX Runtime Mobile copy of model.int8.onnx",
             int8=True,
+            failure_hint=_INT8_HINT,
             source="onnx-int8",
             magic=_ORT_MAGIC,
         ),
         Format(
             "ort-preproc",
             "model.preproc.ort",
-            "flower_edge.export.ort:write",
-            _ORT_RUN,
+            ort.write,
+            onnx_runner,
             _ONNX_CARD,
             "ONNX Runtime Mobile copy of model.preproc.onnx",
             takes_pixels=True,
@@ -240,144 +225,47 @@ FORMATS: dict[str, Format] = {
         Format(
             "tflite",
             "model.tflite",
-            f"{_TFL}:write",
-            f"{_TFL}:runner",
-            f"{_TFL}:read_card",
+            tflite.write,
+            tflite.runner,
+            tflite.read_card,
             "LiteRT (TensorFlow Lite), float, NHWC, MediaPipe ImageClassifier metadata",
             **_LITERT,
         ),
         Format(
             "tflite-int8",
             "model.int8.tflite",
-            f"{_TFL}:write",
-            f"{_TFL}:runner",
-            f"{_TFL}:read_card",
+            tflite.write,
+            tflite.runner,
+            tflite.read_card,
             "LiteRT, int8 (PT2E static, calibrated on photos), NHWC, MediaPipe metadata",
             int8=True,
+            failure_hint=_INT8_HINT,
             int8_of="tflite",
             **_LITERT,
         ),
         Format(
             "pte",
             "model.pte",
-            f"{_PTE}:write",
-            f"{_PTE}:runner",
-            f"{_PTE}:read_card",
+            pte.write,
+            pte.runner,
+            pte.read_card,
             "ExecuTorch program, XNNPACK delegate, float",
             **_EXECUTORCH,
         ),
         Format(
             "pte-int8",
             "model.int8.pte",
-            f"{_PTE}:write",
-            f"{_PTE}:runner",
-            f"{_PTE}:read_card",
+            pte.write,
+            pte.runner,
+            pte.read_card,
             "ExecuTorch, XNNPACK, int8 (PT2E static, calibrated on photos)",
             int8=True,
+            failure_hint=_INT8_HINT,
             int8_of="pte",
             **_EXECUTORCH,
         ),
     )
 }
-
-
-def probe_command(key: str, path: str | Path) -> list[str]:
-    """The child process of :meth:`Format.probe`: export/probe.py on ``path``."""
-    import sys
-
-    return [sys.executable, "-m", "flower_edge.export.probe", key, str(path)]
-
-
-@dataclass
-class WriteJob:
-    """What a writer gets: the model, its card, the export's options and photos, the staging folder."""
-
-    model: Any
-    card: ModelCard
-    config: Any
-    """export/config.py ExportConfig."""
-    staging: Path
-    calibration: list[np.ndarray]
-    """Normalized photos (3, H, W) to calibrate int8 formats on: the same for every format."""
-    images: Any
-    """export/images.py ImageSets, or None."""
-    progress: Callable[[str], None]
-    verification: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
-    """Normalized held-out photos (N, 3, H, W): the int8 search measures on them, then verification."""
-    int8: Any = None
-    """export/quantize.py Int8Result, once the int8 ONNX file is written."""
-    skipped: list[str] = field(default_factory=list)
-    """One line per broken photo read by a writer (the tuning photos)."""
-    _cache: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def calibration_source(self) -> str:
-        return self.images.calibration_source if self.images else ""
-
-    def reference_logits(self) -> np.ndarray:
-        """PyTorch's logits for the verification photos, computed once for the search and the checks."""
-        if "reference" not in self._cache:
-            from .verify import torch_logits
-
-            self._cache["reference"] = torch_logits(self.model, self.verification)
-        return self._cache["reference"]
-
-    @property
-    def searched(self):
-        """The int8 plan if an int8 format asked for one, else None."""
-        return self._cache.get("plan")
-
-    def int8_plan(self):
-        """export/search.py's choice for every int8 format, searched once (on the float ONNX file
-        of this export, or one made for the search when no ONNX file is asked for)."""
-        if "plan" not in self._cache:
-            from .search import search
-
-            scratch = self.staging / ".int8-search"
-            scratch.mkdir(exist_ok=True)
-            fp32 = self.staging / FORMATS["onnx"].file
-            if not fp32.is_file():
-                from .onnx_export import export_onnx
-
-                self.progress("int8: a float ONNX graph for the search")
-                fp32 = scratch / "float.onnx"
-                export_onnx(self.model, self.card, fp32, self.config.opset)
-            self._cache["plan"] = search(self, fp32, scratch)
-        return self._cache["plan"]
-
-    def tuning(self) -> Any:
-        """export/quantize.py Tuning on the tuning photos, read on the first call (only a search
-        that tunes needs them); one per tuning, for its own progress lines."""
-        from flower_edge.runtime.image import preprocess
-
-        from .images import read_photos
-        from .quantize import Tuning, step_lines
-        from .verify import torch_logits
-
-        config = self.config
-        if "tuning" not in self._cache:  # read once; each tuning gets its own progress lines
-            paths = self.images.tuning if self.images else ()
-            self._cache["tuning"], broken = read_photos(
-                paths,
-                lambda img: preprocess(img, self.card),
-                progress=self.progress,
-                what="int8 tuning: reading photos",
-            )
-            self.skipped += broken
-        photos = self._cache["tuning"]
-        if not photos:
-            from flower_edge.runtime.errors import ExportError
-
-            raise ExportError("int8 tuning: no readable tuning photos")
-        self.progress(f"int8 tuning: {len(photos)} photos and their mirror images, {config.tune_epochs} epochs")
-        return Tuning(
-            photos,
-            lambda x: torch_logits(self.model, x),
-            epochs=config.tune_epochs,
-            source=self.calibration_source,
-            progress=step_lines(self.progress, "int8 tuning"),
-            say=self.progress,
-        )
 
 
 def parse_keys(text: str) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from flower_edge.runtime.errors import ImageError
+from flower_edge.common.errors import ImageError
 from flower_edge.runtime.image import load_image, preprocess, resize_shorter
 from flower_edge.runtime.predict import softmax
 

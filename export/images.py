@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from flower_edge.runtime.errors import DataError, ExportError, ImageError
+from flower_edge.common.errors import DataError, ExportError, ImageError
 from flower_edge.runtime.image import is_image_file, load_image
 
 from .config import MAX_PHOTOS, ExportConfig
@@ -120,7 +120,7 @@ def read_photos(
 ):
     """``convert`` applied to each readable photo (a list, or with ``keep_paths`` a dict by path),
     and one line for each broken one; with ``progress``, lines as the reading goes."""
-    from flower_edge.runtime.progress import ProgressLines
+    from flower_edge.common.progress import ProgressLines
 
     paths = list(paths)
     lines = ProgressLines(what, len(paths), progress) if progress else None

@@ -15,8 +15,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from flower_edge.runtime.errors import ExportError
-from flower_edge.runtime.output import read_json_marker
+from flower_edge.common.errors import ExportError
+from flower_edge.common.output import read_json_marker
 
 MANIFEST = "export.json"
 CARD, LABELS = "card.json", "labels.json"

@@ -19,8 +19,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from flower_edge.common.errors import ExportError
 from flower_edge.runtime.card import ModelCard
-from flower_edge.runtime.errors import ExportError
 
 
 def available() -> bool:
@@ -48,7 +48,7 @@ def classifier(path: str | os.PathLike, threads: int | None = None):
     """MediaPipe's ImageClassifier on the file, as an app creates it, giving every class's score."""
     from mediapipe.tasks.python import BaseOptions, vision
 
-    from flower_edge.runtime.files import native_stderr_silenced
+    from flower_edge.common.processes import native_stderr_silenced
 
     options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)), max_results=-1)
     with native_stderr_silenced():  # MediaPipe's C++ start-up notices

@@ -19,8 +19,8 @@ import onnx
 import torch
 from torch import nn
 
+from flower_edge.common.files import atomic_write
 from flower_edge.runtime.card import ONNX_METADATA_KEY, ModelCard
-from flower_edge.runtime.files import atomic_write
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
@@ -85,16 +85,3 @@ def set_card(proto: onnx.ModelProto, card: ModelCard) -> None:
     props = {p.key: p.value for p in proto.metadata_props}
     props[ONNX_METADATA_KEY] = card.to_json()
     onnx.helper.set_model_props(proto, props)
-
-
-def write(job, fmt) -> list[str]:
-    """The format table's writer (export/formats.py)."""
-    job.progress(f"ONNX: exporting at opset {job.config.opset}, checking, optimizing")
-    export_onnx(job.model, job.card, job.staging / fmt.file, job.config.opset)
-    return []
-
-
-def write_preprocessing(job, fmt) -> list[str]:
-    job.progress("ONNX: the variant that takes uint8 pixels")
-    export_onnx(job.model, job.card, job.staging / fmt.file, job.config.opset, embed_preprocessing=True)
-    return []

@@ -13,18 +13,25 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .job import Written
+
+if TYPE_CHECKING:
+    from .formats import Format
+    from .job import WriteJob
 
 ORT_CONFIG = "required_operators.config"
 
 
-def write(job, fmt) -> list[str]:
-    """The format table's writer (export/formats.py): the .ort copy of ``fmt.source``'s file."""
+def write(job: WriteJob, fmt: Format) -> Written:
+    """The format table's writer (export/formats.py): the .ort copy of ``fmt.source``'s file, which
+    has the same name with .onnx (model.int8.ort: model.int8.onnx)."""
     import onnxruntime as ort
     from onnxruntime.tools.ort_format_model import create_config_from_models
 
-    from .formats import FORMATS
-
-    job.progress(f"{fmt.key}: ONNX Runtime Mobile copy of {FORMATS[fmt.source].file}")
+    source = job.staging / Path(fmt.file).with_suffix(".onnx").name
+    job.progress(f"{fmt.key}: ONNX Runtime Mobile copy of {source.name}")
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -33,7 +40,7 @@ def write(job, fmt) -> list[str]:
     options.add_session_config_entry("session.x64quantprecision", "1")
     options.add_session_config_entry("session.qdqisint8allowed", "0")
     ort.InferenceSession(
-        str(job.staging / FORMATS[fmt.source].file),
+        str(source),
         options,
         providers=["CPUExecutionProvider"],
         disabled_optimizers=["NchwcTransformer"],
@@ -46,4 +53,4 @@ def write(job, fmt) -> list[str]:
         logging.disable(logging.NOTSET)
     config = job.staging / ORT_CONFIG  # its header names the models by their staging paths
     config.write_text(config.read_text().replace(f"{job.staging}{os.sep}", ""))
-    return [ORT_CONFIG]
+    return Written(files=(ORT_CONFIG,))

@@ -21,22 +21,22 @@ from pathlib import Path
 
 import numpy as np
 
+from flower_edge.common.errors import ExportError, OutputError
+from flower_edge.common.files import disk_space_checked
+from flower_edge.common.output import check_output_file, check_output_folder, json_text
+from flower_edge.common.processes import exclusive, interrupts_deferred, remove_stale
 from flower_edge.runtime.card import ModelCard
-from flower_edge.runtime.errors import ExportError, OutputError
-from flower_edge.runtime.files import disk_space_checked, exclusive, interrupts_deferred, remove_stale
 from flower_edge.runtime.image import normalize, pixels, preprocess
-from flower_edge.runtime.output import check_output_file, check_output_folder, json_text
 from flower_edge.runtime.predict import log_softmax
 
 from . import golden, mediapipe_check
-from .config import ExportConfig
-from .formats import FORMATS, Format, WriteJob, logits
+from .config import CheckOptions, ExportConfig
+from .formats import FORMATS, Format, logits
 from .images import ImageSets, choose_images, read_photos
+from .job import WriteJob, Written
 from .manifest import CARD, LABELS, is_export_folder, listed_files, read_manifest, sha256
 from .manifest import MANIFEST as REPORT
 from .verify import Parity, compare, parity_table
-
-_INT8 = {f.key for f in FORMATS.values() if f.int8}
 
 STAGING = ".flower-export-"
 """The hidden staging folder's prefix, followed by the exporting process's id."""
@@ -96,11 +96,7 @@ class ExportResult:
             f"needs {rows[k].requirement}"
             for k in self.not_written
         )
-        hint = (
-            " (int8: a larger --max-drop allows more; --tune-epochs tunes longer)"
-            if set(self.not_written) & _INT8
-            else ""
-        )
+        hint = next((FORMATS[k].failure_hint for k in self.not_written if FORMATS[k].failure_hint), "")
         return f"verification failed, not written: {why}{hint}; the other files were written"
 
 
@@ -182,20 +178,23 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
         staging = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-", dir=output))
         try:
             with disk_space_checked(staging, report_as=output):
-                job = WriteJob(model, card, config, staging, calibration, images, progress, verification)
-                files = _write_all(job, formats)
+                job = WriteJob(
+                    model, card, config.write_options(), staging, calibration, images, progress, verification
+                )
+                files, reports = _write_all(job, formats)
             skipped += job.skipped
             parity: list[Parity] = []
             failed: set[str] = set()
             if config.verify:
-                parity, outputs = _verify(job, formats, np.stack(verification_pixels), progress)
+                check, raw = config.check_options(), np.stack(verification_pixels)
+                parity, outputs = _verify(job, formats, raw, check, progress)
                 if config.verify_on == "arm64":
-                    parity += _verify_arm64(job, formats, np.stack(verification_pixels), outputs, progress)
+                    parity += _verify_arm64(job, formats, raw, outputs, check, config.arm64_photos, progress)
                 failed = {r.format for r in parity if not r.passed}
                 if failed >= {f.key for f in formats}:  # nothing passed: nothing is written
                     raise ExportError("verification failed; no file was written\n" + parity_table(parity))
             written = list(dict.fromkeys(name for key, names in files.items() if key not in failed for name in names))
-            quantized = job.int8 if "onnx-int8" not in failed else None
+            quantized = reports.get("onnx-int8") if "onnx-int8" not in failed else None
             result = ExportResult(
                 output,
                 [output / name for name in written],
@@ -206,7 +205,7 @@ def export(config: ExportConfig, progress: Callable[[str], None] = lambda messag
                 time.perf_counter() - start,
                 [f.key for f in formats if f.key not in failed],
                 skipped,
-                (quantized.explain or []) if quantized else [],
+                list(quantized.explain) if quantized else [],
                 sha256={name: sha256(staging / name) for name in written},
                 search=job.searched,
                 not_written=[f.key for f in formats if f.key in failed],
@@ -275,27 +274,29 @@ def _commit(staging: Path, output: Path, names: list[str], earlier: list[str]) -
     return removed
 
 
-def _write_all(job: WriteJob, formats: list[Format]) -> dict[str, list[str]]:
+def _write_all(job: WriteJob, formats: list[Format]) -> tuple[dict[str, list[str]], dict[str, Written]]:
     """Each format's file into the staging folder, in the table's order (sources first): the files
-    of each format by its key, and the card and labels under ""."""
+    of each format by its key, and the card and labels under ""; and each writer's report."""
     files: dict[str, list[str]] = {}
+    reports: dict[str, Written] = {}
     for fmt in formats:
-        files[fmt.key] = [fmt.file, *fmt.function("write")(job, fmt)]
+        reports[fmt.key] = fmt.write(job, fmt)
+        files[fmt.key] = [fmt.file, *reports[fmt.key].files]
     (job.staging / CARD).write_text(job.card.to_json())
     (job.staging / LABELS).write_text(json.dumps(list(job.card.labels), indent=2, ensure_ascii=False))
     files[""] = [CARD, LABELS]
     if golden.wanted(formats) and golden.write(job, job.staging / golden.GOLDEN):
         files[""].append(golden.GOLDEN)  # the phone app's self-check (flower-bundle)
-    return files
+    return files, reports
 
 
 def _verify(
-    job: WriteJob, formats: list[Format], raw: np.ndarray, progress: Callable[[str], None]
+    job: WriteJob, formats: list[Format], raw: np.ndarray, check: CheckOptions, progress: Callable[[str], None]
 ) -> tuple[list[Parity], dict[str, np.ndarray]]:
     """Every written format run by its own runtime on the verification photos, against PyTorch; the
     .tflite files also through MediaPipe's ImageClassifier on the whole photos, when it is installed.
     The rows, and each format's outputs."""
-    config, x = job.config, job.verification
+    x = job.verification
     reference = job.reference_logits()
     rows, outputs = [], {}
     for fmt in formats:
@@ -305,12 +306,9 @@ def _verify(
         out = outputs[fmt.key] = logits(fmt.open(path), raw if fmt.takes_pixels else x)
         # A file that gives probabilities is read as log-probabilities: PyTorch's log-softmax beside it.
         expected = log_softmax(reference) if fmt.read_card(path).output == "probabilities" else reference
-        if fmt.int8:
-            rows.append(compare(fmt.key, expected, out, min_agreement=config.agreement_floor))
-        else:
-            rows.append(compare(fmt.key, expected, out, atol=config.atol * fmt.atol_scale))
+        rows.append(check.compare(fmt.key, fmt, expected, out))
         if fmt.client == "mediapipe" and job.images and mediapipe_check.available():
-            rows.append(_verify_mediapipe(job, fmt, path, raw, reference, progress))
+            rows.append(_verify_mediapipe(fmt, path, raw, reference, check.floor, progress))
     return rows, outputs
 
 
@@ -319,13 +317,15 @@ def _verify_arm64(
     formats: list[Format],
     raw: np.ndarray,
     outputs: dict[str, np.ndarray],
+    check: CheckOptions,
+    photos: int,
     progress: Callable[[str], None],
 ) -> list[Parity]:
     """The phone files run on arm64 kernels (export/arm64.py) on the first verification photos,
     each against PyTorch as on this machine, with its agreement with this machine's run."""
     from . import arm64
 
-    n = min(len(job.verification), job.config.arm64_photos)
+    n = min(len(job.verification), photos)
     files, left = {}, []
     for fmt in formats:
         path = job.staging / fmt.file
@@ -356,14 +356,14 @@ def _verify_arm64(
             outputs[key][:n],
             files[key]["output"] == "probabilities",
             FORMATS[key],
-            job.config,
+            check,
         )
         for key in files
     ]
 
 
 def _verify_mediapipe(
-    job: WriteJob, fmt: Format, path: Path, raw: np.ndarray, reference: np.ndarray, progress: Callable[[str], None]
+    fmt: Format, path: Path, raw: np.ndarray, reference: np.ndarray, floor: float, progress: Callable[[str], None]
 ) -> Parity:
     """MediaPipe's ImageClassifier (normalize by the file's metadata, infer, rank, name the classes
     from its labels) on the card's pixels of each verification photo, as an app hands it a photo it
@@ -379,7 +379,7 @@ def _verify_mediapipe(
         f"{fmt.key} (MediaPipe)",
         log_softmax(reference),
         np.log(np.maximum(scores, 1e-38)),
-        min_agreement=job.config.agreement_floor,
+        min_agreement=floor,
     )
 
 

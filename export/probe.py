@@ -6,9 +6,37 @@ ExecuTorch aborts the process (SIGABRT) on some malformed files, where Python ca
 parent runs this first and reads a crash as "the file is broken", not as its own death.
 """
 
+from __future__ import annotations
+
+import signal
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+
+from flower_edge.common.errors import ExportError
+
+
+def probe(key: str, path: str | Path, timeout: float = 300) -> None:
+    """Run :func:`main` on ``path`` in a child process: a crash or a failure is one ExportError."""
+    try:
+        done = subprocess.run(command(key, path), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ExportError(f"{path}: {key} did not answer within {timeout:.0f} s") from None
+    if done.returncode < 0:
+        name = signal.Signals(-done.returncode).name
+        raise ExportError(f"{path}: the {key} runtime crashed reading this file ({name}); the file is broken")
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        raise ExportError(
+            f"{path}: the {key} runtime cannot run this file ({lines[-1][:300] if lines else f'exit {done.returncode}'})"
+        )
+
+
+def command(key: str, path: str | Path) -> list[str]:
+    """The child process: this module on ``path``."""
+    return [sys.executable, "-m", "flower_edge.export.probe", key, str(path)]
 
 
 def main(key: str, path: str) -> None:

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from flower_edge.runtime.errors import ExportError
-from flower_edge.runtime.progress import ProgressLines
+from flower_edge.common.errors import ExportError
+from flower_edge.common.progress import ProgressLines
 
 BATCH = 25
 """Photos per calibration step: the activation observers (histograms) cost about the same per call
@@ -91,7 +91,7 @@ def calibrated_within_budget(
     from .search import LADDER
 
     plan = job.int8_plan()
-    floor = job.config.agreement_floor
+    floor = job.options.int8.floor
     # The stem stays float here whatever the ONNX search chose: these quantizers round the pixels to
     # int8, and measured in PyTorch before conversion an int8 stem looked fine (100%) where the
     # files agreed on 98.3% (the README's synthetic model); on plain Flowers102, 98% -> 99.5-100%.
@@ -99,7 +99,7 @@ def calibrated_within_budget(
     chosen = tuple(plan.chosen.candidate.float_layers)
     ladder = [chosen if stem in chosen else (stem, *chosen)]
     x = job.verification
-    if job.config.float_layers is None and len(x):
+    if job.options.int8.float_layers is None and len(x):
         order = plan.float_order(job)
         ladder += [tuple(order[:k]) for k in LADDER if len(ladder[0]) < k <= len(order)]
     reference = job.reference_logits().argmax(1) if len(x) else None
@@ -125,28 +125,29 @@ def calibrated_within_budget(
     return (*best[:3], trials)
 
 
-def quantization_card(tool: str, quantizer: str, photos: int, source: str, plan, layers, trials=()) -> dict:
-    """The card's quantization record of a PT2E file made with ``plan`` (export/search.py), keeping
-    ``layers`` float after ``trials`` (:func:`calibrated_within_budget`)."""
-    layers = list(layers)
-    return {
-        "format": "PT2E static",
-        "activations": "int8, per tensor, asymmetric; the classifier and the logits float",
-        "float_layers": len(layers),
-        "float_layer_names": layers,
-        "weights": "int8, per channel, symmetric",
-        "calibration_method": "histogram (the quantizer's HistogramObserver)",
-        "calibration_data": source,
-        "calibration_size": photos,
-        "tool": f"{tool} ({quantizer})",
-        "budget": {
+def quantization_record(tool: str, quantizer: str, job, layers, trials=()) -> dict:
+    """The card's quantization record of a PT2E file made with the job's int8 plan
+    (export/search.py), keeping ``layers`` float after ``trials`` (:func:`calibrated_within_budget`)."""
+    from .record import QuantizationRecord
+
+    plan = job.int8_plan()
+    return QuantizationRecord(
+        f"{tool} ({quantizer})",
+        "PT2E static",
+        "int8, per tensor, asymmetric; the classifier and the logits float",
+        "int8, per channel, symmetric",
+        tuple(layers),
+        "histogram (the quantizer's HistogramObserver)",
+        job.calibration_source,
+        len(job.calibration),
+        tuning="not applied: only the ONNX file is tuned" if plan.chosen.candidate.tune else None,
+        budget={
             "max_drop_points": plan.max_drop,
             "agreement_floor": plan.floor,
             "search": "the int8 ONNX search's float layers, more of its order if this quantizer needed them",
             "candidates": [{"float_layers": len(names), "agreement": a} for names, a in trials],
         },
-        "tuning": None if not plan.chosen.candidate.tune else "not applied: only the ONNX file is tuned",
-    }
+    ).to_dict()
 
 
 def _annotated(quantizer, names: Sequence[str]):

@@ -17,17 +17,25 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from flower_edge.common.errors import CardError, ExportError
+from flower_edge.common.files import atomic_write
+from flower_edge.common.processes import native_stderr_silenced
 from flower_edge.runtime.card import ModelCard
-from flower_edge.runtime.errors import CardError, ExportError
-from flower_edge.runtime.files import atomic_write, native_stderr_silenced
+
+from .job import Written
+
+if TYPE_CHECKING:
+    from .formats import Format
+    from .job import WriteJob
 
 CARD_METHOD = "flower_edge_card"
 
 
-def write(job, fmt) -> list[str]:
+def write(job: WriteJob, fmt: Format) -> Written:
     """The format table's writer (export/formats.py)."""
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -41,24 +49,13 @@ def write(job, fmt) -> list[str]:
             get_symmetric_quantization_config,
         )
 
-        from .pt2e import calibrated_within_budget, quantization_card
+        from .pt2e import calibrated_within_budget, quantization_record
 
         def quantizer():
             return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
 
         model, _, layers, trials = calibrated_within_budget(job, model, example, quantizer, fmt.key)
-        card = replace(
-            card,
-            quantization=quantization_card(
-                "executorch",
-                "XNNPACKQuantizer",
-                len(job.calibration),
-                job.calibration_source,
-                job.int8_plan(),
-                layers,
-                trials,
-            ),
-        )
+        card = replace(card, quantization=quantization_record("executorch", "XNNPACKQuantizer", job, layers, trials))
     job.progress(f"{fmt.key}: lowering to XNNPACK")
     card_bytes = torch.tensor(list(card.to_json().encode()), dtype=torch.uint8)
     try:
@@ -73,7 +70,7 @@ def write(job, fmt) -> list[str]:
             f"{str(e).splitlines()[0][:300] if str(e) else ''})"
         ) from e
     atomic_write(job.staging / fmt.file, lambda f: f.write(program.buffer))
-    return []
+    return Written()
 
 
 def _program(path: str | os.PathLike):

@@ -20,7 +20,7 @@ from onnx import numpy_helper
 from torch import nn
 from torch.nn import functional as F
 
-from flower_edge.runtime.errors import ExportError
+from flower_edge.common.errors import ExportError
 
 _INT_RANGES = {
     np.dtype(np.uint8): (0, 255),

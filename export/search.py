@@ -1,6 +1,6 @@
 """int8 by budget: the fastest int8 model whose top-1 answers stay within ``--max-drop`` of PyTorch's.
 
-    plan = search(job, "model.onnx", scratch)    # job: export/formats.py WriteJob
+    plan = search(job, "model.onnx", scratch)    # job: export/job.py WriteJob
     plan.chosen                                  # Candidate(float_layers=(...), method="minmax", tune=False)
     print(search_table(plan))                    # every candidate tried: agreement, latency, size
 
@@ -32,10 +32,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .config import CALIB_METHODS
+
+if TYPE_CHECKING:
+    from .job import WriteJob
+    from .quantize import Int8Result
 
 LADDER = (0, 1, 2, 4, 6, 8, 16)
 """Float-layer counts tried, in order (6: EfficientNet-Lite's stem and first two blocks, the 112 x 112 part)."""
@@ -50,7 +55,7 @@ ROUNDS = 4
 @dataclass(frozen=True)
 class Candidate:
     float_layers: tuple[str, ...] = ()
-    """Convolutions kept float, by layer name (export/quantize.py conv_layers)."""
+    """Convolutions kept float, by layer name (export/int8_rewrites.py conv_layers)."""
     method: str = "minmax"
     tune: bool = False
 
@@ -72,8 +77,7 @@ class Trial:
     seconds: float
     """What trying it took: quantizing (calibrating, tuning), measuring."""
     path: Path = field(compare=False, repr=False, default=Path())
-    result: object = field(compare=False, repr=False, default=None)
-    """export/quantize.py Int8Result."""
+    result: Int8Result | None = field(compare=False, repr=False, default=None)
     float_latency_ms: float = 0.0
     """The float model's, measured in the same rounds as this candidate's."""
 
@@ -117,7 +121,7 @@ class Int8Plan:
         if self.order is None:
             import onnx
 
-            from .quantize import conv_layers
+            from .int8_rewrites import conv_layers
 
             layers = list(conv_layers(onnx.load(str(self.prepared), load_external_data=False)))
             self.order = sensitivity_order(job, self.prepared, self.trials[0].path, layers)
@@ -148,25 +152,26 @@ class Int8Plan:
         }
 
 
-def search(job, fp32: Path, scratch: Path) -> Int8Plan:
-    """Quantize ``fp32`` (the float ONNX file) as ``job.config`` allows, cheapest candidate first,
+def search(job: WriteJob, fp32: Path, scratch: Path) -> Int8Plan:
+    """Quantize ``fp32`` (the float ONNX file) as ``job.options.int8`` allows, cheapest candidate first,
     until one keeps the budget; the files are written into ``scratch``."""
     import onnx
 
     from flower_edge.runtime.session import open_session
 
     from .formats import logits
-    from .quantize import conv_layers, prepare
+    from .int8_rewrites import conv_layers
+    from .quantize import prepare
 
-    config = job.config
-    floor = config.agreement_floor
+    opts = job.options.int8
+    floor = opts.floor
     x = job.verification
     reference = job.reference_logits().argmax(1) if len(x) else None
     prepared = scratch / "prepared.onnx"
     job.progress("int8: preparing the float graph (onnxruntime quant_pre_process)")
     prepare(fp32, prepared)
     layers = list(conv_layers(onnx.load(str(prepared), load_external_data=False)))
-    methods = [config.calib_method] if config.calib_method else list(CALIB_METHODS)
+    methods = [opts.method] if opts.method else list(CALIB_METHODS)
     float_session = open_session(fp32)
     float_times: list[float] = []
     trials: list[Trial] = []
@@ -188,7 +193,7 @@ def search(job, fp32: Path, scratch: Path) -> Int8Plan:
             job.card,
             job.calibration,
             method=candidate.method,
-            reduce_range=config.reduce_range,
+            reduce_range=opts.reduce_range,
             float_layers=candidate.float_layers,
             source=job.calibration_source,
             tuning=tuning,
@@ -230,12 +235,12 @@ def search(job, fp32: Path, scratch: Path) -> Int8Plan:
     # The untuned ladder runs first even with --tune: it finds what to tune.
     passed: Trial | None = None
     order: list[str] | None = None
-    ladder = [tuple(layers[: config.float_layers or 0])]
+    ladder = [tuple(layers[: opts.float_layers or 0])]
     while len(trials) < len(ladder) and passed is None:
         trial = attempt(Candidate(ladder[len(trials)], methods[0]))
         if trial.passed:
             passed = trial
-        elif config.float_layers is None and len(ladder) == 1 and reference is not None:
+        elif opts.float_layers is None and len(ladder) == 1 and reference is not None:
             order = sensitivity_order(job, prepared, trial.path, layers)
             for k in LADDER[1:]:  # at each count, the sensitivity order's layers, then the first ones
                 ladder += list(dict.fromkeys(tuple(names[:k]) for names in (order, layers) if k <= len(names)))
@@ -244,7 +249,7 @@ def search(job, fp32: Path, scratch: Path) -> Int8Plan:
         if trial.passed:
             passed = trial
             break
-    if config.tune or (config.tune is None and passed is None and reference is not None):
+    if opts.tune.when or (opts.tune.when is None and passed is None and reference is not None):
         # Tuning wins back most flipped answers wherever it starts, so it starts from the fastest
         # candidate (the first), and from the most faithful one only if that was not enough.
         starts = [passed.candidate] if passed else [trials[0].candidate, best().candidate]

@@ -31,17 +31,23 @@ import io
 import os
 import zipfile
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from flower_edge.common.errors import CardError, ExportError
+from flower_edge.common.processes import native_stderr_silenced
 from flower_edge.runtime.card import ModelCard
-from flower_edge.runtime.errors import CardError, ExportError
-from flower_edge.runtime.files import native_stderr_silenced
 
+from .job import Written
 from .tflite_metadata import CARD_FILE, LABELS_FILE
 
+if TYPE_CHECKING:
+    from .formats import Format
+    from .job import WriteJob
 
-def write(job, fmt) -> list[str]:
+
+def write(job: WriteJob, fmt: Format) -> Written:
     """The format table's writer (export/formats.py)."""
     import torch
 
@@ -56,7 +62,7 @@ def write(job, fmt) -> list[str]:
         from litert_torch.quantize import pt2e_quantizer as pq
         from litert_torch.quantize.quant_config import QuantConfig
 
-        from .pt2e import calibrated_within_budget, quantization_card
+        from .pt2e import calibrated_within_budget, quantization_record
 
         def quantizer():
             return pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=True))
@@ -65,18 +71,7 @@ def write(job, fmt) -> list[str]:
             job, model, (torch.zeros(1, *card.input_size),), quantizer, fmt.key, fold_quantize=False
         )
         options["quant_config"] = QuantConfig(pt2e_quantizer=chosen)
-        card = replace(
-            card,
-            quantization=quantization_card(
-                "litert-torch",
-                "PT2EQuantizer",
-                len(job.calibration),
-                job.calibration_source,
-                job.int8_plan(),
-                layers,
-                trials,
-            ),
-        )
+        card = replace(card, quantization=quantization_record("litert-torch", "PT2EQuantizer", job, layers, trials))
     card = phone_card(card)
     c, h, w = card.input_size
     job.progress(f"{fmt.key}: converting with litert-torch")
@@ -92,7 +87,7 @@ def write(job, fmt) -> list[str]:
     if mediapipe_check.available():  # else export/formats.py select() has said so in one line
         tflite_metadata.write_metadata(path, card)
     attach_card(path, card)
-    return []
+    return Written()
 
 
 def phone_card(card: ModelCard) -> ModelCard:

@@ -12,17 +12,26 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
+from flower_edge.common.files import atomic_write
 from flower_edge.runtime.card import ModelCard
-from flower_edge.runtime.files import atomic_write
+
+from .job import Written
+
+if TYPE_CHECKING:  # torch is imported when a function runs: the format table imports this module
+    import torch
+    from torch import nn
+
+    from .formats import Format
+    from .job import WriteJob
 
 CARD_FILE = "card.json"
 
 
 def export_torchscript(model: nn.Module, card: ModelCard, path: str | os.PathLike) -> None:
+    import torch
+
     model = model.eval()
     example = torch.zeros(2, *card.input_size)  # (B, 3, H, W); batch 2 so no size-1 shape is baked in
     with torch.no_grad(), warnings.catch_warnings():
@@ -35,6 +44,8 @@ def export_torchscript(model: nn.Module, card: ModelCard, path: str | os.PathLik
 
 
 def load_torchscript(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, ModelCard]:
+    import torch
+
     extra = {CARD_FILE: ""}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -42,14 +53,16 @@ def load_torchscript(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, M
     return module, ModelCard.from_json(extra[CARD_FILE])
 
 
-def write(job, fmt) -> list[str]:
+def write(job: WriteJob, fmt: Format) -> Written:
     """The format table's writer (export/formats.py)."""
     job.progress("TorchScript: tracing and freezing")
     export_torchscript(job.model, job.card, job.staging / fmt.file)
-    return []
+    return Written()
 
 
 def runner(path: str | os.PathLike, threads: int | None = None):
+    import torch
+
     module = load_torchscript(path)[0]
     if threads:
         torch.set_num_threads(threads)

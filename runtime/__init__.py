@@ -7,26 +7,16 @@ Depends on numpy, Pillow and onnxruntime only; it never imports torch, so a depl
 without it. onnxruntime itself is imported on first use of Classifier.
 """
 
+from flower_edge.common.errors import CardError, ConfigError, FlowerEdgeError, ImageError
+
 from .card import SCHEMA_VERSION, ModelCard
-from .errors import (
-    CardError,
-    CheckpointError,
-    ConfigError,
-    DataError,
-    ExportError,
-    FlowerEdgeError,
-    ImageError,
-)
 from .image import load_image, preprocess
 
 __all__ = [
     "SCHEMA_VERSION",
     "CardError",
-    "CheckpointError",
     "Classifier",
     "ConfigError",
-    "DataError",
-    "ExportError",
     "FlowerEdgeError",
     "ImageError",
     "ModelCard",

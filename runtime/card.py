@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from flower_edge.common.errors import CardError
+
 from .card_fields import MAX_SIDE, PARSERS, REQUIRED
-from .errors import CardError
 
 SCHEMA_VERSION = 1
 ONNX_METADATA_KEY = "flower_edge.card"
@@ -175,7 +176,7 @@ def _check_normalization(mean: tuple[float, ...], std: tuple[float, ...]) -> Non
 def _check_names(name: str, values: tuple[str, ...]) -> None:
     """Labels and class ids are data, not layout: every file that lists them one a line (labels.txt
     in a .tflite) and every terminal that prints them must show exactly one line per class."""
-    from .output import control_character, printable
+    from flower_edge.common.output import control_character, printable
 
     if len(values) > MAX_CLASSES:
         raise CardError(f"model card: {len(values):,} {name} is over the limit of {MAX_CLASSES:,}")

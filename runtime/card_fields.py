@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import CardError
+from flower_edge.common.errors import CardError
 
 MAX_SIDE = 4096
 """Largest resize and crop side: a 4096 x 4096 RGB image is 50 MB; 20,000 took 2.4 GB for one photo."""

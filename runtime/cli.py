@@ -92,7 +92,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from .errors import one_line_errors
+    from flower_edge.common.errors import one_line_errors
 
     try:
         with one_line_errors("flower-run", args.debug):  # the one error policy every command shares
@@ -102,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    from .errors import FlowerEdgeError, message
+    from flower_edge.common.errors import FlowerEdgeError, message
+
     from .predict import Classifier
 
     try:
@@ -130,7 +131,8 @@ def _open(args):
     """The images to answer (an iterator) and where the answers go, every option checked first."""
     from itertools import chain
 
-    from .errors import FlowerEdgeError
+    from flower_edge.common.errors import FlowerEdgeError
+
     from .predict import MAX_BATCH, iter_inputs
 
     if args.top_k < 1:
@@ -148,7 +150,7 @@ def _open(args):
     paths = chain([first], inputs)
     reads = [("the model", args.model), *(("an input", p) for p in args.inputs)]
     if args.plot:
-        from .output import PNG_MAGIC, check_output_file
+        from flower_edge.common.output import PNG_MAGIC, check_output_file
 
         paths = list(paths)  # --plot is for a few images: each one is checked against it
         check_output_file(
@@ -194,7 +196,8 @@ def _on_ray(args, paths):
 def _emit(args, results, sink) -> tuple[list, int]:
     """Each result out as it comes (text, --jsonl) or all at the end (--json); errors on stderr as
     they come. Returns the results (with --plot, else none) and the number of failed images."""
-    from .output import json_text, printable
+    from flower_edge.common.output import json_text, printable
+
     from .stream import Progress, jsonl_line
 
     kept, failed = [], 0

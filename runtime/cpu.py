@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC
 from pathlib import Path
 
-from .errors import ConfigError
+from flower_edge.common.errors import ConfigError
 
 INT8_PATHS = ("auto", "exact", "fast")
 ENV = "FLOWER_EDGE_INT8_PATH"

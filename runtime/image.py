@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from flower_edge.common.errors import ImageError
+
 from .card import ModelCard
-from .errors import ImageError
 
 MAX_PIXELS = 64_000_000
 """Images larger than this are refused before they are decoded (decompression bombs)."""

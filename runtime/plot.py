@@ -13,9 +13,10 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .files import atomic_write
+from flower_edge.common.files import atomic_write
+from flower_edge.common.output import printable
+
 from .image import load_image
-from .output import printable
 from .predict import Result
 
 WIDTH, ROW_H, THUMB = 840, 300, 260

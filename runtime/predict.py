@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from flower_edge.common.errors import CardError, ConfigError, FlowerEdgeError, ImageError
+
 from .card import MAX_CARD_BYTES, ModelCard
-from .errors import CardError, ConfigError, FlowerEdgeError, ImageError
 from .image import MAX_PIXELS, load_image, preprocess, to_rgb
 from .session import open_session
 

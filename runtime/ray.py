@@ -25,7 +25,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, FlowerEdgeError
+from flower_edge.common.errors import ConfigError, FlowerEdgeError
+
 from .predict import MAX_BATCH, Classifier, Result, TopK, iter_inputs
 
 MAX_ACTORS = 1024

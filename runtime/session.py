@@ -19,9 +19,10 @@ import os
 
 import onnxruntime as ort
 
+from flower_edge.common.errors import ConfigError, FlowerEdgeError
+
 from .card import ONNX_METADATA_KEY
 from .cpu import int8_path as choose_int8_path
-from .errors import ConfigError, FlowerEdgeError
 
 _PATH_KEY = "flower_edge.int8_path"  # remembered on the session for kernel_path()
 

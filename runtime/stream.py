@@ -21,8 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-from .errors import FlowerEdgeError
-from .output import check_output_file, printable
+from flower_edge.common.errors import FlowerEdgeError
+from flower_edge.common.output import check_output_file, printable
+
 from .predict import Result
 
 MAGIC = b'{"image": '

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from flower_edge.runtime.errors import CheckpointError, ConfigError
+from flower_edge.common.errors import CheckpointError, ConfigError
 
 from . import efficientnet_lite
 

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from flower_edge.common.errors import CardError, CheckpointError, ConfigError
+from flower_edge.common.files import atomic_write
+from flower_edge.common.output import check_output_file
 from flower_edge.runtime.card import ModelCard
-from flower_edge.runtime.errors import CardError, CheckpointError, ConfigError
-from flower_edge.runtime.files import atomic_write
-from flower_edge.runtime.output import check_output_file
 
 from .backbones import get_backbone
 from .config import TrainConfig

@@ -9,12 +9,10 @@ flower-train flowers/ --resume flower.pth --epochs 15  # go on where it stopped
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import logging
 import os
-from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Annotated, get_type_hints
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -30,9 +28,10 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from flower_edge.runtime.errors import one_line_errors
-from flower_edge.runtime.output import json_text, printable
-from flower_edge.runtime.progress import ProgressLines
+from flower_edge.common.errors import one_line_errors
+from flower_edge.common.options import DebugFlag, JsonFlag, build, with_options
+from flower_edge.common.output import json_text, printable
+from flower_edge.common.progress import ProgressLines
 from flower_edge.train.config import TrainConfig
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
@@ -138,40 +137,12 @@ def _list_archs() -> None:
     Console().print(table)
 
 
-def _config_options() -> list[inspect.Parameter]:
-    """flower-train's DATA and options: one per TrainConfig field, from that field's declaration
-    (its default, help text and, where the command line spells it otherwise, flags and type)."""
-    hints = get_type_hints(TrainConfig)
-    parameters = []
-    for f in fields(TrainConfig):
-        meta = f.metadata
-        if meta.get("argument"):
-            info = typer.Argument(help=meta["help"], show_default=False)
-        else:
-            info = typer.Option(*meta.get("flags", ()), help=meta["help"], show_default=meta.get("show_default", True))
-        default = "" if f.default is MISSING else meta.get("shown", _same)(f.default)
-        annotation = Annotated[meta.get("cli_type", hints[f.name]), info]
-        parameters.append(
-            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-        )
-    return parameters
-
-
-def _same(value):
-    return value
-
-
-def _config(options: dict) -> TrainConfig:
-    """The TrainConfig that the command line's option values describe."""
-    return TrainConfig(**{f.name: f.metadata.get("parse", _same)(options[f.name]) for f in fields(TrainConfig)})
-
-
 def main(
     resume: Annotated[
         Path | None, typer.Option(help="Continue a checkpoint: its weights, optimizer, scheduler and epoch.")
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="Write loss and accuracy curves per epoch to this PNG.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    json_out: JsonFlag = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or epoch lines.")] = False,
     list_archs: Annotated[bool, typer.Option("--list-archs", help="List the backbones and exit.")] = False,
     cv: Annotated[
@@ -206,7 +177,7 @@ def main(
             "compared on.",
         ),
     ] = 0,
-    debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,
+    debug: DebugFlag = False,
     **options,
 ) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -224,12 +195,12 @@ def main(
         from flower_edge.train.checkpoint import reads
         from flower_edge.train.loop import train
 
-        config = _config(options)
+        config = build(TrainConfig, options)
         if cv is not None or cv_report or compare or cv_cut:
             _cross_validate(config, cv, cv_cut, cv_report, compare, resume, plot, json_out, reporter)
             return
         if plot:
-            from flower_edge.runtime.output import PNG_MAGIC, check_output_file
+            from flower_edge.common.output import PNG_MAGIC, check_output_file
 
             resumed = [("--resume", str(resume))] if resume else []
             check_output_file(
@@ -279,8 +250,8 @@ def _cross_validate(
     json_out: bool,
     reporter: RichReporter,
 ) -> None:
-    from flower_edge.runtime.files import atomic_write
-    from flower_edge.runtime.output import check_output_file
+    from flower_edge.common.files import atomic_write
+    from flower_edge.common.output import check_output_file
     from flower_edge.train import cv
     from flower_edge.train.checkpoint import reads
 
@@ -317,12 +288,6 @@ def _cross_validate(
             err.print(f"against {compare} (A): {cv.describe_comparison(comparison)}", highlight=False, soft_wrap=True)
 
 
-_own = [
-    p.replace(kind=p.KEYWORD_ONLY)
-    for p in inspect.signature(main, eval_str=True).parameters.values()
-    if p.kind is not p.VAR_KEYWORD
-]
-main.__signature__ = inspect.Signature(_config_options() + _own)  # what typer reads: DATA, the config, the rest
 app.command(
     help=(
         "Train a flower classifier and write a self-describing checkpoint.\n\n"
@@ -332,7 +297,7 @@ app.command(
         "Flowers102). The default recipe fine-tunes the last blocks of an ImageNet EfficientNet-Lite0, "
         "caching the frozen blocks' output so that it runs in minutes on a CPU."
     )
-)(main)
+)(with_options(main, TrainConfig))
 
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@ from these declarations (``train/cli.py``), so adding a field adds its option.
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from flower_edge.runtime.errors import ConfigError
+from flower_edge.common.errors import ConfigError
+from flower_edge.common.options import option
 
 OPTIMIZERS = ("adamw", "adam")
 SCHEDULERS = ("onecycle", "cosine", "step")
@@ -23,13 +24,6 @@ LIMITS = {"epochs": 10_000, "batch_size": 4096, "image_size": 1024, "cache_views
 MAX_HIDDEN = 65_536
 MAX_RESIZE = 4096
 """The model card's largest side (runtime/card_fields.py MAX_SIDE)."""
-
-
-def option(default: Any, help: str, **cli: Any) -> Any:
-    """A TrainConfig field and its flower-train option in one declaration: the default, the --help
-    text and, where the command line spells it differently, how (``flags``, ``cli_type`` with
-    ``parse`` from the command line's value and ``shown`` back to it; ``argument`` for DATA)."""
-    return field(default=default, metadata={"help": help, **cli})
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from flower_edge.runtime.errors import ConfigError
+from flower_edge.common.errors import ConfigError
 
 from .config import TrainConfig
 from .data import DataSource, Sample, open_data

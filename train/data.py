@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from flower_edge.runtime.errors import DataError, ImageError
+from flower_edge.common.errors import DataError, ImageError
 from flower_edge.runtime.image import is_image_file, load_image
 
 from .distributed import Dist

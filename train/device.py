@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from flower_edge.runtime.errors import ConfigError
+from flower_edge.common.errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:

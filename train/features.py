@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from flower_edge.common.processes import remove_stale
 from flower_edge.runtime.card import ModelCard
-from flower_edge.runtime.files import remove_stale
 
 from .config import TrainConfig
 from .data import DECODED_BUDGET, Sample, decode_all, default_cache_dir, make_loader

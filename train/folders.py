@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from flower_edge.runtime.errors import DataError
+from flower_edge.common.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Walk:
 def check_names(class_ids: Sequence[str], labels: Sequence[str], labels_file: Path) -> None:
     """Class names are one line of text each, and each class has its own (the card refuses the
     rest; here the message names the folder or labels file to fix)."""
-    from flower_edge.runtime.output import control_character, printable
+    from flower_edge.common.output import control_character, printable
 
     for cid, label in zip(class_ids, labels):
         for what, name in (("class folder", cid), (f"{labels_file}: the name of class {printable(cid)!r}", label)):

@@ -24,10 +24,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from flower_edge.common.errors import CheckpointError, ConfigError, TrainingDiverged
+from flower_edge.common.output import resolved
+from flower_edge.common.processes import exclusive, interrupts_deferred, remove_stale
 from flower_edge.runtime.card import ModelCard
-from flower_edge.runtime.errors import CheckpointError, ConfigError, TrainingDiverged
-from flower_edge.runtime.files import exclusive, interrupts_deferred, remove_stale
-from flower_edge.runtime.output import resolved
 
 from .backbones import check_weights, get_backbone
 from .checkpoint import (

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from flower_edge.runtime.files import atomic_write
+from flower_edge.common.files import atomic_write
 
 PANEL_W, PANEL_H, MARGIN = 420, 300, 48
 COLORS = {"train": (31, 119, 180), "valid": (214, 39, 40)}

@@ -143,6 +143,28 @@ def test_bad_inputs_are_one_line(tiny_checkpoint, tiny_export, synthetic_dir, tm
         assert fragment in result.stderr
 
 
+def test_a_folder_of_class_folders_is_measured_on_the_split_training_held_out(
+    tiny_checkpoint, tiny_export, synthetic_dir, tmp_path
+):
+    """Issue 28: flower-bench takes the layout flower-train takes, and measures the photos it held out."""
+    import shutil
+
+    from flower_edge.train.data import split_paths
+
+    data = tmp_path / "photos"  # no train/ or valid/: class folders only, as a user's own photos come
+    for photo in sorted((synthetic_dir / "train").rglob("*.png")):
+        (data / photo.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, data / photo.parent.name / photo.name)
+    held_out = split_paths(str(data), valid_fraction=0.15)["valid"]
+    args = (tiny_checkpoint, "--data", data, "--models", tiny_export.output, "--formats", "onnx")
+    result = run(*args, "--out", tmp_path / "out", "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["model"]["photos"] == len(held_out) > 0
+    assert "flower-train's valid split of it" in result.stderr
+    refused = run(*args, "--split", "test", "--out", tmp_path / "out2", "--quiet")
+    assert refused.exit_code == 1 and "has no test split" in refused.stderr, refused.output
+
+
 def test_without_torch_the_extra_is_named(monkeypatch, tiny_checkpoint, synthetic_dir, tmp_path):
     import importlib.util
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from flower_edge.common.errors import ConfigError
 from flower_edge.export import ExportConfig, arm64
 from flower_edge.export.cli import app as export_app
 from flower_edge.export.formats import FORMATS
-from flower_edge.runtime.errors import ConfigError
 from flower_edge.runtime.predict import log_softmax
 from tests.conftest import assert_one_error_line
 
@@ -20,7 +20,7 @@ runner = CliRunner()
 def test_arm64_rows_hold_each_file_to_its_requirement_and_count_agreement_with_this_machine():
     rng = np.random.default_rng(0)
     reference = rng.normal(size=(10, 5)).astype(np.float32)
-    config = ExportConfig(checkpoint="", min_agreement=0.95)
+    config = ExportConfig(checkpoint="", min_agreement=0.95).check_options()
     same = arm64.parity("onnx", reference, reference + 1e-6, reference, False, FORMATS["onnx"], config)
     assert same.name == "onnx (arm64)" and same.format == "onnx" and same.passed and same.host_agreement == 1.0
     off = arm64.parity("onnx", reference, reference + 1e-3, reference, False, FORMATS["onnx"], config)
@@ -40,7 +40,7 @@ def test_arm64_rows_hold_each_file_to_its_requirement_and_count_agreement_with_t
             host,
             False,
             FORMATS["onnx-int8"],
-            ExportConfig(checkpoint="", min_agreement=0.9),
+            ExportConfig(checkpoint="", min_agreement=0.9).check_options(),
         ).host_agreement
         == 1.0
     )

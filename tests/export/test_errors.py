@@ -8,10 +8,10 @@ import torch
 from onnx import numpy_helper
 from typer.testing import CliRunner
 
+from flower_edge.common.errors import ExportError
 from flower_edge.export.cli import app
 from flower_edge.export.config import ExportConfig
 from flower_edge.export.images import choose_images
-from flower_edge.runtime.errors import ExportError
 from tests.conftest import assert_one_error_line
 
 runner = CliRunner()

@@ -5,9 +5,11 @@ import shutil
 
 import pytest
 
+from flower_edge.common.errors import ConfigError
 from flower_edge.export import formats
 from flower_edge.export.formats import FORMATS, Format, by_file, select
-from flower_edge.runtime.errors import ConfigError
+from flower_edge.runtime.card import ModelCard
+from flower_edge.runtime.session import onnx_runner
 
 
 def keys(text, **options):
@@ -77,17 +79,19 @@ def test_a_missing_extra_is_one_line_that_names_it(no_litert, tiny_checkpoint, t
 
 def copy_onnx(job, fmt):
     """A hypothetical format's writer: all that adding a format takes besides its row."""
+    from flower_edge.export.job import Written
+
     shutil.copy(job.staging / "model.onnx", job.staging / fmt.file)
-    return []
+    return Written()
 
 
 def test_a_new_row_is_written_and_verified_with_no_other_change(monkeypatch, tiny_checkpoint, synthetic_dir, tmp_path):
     row = Format(
         "onnx-copy",
         "model.copy.onnx",
-        "tests.export.test_formats:copy_onnx",
-        "flower_edge.runtime.session:onnx_runner",
-        "flower_edge.runtime.card:ModelCard.from_onnx",
+        copy_onnx,
+        onnx_runner,
+        ModelCard.from_onnx,
         "a copy of model.onnx",
         source="onnx",
     )

@@ -10,12 +10,13 @@ import torch
 from onnx import numpy_helper
 from typer.testing import CliRunner
 
-from flower_edge.export import ExportConfig
+from flower_edge.common.errors import ConfigError
+from flower_edge.export import ExportConfig, export
 from flower_edge.export.cli import app
 from flower_edge.export.qdq_graph import QDQGraph
 from flower_edge.export.quantize import quantize_int8
 from flower_edge.export.tune import tune
-from flower_edge.runtime.errors import ConfigError
+from flower_edge.runtime.card import ModelCard
 from flower_edge.runtime.session import open_session
 
 
@@ -323,3 +324,34 @@ def test_the_final_mean_is_a_quantized_global_average_pool(tiny_export, tmp_path
     producer = {o: n for n in graph.node for o in n.output}
     assert producer[pool.input[0]].op_type == "DequantizeLinear"
     assert any(n.op_type == "QuantizeLinear" and n.input[0] == pool.output[0] for n in graph.node)
+
+
+def test_reduce_range_writes_a_seven_bit_model_that_says_so(tiny_checkpoint, synthetic_dir, tmp_path, monkeypatch):
+    """--reduce-range: every int8 weight fits 7 bits and the card says so, so that flower-run takes the
+    fast kernels for it on an AVX2-only CPU (tests/runtime/test_cpu.py checks the choice itself)."""
+    from flower_edge.runtime import cpu
+    from flower_edge.runtime.session import kernel_path
+
+    result = export(
+        ExportConfig(
+            checkpoint=str(tiny_checkpoint),
+            output=str(tmp_path),
+            quantize=True,
+            reduce_range=True,
+            calib_data=str(synthetic_dir),
+            calib_size=20,
+            ort_format=False,
+            min_agreement=0.0,
+        )
+    )
+    model = result.output / "model.int8.onnx"
+    assert ModelCard.from_onnx(model).quantization["reduce_range"] is True
+    weights = [
+        numpy_helper.to_array(i)
+        for i in onnx.load(str(model)).graph.initializer
+        if i.data_type == onnx.TensorProto.INT8 and i.dims and len(i.dims) > 1
+    ]
+    assert weights and all(np.abs(w.astype(np.int16)).max() <= 64 for w in weights)
+    fake = cpu.CpuInt8("x86_64", "an AVX2-only CPU", True, False, False, "exact", "test")
+    monkeypatch.setattr(cpu, "cpu_int8", lambda: fake)
+    assert kernel_path(open_session(model)) == "fast"

@@ -10,12 +10,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from flower_edge.common.errors import ExportError, OutputError
 from flower_edge.export import ExportConfig, export
 from flower_edge.export.bundle import ORT_FILES, bundle
 from flower_edge.export.bundle import app as bundle_app
 from flower_edge.export.cli import app as export_app
-from flower_edge.runtime import ExportError, ModelCard
-from flower_edge.runtime.errors import OutputError
+from flower_edge.runtime import ModelCard
 from tests.conftest import assert_one_error_line, digest, write_record
 
 runner = CliRunner()
@@ -179,7 +179,7 @@ def test_export_into_a_full_disk_says_so(tiny_checkpoint, synthetic_dir, full_di
 def test_a_file_a_native_runtime_would_abort_on_is_one_line(tiny_checkpoint, synthetic_dir, tmp_path, monkeypatch):
     """Row 11: a random-bytes model.pte killed flower-bench (SIGABRT inside ExecuTorch)."""
     from flower_edge.bench.cli import app as bench_app
-    from flower_edge.export import formats
+    from flower_edge.export import formats, probe
 
     models = tmp_path / "models"
     models.mkdir()
@@ -203,6 +203,6 @@ def test_a_file_a_native_runtime_would_abort_on_is_one_line(tiny_checkpoint, syn
     assert_one_error_line(result, "flower-bench", "model.pte: not a pte file")
     # a file that passes the first bytes and still aborts the runtime: read in a child, reported
     (models / "model.pte").write_bytes(b"\0\0\0\0ET12" + os.urandom(5000))
-    monkeypatch.setattr(formats, "probe_command", lambda key, path: ["python3", "-c", "import os; os.abort()"])
+    monkeypatch.setattr(probe, "command", lambda key, path: ["python3", "-c", "import os; os.abort()"])
     with pytest.raises(ExportError, match="the pte runtime crashed reading this file \\(SIGABRT\\)"):
         formats.FORMATS["pte"].probe(models / "model.pte")

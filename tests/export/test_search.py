@@ -6,10 +6,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from flower_edge.common.errors import ConfigError
 from flower_edge.export import ExportConfig, export
 from flower_edge.export.cli import app
 from flower_edge.export.formats import FORMATS
-from flower_edge.runtime.errors import ConfigError
 
 
 def _export(checkpoint, data, out, **options):
@@ -54,7 +54,7 @@ def test_a_tight_budget_keeps_layers_float(tiny_checkpoint, synthetic_dir, tmp_p
     assert counts == sorted(counts) and len(counts) > 1  # the ladder climbs: 0, 1, 2, 4, ...
     import onnx
 
-    from flower_edge.export.quantize import conv_layers
+    from flower_edge.export.int8_rewrites import conv_layers
 
     network = tuple(conv_layers(onnx.load(str(result.output / "model.onnx"))))  # the network order
     by_sensitivity = [
@@ -109,15 +109,15 @@ def test_a_failing_row_does_not_discard_the_others(tiny_checkpoint, synthetic_di
     """An int8 file under its budget is left out with one line; the files that passed are written."""
     from dataclasses import replace
 
-    from flower_edge.export import pipeline
+    from flower_edge.export import verify
 
-    real = pipeline.compare
+    real = verify.compare
 
     def int8_fails(name, *args, **kwargs):  # as if the int8 file flipped answers on this CPU
         row = real(name, *args, **kwargs)
         return replace(row, passed=False) if name == "onnx-int8" else row
 
-    monkeypatch.setattr(pipeline, "compare", int8_fails)
+    monkeypatch.setattr(verify, "compare", int8_fails)
     result = CliRunner().invoke(
         app,
         [

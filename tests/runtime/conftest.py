@@ -1,5 +1,7 @@
-"""Fixtures of the flower-run tests: the tiny exported model, a few photos, broken files, the CLI."""
+"""Fixtures of the flower-run tests: tiny models built in a second (tests/tiny_models.py), a few
+photos, broken files, the CLI. Nothing here trains or exports: tests/export checks real files."""
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -7,6 +9,7 @@ from PIL import Image
 
 from flower_edge.export.images import find_images
 from flower_edge.runtime.cli import main
+from tests.tiny_models import tiny_card, write_tiny_models
 
 
 @pytest.fixture()
@@ -21,9 +24,18 @@ def run(capsys):
     return invoke
 
 
+@pytest.fixture(scope="session")
+def tiny_models(synthetic_dir, tmp_path_factory):
+    """model.onnx, model.int8.onnx, model.7bit.int8.onnx, model.ort, model.int8.ort, model.preproc.onnx."""
+    names = json.loads((synthetic_dir / "cat_to_name.json").read_text())
+    ids = tuple(sorted(names, key=int))
+    card = tiny_card(tuple(names[i] for i in ids), ids)
+    return write_tiny_models(tmp_path_factory.mktemp("tiny-models"), card)
+
+
 @pytest.fixture(scope="module")
-def model(tiny_export):
-    return tiny_export.output / "model.onnx"
+def model(tiny_models):
+    return tiny_models / "model.onnx"
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
+from flower_edge.common.errors import ConfigError
 from flower_edge.runtime import cpu
-from flower_edge.runtime.errors import ConfigError
 from flower_edge.runtime.session import kernel_path, open_session, seven_bit_weights
 
 
@@ -58,8 +58,8 @@ def _avx2_only(monkeypatch):
     monkeypatch.setattr(cpu, "cpu_int8", lambda: fake)
 
 
-def test_sessions_take_the_path_this_cpu_needs(tiny_export, monkeypatch):
-    int8 = tiny_export.output / "model.int8.onnx"
+def test_sessions_take_the_path_this_cpu_needs(tiny_models, monkeypatch):
+    int8 = tiny_models / "model.int8.onnx"
     assert kernel_path(open_session(int8)) == cpu.cpu_int8().int8_path
     assert kernel_path(open_session(int8, int8_path="exact")) == "exact"
     assert kernel_path(open_session(int8, int8_path="fast")) == "fast"
@@ -68,27 +68,14 @@ def test_sessions_take_the_path_this_cpu_needs(tiny_export, monkeypatch):
     assert kernel_path(open_session(int8)) == "exact"
 
 
-def test_a_seven_bit_model_takes_the_fast_path_on_an_avx2_cpu(tiny_checkpoint, synthetic_dir, tmp_path, monkeypatch):
-    from flower_edge.export import ExportConfig, export
-
-    result = export(
-        ExportConfig(
-            checkpoint=str(tiny_checkpoint),
-            output=str(tmp_path),
-            quantize=True,
-            reduce_range=True,
-            calib_data=str(synthetic_dir),
-            calib_size=20,
-            ort_format=False,
-            min_agreement=0.0,
-        )
-    )
-    model = result.output / "model.int8.onnx"
+def test_a_seven_bit_model_takes_the_fast_path_on_an_avx2_cpu(tiny_models, monkeypatch):
+    """The card says 7-bit (flower-export --reduce-range: tests/export/test_int8.py checks it writes so)."""
+    model = tiny_models / "model.7bit.int8.onnx"
     _avx2_only(monkeypatch)
     session = open_session(model)
     assert seven_bit_weights(session) and kernel_path(session) == "fast"
     assert kernel_path(open_session(model, int8_path="exact")) == "exact"
-    x = np.random.default_rng(0).uniform(-1, 1, (4, *result.card.input_size)).astype(np.float32)
+    x = np.random.default_rng(0).uniform(-1, 1, (4, 3, 64, 64)).astype(np.float32)
     fast = session.run(None, {"image": x})[0]
     exact = open_session(model, int8_path="exact").run(None, {"image": x})[0]
     # 7-bit weights cannot saturate, so the fast kernels answer as the exact ones, up to the

@@ -43,9 +43,9 @@ def test_top1_is_the_models_argmax_through_the_cards_preprocessing(model, photos
 
 
 @pytest.mark.parametrize("name", ["model.int8.onnx", "model.ort", "model.int8.ort", "model.preproc.onnx"])
-def test_every_exported_file_runs(tiny_export, photos, name):
-    float_top = Classifier(tiny_export.output / "model.onnx").predict(photos[1], k=1)[0]
-    top = Classifier(tiny_export.output / name).predict(photos[1], k=1)[0]
+def test_every_kind_of_file_runs(tiny_models, photos, name):
+    float_top = Classifier(tiny_models / "model.onnx").predict(photos[1], k=1)[0]
+    top = Classifier(tiny_models / name).predict(photos[1], k=1)[0]
     if ".int8." not in name:
         assert top.index == float_top.index and top.prob == pytest.approx(float_top.prob, abs=1e-4)
     assert 0.0 < top.prob <= 1.0

@@ -19,8 +19,8 @@ FILE_FORMATS = {"PNG": ".png", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp", "
 
 
 @pytest.fixture(scope="module")
-def classifier(tiny_export):
-    return Classifier(tiny_export.output / "model.int8.onnx", threads=1)
+def classifier(tiny_models):
+    return Classifier(tiny_models / "model.int8.onnx", threads=1)
 
 
 def peak_mb() -> float:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from flower_edge.runtime import CheckpointError, ConfigError
+from flower_edge.common.errors import CheckpointError, ConfigError
 from flower_edge.train.backbones import get_backbone, list_backbones
 from flower_edge.train.model import build_model
 

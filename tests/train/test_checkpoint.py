@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from flower_edge.runtime import CheckpointError, ModelCard, load_image, preprocess
+from flower_edge.common.errors import CheckpointError
+from flower_edge.runtime import ModelCard, load_image, preprocess
 from flower_edge.train import load_checkpoint, load_model, train
 from flower_edge.train.checkpoint import model_from_checkpoint
 

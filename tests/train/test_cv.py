@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from flower_edge.runtime.errors import ConfigError
+from flower_edge.common.errors import ConfigError
 from flower_edge.train import cv
 from flower_edge.train.checkpoint import make_card
 from flower_edge.train.cli import app

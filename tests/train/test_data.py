@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from flower_edge.runtime import DataError, ModelCard, load_image, preprocess
+from flower_edge.common.errors import DataError
+from flower_edge.runtime import ModelCard, load_image, preprocess
 from flower_edge.train import transforms as transforms_module
 from flower_edge.train.data import open_data
 

@@ -89,7 +89,7 @@ def test_a_truncated_cache_file_is_an_error_not_zeros(tmp_path):
 
 
 def test_the_cache_memory_option_is_bounded(make_config, tmp_path):
-    from flower_edge.runtime.errors import ConfigError
+    from flower_edge.common.errors import ConfigError
 
     for bad in (-1.0, 2000.0, float("nan")):
         with pytest.raises(ConfigError, match="--cache-memory"):

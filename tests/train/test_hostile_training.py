@@ -9,7 +9,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from flower_edge.runtime.errors import DataError, OutputError
+from flower_edge.common.errors import DataError, OutputError
 from flower_edge.train import train
 from flower_edge.train.cli import app
 from flower_edge.train.data import open_data
@@ -66,7 +66,7 @@ def test_divergence_in_a_later_epoch_keeps_the_epoch_before(synthetic_dir, tmp_p
     """The weights turn NaN during epoch 2 (poisoned here): epoch 1's checkpoint stays as written."""
     import torch
 
-    from flower_edge.runtime.errors import TrainingDiverged
+    from flower_edge.common.errors import TrainingDiverged
     from flower_edge.train import loop
 
     real, calls, saved = loop.train_one_epoch, [], []
@@ -167,7 +167,7 @@ def test_a_class_folder_name_with_a_newline_is_refused(tmp_path, synthetic_dir):
 
 def test_two_runs_on_one_checkpoint_do_not_both_succeed(synthetic_dir, tmp_path):
     """Row 16: both reported success though one result was lost."""
-    from flower_edge.runtime.files import exclusive
+    from flower_edge.common.processes import exclusive
 
     with exclusive(tmp_path / "r.pth", "flower-train"):
         with pytest.raises(OutputError, match="another flower-train is writing it now"):

@@ -1,19 +1,18 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one; and a way to
-keep native libraries' own stderr lines out of the tools' one-line output."""
+"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+
+atomic_write("model.onnx", lambda f: f.write(data))     # fsync, rename, fsync the folder
+with disk_space_checked(staging): ...                   # ENOSPC becomes one OutputError line
+replace_folder(staging, output)                         # a whole folder, by rename
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
-import re
 import shutil
-import signal
-import sys
 import tempfile
-import threading
 from collections.abc import Callable
-from glob import escape as glob_escape
 from pathlib import Path
 from typing import BinaryIO
 
@@ -108,102 +107,7 @@ def replace_folder(staging: Path, output: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def exclusive(path: str | os.PathLike, what: str):
-    """Hold ``path``'s lock file (``.NAME.lock`` beside it) for the block: a second run writing the
-    same file fails at once instead of both reporting success while one result is lost. The lock is
-    the kernel's (flock), so a killed run never leaves it held."""
-    import fcntl
-
-    path = Path(path)
-    lock = path.parent / f".{path.name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            from .errors import OutputError
-
-            raise OutputError(f"{path}: another {what} is writing it now; wait for it or choose another name") from None
-        try:  # the holder before us may have removed the file after we opened it: lock the one in place
-            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        os.close(fd)
-    try:
-        try:
-            yield
-        finally:
-            lock.unlink(missing_ok=True)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def interrupts_deferred():
-    """Ctrl-C waits until the block ends, then raises KeyboardInterrupt: a write and the record
-    that it happened are never cut apart (torch.save interrupted mid-write raised a RuntimeError
-    from its zip writer instead). Only the main thread receives signals; elsewhere a no-op."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught = []
-    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
-
-
-def remove_stale(folder: str | os.PathLike, prefix: str) -> list[Path]:
-    """Remove what a killed run left in ``folder``: files or folders named ``PREFIX<pid>...`` whose
-    process is gone (a SIGKILL skips every cleanup). Those of live processes are left alone, so two
-    runs can share a folder. Returns what was removed."""
-    removed = []
-    for entry in Path(folder).glob(glob_escape(prefix) + "*"):
-        pid = re.match(r"(\d+)[.-]", entry.name[len(prefix) :])
-        if pid is None or _alive(int(pid.group(1))):
-            continue
-        try:
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-            removed.append(entry)
-        except OSError:
-            pass  # not ours to remove after all (permissions): leave it
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
-
-
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-@contextlib.contextmanager
-def native_stderr_silenced():
-    """Native libraries that print to file descriptor 2 past Python (XNNPACK's cpuinfo lines when
-    ExecuTorch loads a method, LiteRT's delegate notice) are silenced while the block runs."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)

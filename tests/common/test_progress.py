@@ -1,4 +1,4 @@
-from flower_edge.runtime.progress import ProgressLines
+from flower_edge.common.progress import ProgressLines
 
 
 class Clock:

@@ -1,5 +1,5 @@
-"""runtime/output.py: output paths checked against inputs, terminal-safe text, strict JSON, and the
-shared write helpers of runtime/files.py (full disk, folder replacement, one writer per file)."""
+"""common/output.py: output paths checked against inputs, terminal-safe text, strict JSON, and the
+shared write helpers of common/files.py and common/processes.py (full disk, folder replacement, one writer per file)."""
 
 import errno
 import json
@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from flower_edge.runtime.errors import OutputError
-from flower_edge.runtime.files import atomic_write, disk_space_checked, exclusive, replace_folder
-from flower_edge.runtime.output import (
+from flower_edge.common.errors import OutputError
+from flower_edge.common.files import atomic_write, disk_space_checked, replace_folder
+from flower_edge.common.output import (
     PNG_MAGIC,
     check_output_file,
     check_output_folder,
@@ -20,6 +20,7 @@ from flower_edge.runtime.output import (
     printable,
     read_json_marker,
 )
+from flower_edge.common.processes import exclusive
 
 
 @pytest.fixture()
@@ -115,7 +116,7 @@ def test_one_writer_per_file(tmp_path):
             with exclusive(target, "flower-train"):
                 pass
         code = (
-            "import sys; from flower_edge.runtime.files import exclusive\n"
+            "import sys; from flower_edge.common.processes import exclusive\n"
             f"with exclusive({str(target)!r}, 'flower-train'): pass"
         )
         other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -130,7 +131,7 @@ def test_a_failed_write_on_a_full_disk_says_so(tmp_path, monkeypatch):
     turns any of them into ENOSPC with the path. Here the disk is made to look full."""
     import shutil
 
-    from flower_edge.runtime import files
+    from flower_edge.common import files
 
     full = shutil.disk_usage(tmp_path)._replace(free=4096)
     monkeypatch.setattr(files.shutil, "disk_usage", lambda path: full)
@@ -166,7 +167,7 @@ def test_the_new_bytes_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
     temporary file is flushed and fsynced first, then the folder that holds the rename."""
     import stat
 
-    from flower_edge.runtime import files
+    from flower_edge.common import files
 
     events = []
     real_fsync, real_replace = os.fsync, os.replace
