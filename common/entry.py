@@ -17,7 +17,7 @@ _COMMANDS = {
     "flower-train": ("flower_edge.train.cli", ("typer", "rich"), "train"),
     "flower-export": ("flower_edge.export.cli", ("typer", "rich"), "train"),
     "flower-bench": ("flower_edge.bench.cli", ("typer", "rich"), "train"),
-    "flower-bundle": ("flower_edge.export.bundle", ("typer",), "app"),
+    "flower-bundle": ("flower_edge.bundle.cli", ("typer",), "app"),
 }
 
 

@@ -68,7 +68,7 @@ def golden_photos(job) -> list[dict]:
 
 def wanted(formats) -> bool:
     """Whether an export of ``formats`` writes golden.json: it has a file the phone app runs."""
-    from .bundle import RUNTIMES
+    from flower_edge.bundle.runtimes import RUNTIMES
 
     return any(f.key in r.formats for f in formats for r in RUNTIMES.values())
 

@@ -31,7 +31,7 @@ def world(tiny_checkpoint, tiny_export, synthetic_dir, tmp_path_factory):
     shutil.copy(synthetic_dir / "cat_to_name.json", labels)
     ort_web = root / "ort-web"
     ort_web.mkdir()
-    from flower_edge.export.bundle import ORT_FILES
+    from flower_edge.bundle import ORT_FILES
 
     for name in ORT_FILES:
         (ort_web / name).write_text(name)
@@ -124,7 +124,7 @@ def _bench(w, flag, target):
 
 
 def _bundle(w, flag, target):
-    from flower_edge.export.bundle import app
+    from flower_edge.bundle.cli import app
 
     return runner.invoke(app, [str(w.export), "--ort-web", str(w.ort_web), flag, str(target)])
 

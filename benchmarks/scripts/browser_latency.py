@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from flower_edge.export.bundle import IsolatedHandler, bundle
+from flower_edge.bundle import IsolatedHandler, bundle
 from flower_edge.export.images import find_images
 from flower_edge.runtime.predict import Classifier
 

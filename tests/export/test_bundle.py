@@ -6,13 +6,16 @@ file swapped for another model's fails that check, and the page says so."""
 import json
 import shutil
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from flower_edge.export.bundle import REPO, RUNTIMES, bundle, precached, server
+from flower_edge.bundle import RUNTIMES, bundle, precached, server
 from flower_edge.export.images import find_images
 from flower_edge.runtime.predict import Classifier
+
+REPO = Path(__file__).resolve().parents[2]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PHOTOS = 20
@@ -367,7 +370,7 @@ def test_a_plain_static_host_still_gets_threads(web, flowers5):
 
     from playwright.sync_api import Error, sync_playwright
 
-    from flower_edge.export.bundle import IsolatedHandler
+    from flower_edge.bundle import IsolatedHandler
 
     class Plain(http.server.SimpleHTTPRequestHandler):  # MIME types a static host knows; no other header
         extensions_map = IsolatedHandler.extensions_map
@@ -413,7 +416,7 @@ def test_the_wheel_carries_the_phone_app(tmp_path):
     import sys
     import zipfile
 
-    from flower_edge.export.bundle import APP, APP_FILES
+    from flower_edge.bundle import APP, APP_FILES
 
     isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
     subprocess.run(

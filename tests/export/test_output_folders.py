@@ -10,10 +10,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from flower_edge.bundle import ORT_FILES, bundle
+from flower_edge.bundle.cli import app as bundle_app
 from flower_edge.common.errors import ExportError, OutputError
 from flower_edge.export import ExportConfig, export
-from flower_edge.export.bundle import ORT_FILES, bundle
-from flower_edge.export.bundle import app as bundle_app
 from flower_edge.export.cli import app as export_app
 from flower_edge.runtime import ModelCard
 from tests.conftest import assert_one_error_line, digest, write_record

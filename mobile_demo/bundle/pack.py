@@ -1,97 +1,25 @@
-"""flower-bundle: an exported model as a phone web app that works offline (a PWA).
+"""A bundle: an export's model, the app's files, the web runtimes and a service worker, in one folder.
 
-    flower-bundle runs/ -o runs/web                 # model.int8.tflite + LiteRT.js, onnxruntime-web as fallback
-    flower-bundle runs/ -o runs/web --runtime onnxruntime     # model.int8.onnx + onnxruntime-web only
-    flower-bundle runs/web --serve --host 0.0.0.0   # serve it to a phone on the same network
-
-The folder is self-contained and static: mobile_demo/app's files, the model and its card, the web
-runtimes that run it (vendored from mobile_demo/node_modules: ``npm ci --prefix mobile_demo``), the
-export's golden photos, and a service worker that caches it all for offline use. The runtimes are
-tried in order at the first start: each must answer the golden photos as the checkpoint did (the
-self-check), or the app falls back to the next one and says so.
-
-Why LiteRT.js first (Flowers102 Lite0, chromium, 2-core CPU, inference alone): its XNNPACK WASM
-kernels run the int8 ``.tflite`` about 20x faster than onnxruntime-web runs the int8 ``.onnx``
-(benchmarks/scripts/browser_latency.py measures every runtime in one run).
+out = bundle("runs/", "runs/web")          # model.int8.tflite + LiteRT.js, onnxruntime-web as fallback
+precached(out, chain)                      # what the service worker caches on install
 """
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, ClassVar
 
-import typer
-
-from flower_edge.common.errors import ExportError, one_line_errors
+from flower_edge.common.errors import ExportError
 from flower_edge.common.files import disk_space_checked, replace_folder
 from flower_edge.common.output import check_output_folder, read_json_marker
 from flower_edge.common.processes import interrupts_deferred, remove_stale
 
-REPO = Path(__file__).resolve().parents[1]
-NODE_MODULES = REPO / "mobile_demo" / "node_modules"
-
-
-@dataclass(frozen=True)
-class WebRuntime:
-    """A runtime the phone app can run a model with, and the files of it the bundle vendors."""
-
-    key: str
-    name: str
-    formats: tuple[str, ...]
-    """Export formats it runs, in the order a bundle prefers them (int8 first)."""
-    source: Path
-    """Where ``npm ci --prefix mobile_demo`` puts it in a checkout."""
-    files: dict[str, str]
-    """Path in ``source`` -> path in the bundle."""
-    package: str
-    """What to install from npm, pinned as mobile_demo/package.json pins it."""
-    option: str
-    """flower-bundle's option for another ``source``."""
-    precache: tuple[str, ...] = ()
-    """Bundle paths the service worker caches on install; the others (WASM builds for other
-    browsers) are cached when the page first loads them."""
-
-
-_LITERT_WASM = [f"core/wasm/litert_wasm_{v}internal.{e}" for v in ("", "compat_", "threaded_") for e in ("js", "wasm")]
-RUNTIMES = {
-    r.key: r
-    for r in (
-        WebRuntime(
-            "litert",
-            "LiteRT.js",
-            ("tflite-int8", "tflite"),
-            NODE_MODULES / "@litertjs",
-            {
-                "core/dist/index.js": "litert/index.js",
-                "wasm-utils/dist/index.js": "litert/wasm-utils.js",
-                **{f: "litert/wasm/" + f.rsplit("/", 1)[1] for f in _LITERT_WASM},
-            },
-            "@litertjs/core@2.5.3",
-            "--litert-web",
-            ("litert/index.js", "litert/wasm-utils.js"),
-        ),
-        WebRuntime(
-            "onnxruntime",
-            "onnxruntime-web",
-            ("onnx-int8", "onnx"),
-            NODE_MODULES / "onnxruntime-web" / "dist",
-            {f: f"ort/{f}" for f in ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")},
-            "onnxruntime-web@1.30.0",
-            "--ort-web",
-            ("ort/ort.wasm.min.mjs",),
-        ),
-    )
-}
-ORT_WEB, ORT_FILES = RUNTIMES["onnxruntime"].source, tuple(RUNTIMES["onnxruntime"].files)
+from .runtimes import NODE_MODULES, RUNTIMES, WebRuntime
 
 
 def _app_folder() -> Path:
@@ -155,8 +83,8 @@ def bundle(
     once the new bundle is complete, when it is an earlier bundle (or, with ``force``, any folder);
     a folder holding other files is refused, and so is one that is, holds or lies inside a file
     this reads."""
-    from .golden import GOLDEN
-    from .manifest import MANIFEST, exported_files, read_manifest, sha256
+    from flower_edge.export.golden import GOLDEN
+    from flower_edge.export.manifest import MANIFEST, exported_files, read_manifest, sha256
 
     export_dir, output = Path(export_dir), Path(output)
     files = exported_files(export_dir)  # what the export wrote together, each checked
@@ -200,8 +128,8 @@ def _chain(
     """The runtimes the app tries, in order, each with the export's file it runs: the one asked for
     (or that ``model`` needs; else LiteRT.js when the export has a .tflite file), then, with
     ``fallback``, the other one where the export has a file for it and it is installed."""
-    from .formats import FORMATS
-    from .manifest import MANIFEST
+    from flower_edge.export.formats import FORMATS
+    from flower_edge.export.manifest import MANIFEST
 
     runs = {FORMATS[key].file: r for r in RUNTIMES.values() for key in r.formats}
     if model:
@@ -263,7 +191,7 @@ def _check_runtime(r: WebRuntime, source: Path | None) -> None:
 
 def _fill(staging: Path, chain: list, sources: dict, golden_file: Path | None) -> None:
     """The app, the runtimes, the models and their card, the golden photos, and the service worker."""
-    from .golden import read as read_golden
+    from flower_edge.export.golden import read as read_golden
 
     for name in APP_FILES:
         shutil.copy(APP / name, staging / name)
@@ -316,140 +244,3 @@ def precached(folder: Path, chain: list[Entry]) -> list[str]:
         for p in folder.rglob("*")
         if p.is_file() and (name := str(p.relative_to(folder))) not in later and name != "sw.js"
     )
-
-
-class IsolatedHandler(http.server.SimpleHTTPRequestHandler):
-    """Static files with the headers that make the page cross-origin isolated (threads)."""
-
-    extensions_map: ClassVar[dict[str, str]] = {
-        **http.server.SimpleHTTPRequestHandler.extensions_map,
-        ".mjs": "text/javascript",
-        ".js": "text/javascript",
-        ".wasm": "application/wasm",
-        ".webmanifest": "application/manifest+json",
-        ".onnx": "application/octet-stream",
-    }
-
-    def end_headers(self) -> None:
-        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
-        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
-        self.send_header("Cache-Control", "no-cache")
-        super().end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-def server(folder: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000) -> http.server.ThreadingHTTPServer:
-    handler = functools.partial(IsolatedHandler, directory=str(folder))
-    return http.server.ThreadingHTTPServer((host, port), handler)
-
-
-app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
-
-
-@app.command(
-    help=(
-        "Bundle an exported model as a phone web app (PWA) that runs offline, or serve a bundle. SOURCE "
-        "is a flower-export folder (or, with --serve, a bundle). The app runs model.int8.tflite with "
-        "LiteRT.js (XNNPACK's WASM kernels, threaded where the page is cross-origin isolated), checks at "
-        "its first start that it answers the export's golden photos as the checkpoint did, and falls back "
-        "to onnxruntime-web with model.int8.onnx if not. Open the served address on a phone on the same "
-        "network, then 'Add to Home Screen'; after the first visit it works without a network."
-    )
-)
-def main(
-    source: Annotated[
-        Path, typer.Argument(help="flower-export output folder, or a bundle with --serve.", show_default=False)
-    ],
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "--output",
-            "-o",
-            help="Bundle folder to write (default: SOURCE/web): a new or empty folder, or an earlier bundle, which is replaced.",
-        ),
-    ] = None,
-    runtime: Annotated[
-        str | None,
-        typer.Option(
-            help="The runtime tried first: litert (LiteRT.js, .tflite) or onnxruntime (onnxruntime-web, .onnx). Default: litert when the export has a .tflite file.",
-            show_default=False,
-        ),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            help="Model file of the export in SOURCE for the first runtime, as its export.json lists it (default: the int8 file, else the float one).",
-            show_default=False,
-        ),
-    ] = None,
-    fallback: Annotated[
-        bool,
-        typer.Option(
-            "--fallback/--no-fallback",
-            help="Also ship the other runtime and its model, used when the first fails its self-check on a device (cached on a phone only then).",
-        ),
-    ] = True,
-    ort_web: Annotated[
-        Path | None,
-        typer.Option(
-            help="onnxruntime-web's dist folder (default: mobile_demo/node_modules/onnxruntime-web/dist).",
-            show_default=False,
-        ),
-    ] = None,
-    litert_web: Annotated[
-        Path | None,
-        typer.Option(
-            help="LiteRT.js's folder, node_modules/@litertjs, holding core/ and wasm-utils/ (default: mobile_demo's).",
-            show_default=False,
-        ),
-    ] = None,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force",
-            help="Replace an --output folder that holds files flower-bundle did not write (its whole content), once the new bundle is complete. Without it such a folder is refused; an earlier bundle is always replaced. A folder that is, holds or lies inside what the bundle reads is refused either way.",
-        ),
-    ] = False,
-    serve: Annotated[
-        bool, typer.Option("--serve", help="Serve SOURCE (a bundle) over HTTP with COOP/COEP headers.")
-    ] = False,
-    host: Annotated[str, typer.Option(help="Address to serve on (0.0.0.0: the local network).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to serve on (1 to 65535).")] = 8000,
-    debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,
-) -> None:
-    with one_line_errors("flower-bundle", debug):
-        if serve:
-            if not (source / "index.html").is_file():
-                raise ExportError(
-                    f"{source}: not a bundle (no index.html); make one with flower-bundle EXPORT_DIR -o DIR"
-                )
-            if not 1 <= port <= 65535:
-                raise ExportError(f"--port must be between 1 and 65535, found {port}")
-            httpd = server(source, host, port)
-            print(f"serving {source} at http://{host}:{port}/ (Ctrl-C stops)", file=sys.stderr)
-            try:
-                httpd.serve_forever()
-            except KeyboardInterrupt:
-                pass
-            return
-        out = bundle(
-            source,
-            output or source / "web",
-            model,
-            ort_web,
-            force,
-            runtime=runtime,
-            litert_web=litert_web,
-            fallback=fallback,
-        )
-    record = json.loads((out / MARKER).read_text())
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    chain = " -> ".join(f"{r['name']} ({r['model']})" for r in record["runtimes"])
-    check = (
-        f"self-check on {record['golden']} golden photos"
-        if record["golden"]
-        else "no self-check (the export has no golden.json: export again)"
-    )
-    print(f"{out}  {size / 1e6:.1f} MB ({record['first_visit_mb']:.1f} MB on a phone's first visit); {chain}; {check}")
