@@ -19,7 +19,7 @@ from flower_edge.common.errors import one_line_errors
 from flower_edge.common.options import DebugFlag, QuietFlag, build, with_options
 from flower_edge.common.output import json_text, printable
 
-from .bench import BenchConfig
+from .config import BenchConfig
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
 err = Console(stderr=True)

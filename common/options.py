@@ -12,7 +12,8 @@
 
 ``option`` puts the default and the --help text on the field; where the command line spells it
 otherwise it also says how: ``flags`` ("--output", "-o"), ``cli_type`` with ``parse`` (command line
-value -> field value) and ``shown`` (field default -> command line default), ``argument`` for a
+value -> field value) and ``shown`` (field default -> command line default), ``typer`` (more of
+typer.Option's arguments: ``{"min": 2, "max": 20}``), ``argument`` for a
 positional one, ``required`` (else a field without a default is "" until the command checks it),
 ``show_default``. flower-train, flower-export and flower-bench are made this way, so
 an option, its default, its check (the dataclass's ``__post_init__``) and its record (the config
@@ -57,7 +58,12 @@ def parameters(cls: type) -> list[inspect.Parameter]:
         if meta.get("argument"):
             info = typer.Argument(help=meta["help"], show_default=False)
         else:
-            info = typer.Option(*meta.get("flags", ()), help=meta["help"], show_default=meta.get("show_default", True))
+            info = typer.Option(
+                *meta.get("flags", ()),
+                help=meta["help"],
+                show_default=meta.get("show_default", True),
+                **meta.get("typer", {}),
+            )
         if f.default is not MISSING:
             default = meta.get("shown", _same)(f.default)
         elif f.default_factory is not MISSING:
@@ -74,15 +80,16 @@ def build(cls: type, options: dict[str, Any]):
     return cls(**{f.name: f.metadata.get("parse", _same)(options[f.name]) for f in fields(cls) if f.name in options})
 
 
-def with_options(main: Callable, cls: type) -> Callable:
-    """``main`` (whose ``**options`` receives the config's options) with the signature typer reads:
-    the config's options first, then ``main``'s own."""
+def with_options(main: Callable, *classes: type) -> Callable:
+    """``main`` (whose ``**options`` receives the options of ``classes``) with the signature typer
+    reads: each config's options in turn, then ``main``'s own."""
     own = [
         p.replace(kind=p.KEYWORD_ONLY)
         for p in inspect.signature(main, eval_str=True).parameters.values()
         if p.kind is not p.VAR_KEYWORD
     ]
-    main.__signature__ = inspect.Signature(parameters(cls) + own)  # type: ignore[attr-defined]
+    made = [p for cls in classes for p in parameters(cls)]
+    main.__signature__ = inspect.Signature(made + own)  # type: ignore[attr-defined]
     return main
 
 

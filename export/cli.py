@@ -84,7 +84,7 @@ def main(
 
             print(explain_table(result.explain) + "\n")
         if result.search:
-            from .search import search_table
+            from .plan import search_table
 
             print(search_table(result.search) + "\n")
         if result.parity:

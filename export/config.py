@@ -209,7 +209,7 @@ class ExportConfig:
     )
 
     def __post_init__(self) -> None:
-        from .formats import parse_keys
+        from .selection import parse_keys
 
         parse_keys(self.format)
         if self.calib_method is not None and self.calib_method not in CALIB_METHODS:
@@ -260,7 +260,7 @@ class ExportConfig:
 
     def formats(self):
         """The formats to write (export/formats.py rows) and a note per format ``all`` skipped."""
-        from .formats import select
+        from .selection import select
 
         return select(self.format, quantize=self.quantize, ort=self.ort_format, preprocessing=self.embed_preprocessing)
 

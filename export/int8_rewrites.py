@@ -106,22 +106,9 @@ def exact_input(proto: onnx.ModelProto, card: ModelCard) -> bool:
         or any(n.op_type != "Conv" or n.input[0] not in dequantized or len(n.input) < 3 for n in convs)
     ):
         return False
-    producer = {out: node for node in graph.node for out in node.output}
-    updates = []
-    for conv in convs:
-        w_dq, b_dq = producer[conv.input[1]], producer[conv.input[2]]
-        if w_dq.op_type != "DequantizeLinear" or b_dq.op_type != "DequantizeLinear":
-            return False
-        w = onnx.numpy_helper.to_array(inits[w_dq.input[0]]).astype(np.float64)
-        w_scale = onnx.numpy_helper.to_array(inits[w_dq.input[1]]).astype(np.float64)
-        bias = onnx.numpy_helper.to_array(inits[b_dq.input[0]]).astype(np.float64)
-        bias *= onnx.numpy_helper.to_array(inits[b_dq.input[1]]).astype(np.float64)
-        bias -= delta * w.reshape(len(w), -1).sum(1) * w_scale
-        bias_scale = np.float32(step) * w_scale.astype(np.float32)
-        codes = np.round(bias / bias_scale.astype(np.float64))
-        if np.abs(codes).max() > np.iinfo(np.int32).max:
-            return False
-        updates += [(b_dq.input[0], codes.astype(np.int32)), (b_dq.input[1], bias_scale)]
+    updates = _shifted_biases(graph, convs, inits, delta, step)
+    if updates is None:
+        return False
     for key, value in updates:
         inits[key].CopyFrom(onnx.numpy_helper.from_array(value, key))
     inits[q.input[1]].CopyFrom(onnx.numpy_helper.from_array(np.array(step, np.float32), q.input[1]))
@@ -132,6 +119,28 @@ def exact_input(proto: onnx.ModelProto, card: ModelCard) -> bool:
         graph.node.insert(0, onnx.helper.make_node("Add", [name, f"{name}_shift"], [shifted], name=f"{name}_shift"))
         q.input[0] = shifted
     return True
+
+
+def _shifted_biases(graph: onnx.GraphProto, convs, inits, delta: float, step: float) -> list | None:
+    """The int32 biases (and their scales, on the exact input grid) of the convolutions that read the
+    input, less what the input's shift by ``delta`` adds; None where a bias cannot be rewritten."""
+    producer = {out: node for node in graph.node for out in node.output}
+    updates = []
+    for conv in convs:
+        w_dq, b_dq = producer[conv.input[1]], producer[conv.input[2]]
+        if w_dq.op_type != "DequantizeLinear" or b_dq.op_type != "DequantizeLinear":
+            return None
+        w = onnx.numpy_helper.to_array(inits[w_dq.input[0]]).astype(np.float64)
+        w_scale = onnx.numpy_helper.to_array(inits[w_dq.input[1]]).astype(np.float64)
+        bias = onnx.numpy_helper.to_array(inits[b_dq.input[0]]).astype(np.float64)
+        bias *= onnx.numpy_helper.to_array(inits[b_dq.input[1]]).astype(np.float64)
+        bias -= delta * w.reshape(len(w), -1).sum(1) * w_scale
+        bias_scale = np.float32(step) * w_scale.astype(np.float32)
+        codes = np.round(bias / bias_scale.astype(np.float64))
+        if np.abs(codes).max() > np.iinfo(np.int32).max:
+            return None
+        updates += [(b_dq.input[0], codes.astype(np.int32)), (b_dq.input[1], bias_scale)]
+    return updates
 
 
 def align_input_channels(proto: onnx.ModelProto) -> bool:

@@ -25,8 +25,8 @@ from .config import WriteOptions
 
 if TYPE_CHECKING:
     from .images import ImageSets
+    from .plan import Int8Plan
     from .quantize import Tuning
-    from .search import Int8Plan
 
 
 @dataclass(frozen=True)

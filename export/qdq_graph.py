@@ -11,16 +11,15 @@ graph stay exactly as onnxruntime's quantizer chose them. ``export/tune.py`` tra
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import onnx
 import torch
 from onnx import numpy_helper
 from torch import nn
-from torch.nn import functional as F
 
 from flower_edge.common.errors import ExportError
+
+from .qdq_ops import OPS, attr
 
 _INT_RANGES = {
     np.dtype(np.uint8): (0, 255),
@@ -64,13 +63,24 @@ class QDQGraph(nn.Module):
         self.biases: dict[str, dict] = {}  # DequantizeLinear output -> how its int32 bias is rebuilt
         self.params = nn.ParameterDict()
         inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-        float_weights = float_weights or {}
+        self._check_operators()
+        self._trainable(inits, float_weights or {})
+        for name, value in inits.items():
+            self.consts[name] = torch.from_numpy(np.array(value))
+        self._plans: dict[tuple[str, str | None], list[onnx.NodeProto] | None] = {}
+        self.fake_quant = self._fake_quantization(inits)
+
+    def _check_operators(self) -> None:
         for node in self.nodes:
-            unsupported = node.op_type not in _OPS and node.op_type not in ("QuantizeLinear", "DequantizeLinear")
+            unsupported = node.op_type not in OPS and node.op_type not in ("QuantizeLinear", "DequantizeLinear")
             if unsupported or node.domain not in ("", "ai.onnx"):
                 raise ExportError(
                     f"int8 tuning does not support the ONNX operator {node.domain or 'ai.onnx'}.{node.op_type}"
                 )
+
+    def _trainable(self, inits: dict[str, np.ndarray], float_weights: dict[str, np.ndarray]) -> None:
+        """A parameter for each int8 weight (started from the float weight when given) and each
+        int32 bias, in units of its step."""
         weight_scale: dict[str, np.ndarray] = {}
         bias_scale: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
         for node in self.nodes:
@@ -78,7 +88,7 @@ class QDQGraph(nn.Module):
                 continue
             q = inits[node.input[0]]
             scale = inits[node.input[1]].astype(np.float32)
-            axis = _attr(node, "axis", 1)
+            axis = attr(node, "axis", 1)
             key = f"p{len(self.params)}"
             if q.dtype == np.int8:
                 lo, hi = _weight_range(q)
@@ -108,12 +118,12 @@ class QDQGraph(nn.Module):
                 )
         if bias_scale:
             raise ExportError(f"int8 tuning: no convolution or Gemm uses the bias {next(iter(bias_scale))}")
-        for name, value in inits.items():
-            self.consts[name] = torch.from_numpy(np.array(value))
-        # Each activation's QuantizeLinear -> DequantizeLinear pair is one fused fake-quantization
-        # (PyTorch's, rounding half to even like onnxruntime, with a masked straight-through gradient).
-        self.fake_quant: dict[str, tuple[float, int, int, int]] = {}
-        self._plans: dict[tuple[str, str | None], list[onnx.NodeProto] | None] = {}
+
+    def _fake_quantization(self, inits: dict[str, np.ndarray]) -> dict[str, tuple[float, int, int, int]]:
+        """Each activation's QuantizeLinear -> DequantizeLinear pair as one fused fake-quantization
+        (PyTorch's, rounding half to even like onnxruntime, with a masked straight-through gradient):
+        (scale, zero point, lowest, highest) by the QuantizeLinear's output."""
+        fake_quant: dict[str, tuple[float, int, int, int]] = {}
         readers: dict[str, list[onnx.NodeProto]] = {}
         for node in self.nodes:
             for name in node.input:
@@ -130,7 +140,8 @@ class QDQGraph(nn.Module):
                     f"int8 tuning supports per-tensor QuantizeLinear -> DequantizeLinear pairs only ({node.output[0]})"
                 )
             lo, hi = _INT_RANGES[zero_point.dtype]
-            self.fake_quant[node.output[0]] = (float(inits[node.input[1]]), int(zero_point), lo, hi)
+            fake_quant[node.output[0]] = (float(inits[node.input[1]]), int(zero_point), lo, hi)
+        return fake_quant
 
     def schedule(self, source: str, target: str | None = None) -> list[onnx.NodeProto] | None:
         """The nodes that compute ``target`` (default: the output) from ``source`` and constants
@@ -192,7 +203,7 @@ class QDQGraph(nn.Module):
                 env[out] = torch.fake_quantize_per_tensor_affine(env[node.input[0]], scale, zero_point, lo, hi)
             else:
                 args = [env[i] if i in env else self.consts.get(i) if i else None for i in node.input]
-                env[out] = _OPS[node.op_type](node, *args)
+                env[out] = OPS[node.op_type](node, *args)
             if shapes is not None:
                 shapes[out] = tuple(env[out].shape)
         return env[target or self.output_name]
@@ -226,45 +237,6 @@ def _weight_range(q: np.ndarray) -> tuple[int, int]:
     return -bound, bound
 
 
-def _attr(node: onnx.NodeProto, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
-
-
-def _conv(node, x, w, b=None):
-    pads = list(_attr(node, "pads", [0] * (2 * (w.dim() - 2))))
-    if _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-        raise ExportError("int8 tuning supports explicit convolution padding only")
-    half = len(pads) // 2
-    if pads[:half] != pads[half:]:
-        x = F.pad(x, [p for i in reversed(range(half)) for p in (pads[i], pads[i + half])])
-        pads = [0] * len(pads)
-    return F.conv2d(
-        x,
-        w,
-        b,
-        stride=_attr(node, "strides", [1, 1]),
-        padding=pads[:half],
-        dilation=_attr(node, "dilations", [1, 1]),
-        groups=_attr(node, "group", 1),
-    )
-
-
-def _gemm(node, a, b, c=None):
-    a = a.t() if _attr(node, "transA", 0) else a
-    b = b.t() if _attr(node, "transB", 0) else b
-    y = _attr(node, "alpha", 1.0) * (a @ b)
-    return y if c is None else y + _attr(node, "beta", 1.0) * c
-
-
-def _reduce_mean(node, x, axes=None):
-    axes = _attr(node, "axes", None) if axes is None else axes.tolist()
-    keep = bool(_attr(node, "keepdims", 1))
-    return x.mean(dim=list(range(x.dim())) if axes is None else axes, keepdim=keep)
-
-
 def _widened(weight: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
     """A float weight with zeros where its int8 counterpart has more (input channels padded by
     export/quantize.py: align_input_channels)."""
@@ -273,50 +245,3 @@ def _widened(weight: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | 
     if weight.ndim != len(shape) or any(a > b for a, b in zip(weight.shape, shape)):
         raise ExportError(f"int8 tuning: a float weight of shape {weight.shape} for an int8 one of {tuple(shape)}")
     return np.pad(weight, [(0, b - a) for a, b in zip(weight.shape, shape)])
-
-
-def _pad(node, x, pads, value=None, axes=None):
-    if _attr(node, "mode", b"constant") not in (b"constant", "constant") or axes is not None:
-        raise ExportError("int8 tuning supports constant padding of every axis only")
-    pads = pads.tolist()
-    half = len(pads) // 2
-    widths = [w for axis in reversed(range(half)) for w in (pads[axis], pads[axis + half])]
-    return F.pad(x, widths, value=0.0 if value is None else float(value))
-
-
-def _reshape(node, x, shape):
-    shape = shape.tolist()
-    if not _attr(node, "allowzero", 0):
-        shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
-    return x.reshape(shape)
-
-
-def _clip(node, x, lo=None, hi=None):
-    return torch.clamp(x, None if lo is None else float(lo), None if hi is None else float(hi))
-
-
-def _flatten(node, x):
-    axis = _attr(node, "axis", 1)
-    return x.reshape(int(np.prod(x.shape[:axis])), -1)
-
-
-_OPS: dict[str, Callable] = {
-    "Conv": _conv,
-    "Gemm": _gemm,
-    "MatMul": lambda node, a, b: a @ b,
-    "Add": lambda node, a, b: a + b,
-    "Sub": lambda node, a, b: a - b,
-    "Mul": lambda node, a, b: a * b,
-    "Div": lambda node, a, b: a / b,
-    "Relu": lambda node, x: F.relu(x),
-    "Clip": _clip,
-    "Sigmoid": lambda node, x: torch.sigmoid(x),
-    "HardSigmoid": lambda node, x: torch.clamp(_attr(node, "alpha", 0.2) * x + _attr(node, "beta", 0.5), 0, 1),
-    "HardSwish": lambda node, x: F.hardswish(x),
-    "ReduceMean": _reduce_mean,
-    "GlobalAveragePool": lambda node, x: x.mean(dim=(2, 3), keepdim=True),
-    "Reshape": _reshape,
-    "Pad": _pad,
-    "Flatten": _flatten,
-    "Identity": lambda node, x: x,
-}

@@ -108,35 +108,13 @@ def quantize_int8(
         if prepared is None:
             prepared = Path(tmp) / "prepared.onnx"
             prepare(fp32_path, prepared)
-        layers = conv_layers(onnx.load(str(prepared), load_external_data=False))
-        unknown = [name for name in float_layers if name not in layers]
-        if unknown:
-            raise ExportError(f"no convolution named {unknown[0]!r} in the model (float layers: {', '.join(layers)})")
+        nodes = _float_nodes(prepared, float_layers)
         quantized = Path(tmp) / "int8.onnx"
-        _quantize(
-            prepared,
-            quantized,
-            calibration,
-            method,
-            reduce_range,
-            [layers[n] for n in float_layers],
-            calibration_cache,
-            progress,
-        )
+        _quantize(prepared, quantized, calibration, method, reduce_range, nodes, calibration_cache, progress)
         proto = onnx.load(str(quantized))
-        record = QuantizationRecord(
-            "onnxruntime.quantization.quantize_static",
-            "QDQ",
-            "uint8, per tensor, asymmetric; logits float",
-            f"int8, per channel, symmetric, {7 if reduce_range else 8}-bit",
-            tuple(float_layers),
-            method,
-            source,
-            len(calibration),
-            reduce_range=reduce_range,
-            rewrites=_rewrite(proto, card),
-            tuning=_tune(proto, Path(prepared), tuning) if tuning is not None else None,
-        )
+        rewrites = _rewrite(proto, card)
+        tuned = _tune(proto, Path(prepared), tuning) if tuning is not None else None
+        record = _record(method, reduce_range, float_layers, source, len(calibration), rewrites, tuned)
         int8_card = replace(card, quantization=record.to_dict())
         set_card(proto, int8_card)
         onnx.checker.check_model(proto, full_check=True)
@@ -147,6 +125,15 @@ def quantize_int8(
 
             rows = tuple(explain_int8(prepared, int8_path, explain))
     return Int8Result(int8_card, record, rows)
+
+
+def _float_nodes(prepared: str | os.PathLike, float_layers: Sequence[str]) -> list[str]:
+    """The node names of the convolutions named ``float_layers``; an unknown name is one line."""
+    layers = conv_layers(onnx.load(str(prepared), load_external_data=False))
+    unknown = [name for name in float_layers if name not in layers]
+    if unknown:
+        raise ExportError(f"no convolution named {unknown[0]!r} in the model (float layers: {', '.join(layers)})")
+    return [layers[name] for name in float_layers]
 
 
 def _quantize(
@@ -175,6 +162,22 @@ def _quantize(
             nodes_to_exclude=float_nodes,
             calibration_cache_path=str(calibration_cache) if calibration_cache else None,
         )
+
+
+def _record(method, reduce_range, float_layers, source, photos, rewrites, tuned) -> QuantizationRecord:
+    return QuantizationRecord(
+        "onnxruntime.quantization.quantize_static",
+        "QDQ",
+        "uint8, per tensor, asymmetric; logits float",
+        f"int8, per channel, symmetric, {7 if reduce_range else 8}-bit",
+        tuple(float_layers),
+        method,
+        source,
+        photos,
+        reduce_range=reduce_range,
+        rewrites=rewrites,
+        tuning=tuned,
+    )
 
 
 def _rewrite(proto: onnx.ModelProto, card: ModelCard) -> dict[str, str]:

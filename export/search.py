@@ -2,7 +2,7 @@
 
     plan = search(job, "model.onnx", scratch)    # job: export/job.py WriteJob
     plan.chosen                                  # Candidate(float_layers=(...), method="minmax", tune=False)
-    print(search_table(plan))                    # every candidate tried: agreement, latency, size
+    print(search_table(plan))                    # export/plan.py: every candidate tried, agreement, latency, size
 
 Quantizing everything is fastest, but on a model that is unsure of many photos it flips answers.
 The knobs that win the answers back cost speed, and what a model needs is only known by trying,
@@ -27,20 +27,18 @@ take no part in the search. The LiteRT and ExecuTorch int8 files keep the same l
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .config import CALIB_METHODS
+from .plan import Candidate, Int8Plan, Trial
 
 if TYPE_CHECKING:
     from .job import WriteJob
-    from .quantize import Int8Result
 
 LADDER = (0, 1, 2, 4, 6, 8, 16)
 """Float-layer counts tried, in order (6: EfficientNet-Lite's stem and first two blocks, the 112 x 112 part)."""
@@ -52,218 +50,137 @@ ROUNDS = 4
 """Interleaved rounds of those runs: candidate and float model alternate."""
 
 
-@dataclass(frozen=True)
-class Candidate:
-    float_layers: tuple[str, ...] = ()
-    """Convolutions kept float, by layer name (export/int8_rewrites.py conv_layers)."""
-    method: str = "minmax"
-    tune: bool = False
-
-    def describe(self) -> str:
-        layers = f"{len(self.float_layers)} float layer{'s' if len(self.float_layers) != 1 else ''}"
-        return f"{layers}, {self.method}{', tuned' if self.tune else ''}"
-
-
-@dataclass
-class Trial:
-    candidate: Candidate
-    agreement: float | None
-    """Top-1 agreement with PyTorch on the held-out photos (None: there were none)."""
-    latency_ms: float
-    """Median batch-1 latency on this machine."""
-    size: int
-    """Bytes of the ONNX file."""
-    passed: bool
-    seconds: float
-    """What trying it took: quantizing (calibrating, tuning), measuring."""
-    path: Path = field(compare=False, repr=False, default=Path())
-    result: Int8Result | None = field(compare=False, repr=False, default=None)
-    float_latency_ms: float = 0.0
-    """The float model's, measured in the same rounds as this candidate's."""
-
-    @property
-    def speedup(self) -> float:
-        return self.float_latency_ms / self.latency_ms if self.latency_ms else 0.0
-
-    def to_dict(self) -> dict:
-        row = {k: getattr(self, k) for k in ("agreement", "latency_ms", "size", "passed", "seconds")}
-        row["speedup"] = round(self.speedup, 3)
-        return {
-            **asdict(self.candidate),
-            "float_layers": len(self.candidate.float_layers),
-            "float_layer_names": list(self.candidate.float_layers),
-            **row,
-            "latency_ms": round(self.latency_ms, 3),
-            "seconds": round(self.seconds, 1),
-        }
-
-
-@dataclass
-class Int8Plan:
-    """What the search chose and everything it tried."""
-
-    chosen: Trial
-    trials: list[Trial]
-    floor: float
-    """The least agreement the budget allows."""
-    max_drop: float
-    """The budget in points: 100 * (1 - floor)."""
-    photos: int
-    """Held-out photos the agreement was measured on."""
-    float_latency_ms: float
-    prepared: Path
-    """The float graph every candidate was quantized from (after quant_pre_process)."""
-    order: list[str] | None = None
-    """The convolutions, the one whose int8 error costs most first (None: not measured yet)."""
-
-    def float_order(self, job) -> list[str]:
-        """:attr:`order`, measured now on the first (all-int8) candidate if the search stopped there."""
-        if self.order is None:
-            import onnx
-
-            from .int8_rewrites import conv_layers
-
-            layers = list(conv_layers(onnx.load(str(self.prepared), load_external_data=False)))
-            self.order = sensitivity_order(job, self.prepared, self.trials[0].path, layers)
-        return self.order
-
-    @property
-    def met(self) -> bool:
-        return self.chosen.passed
-
-    def budget(self) -> dict:
-        """What the card records: the budget, and what the chosen file measured against it."""
-        return {
-            "max_drop_points": round(self.max_drop, 4),
-            "agreement_floor": self.floor,
-            "agreement": self.chosen.agreement,
-            "photos": self.photos,
-            "met": self.met,
-            "speedup": round(self.chosen.speedup, 3),
-            "candidates_tried": len(self.trials),
-        }
-
-    def to_dict(self) -> dict:
-        return {
-            "budget": self.budget(),
-            "float_latency_ms": round(self.float_latency_ms, 3),
-            "chosen": self.trials.index(self.chosen),
-            "candidates": [t.to_dict() for t in self.trials],
-        }
-
-
 def search(job: WriteJob, fp32: Path, scratch: Path) -> Int8Plan:
     """Quantize ``fp32`` (the float ONNX file) as ``job.options.int8`` allows, cheapest candidate first,
     until one keeps the budget; the files are written into ``scratch``."""
-    import onnx
+    return _Search(job, fp32, scratch).run()
 
-    from flower_edge.runtime.session import open_session
 
-    from .formats import logits
-    from .int8_rewrites import conv_layers
-    from .quantize import prepare
+class _Search:
+    """One search: the prepared graph, the float model's answers and latency, the candidates tried."""
 
-    opts = job.options.int8
-    floor = opts.floor
-    x = job.verification
-    reference = job.reference_logits().argmax(1) if len(x) else None
-    prepared = scratch / "prepared.onnx"
-    job.progress("int8: preparing the float graph (onnxruntime quant_pre_process)")
-    prepare(fp32, prepared)
-    layers = list(conv_layers(onnx.load(str(prepared), load_external_data=False)))
-    methods = [opts.method] if opts.method else list(CALIB_METHODS)
-    float_session = open_session(fp32)
-    float_times: list[float] = []
-    trials: list[Trial] = []
+    def __init__(self, job: WriteJob, fp32: Path, scratch: Path) -> None:
+        import onnx
 
-    def attempt(candidate: Candidate, tuning=None) -> Trial:
+        from flower_edge.runtime.session import open_session
+
+        from .int8_rewrites import conv_layers
+        from .quantize import prepare
+
+        self.job, self.fp32, self.scratch, self.opts = job, fp32, scratch, job.options.int8
+        self.x = job.verification
+        self.reference = job.reference_logits().argmax(1) if len(self.x) else None
+        self.prepared = scratch / "prepared.onnx"
+        job.progress("int8: preparing the float graph (onnxruntime quant_pre_process)")
+        prepare(fp32, self.prepared)
+        self.layers = list(conv_layers(onnx.load(str(self.prepared), load_external_data=False)))
+        self.methods = [self.opts.method] if self.opts.method else list(CALIB_METHODS)
+        self.float_session = open_session(fp32)
+        self.float_times: list[float] = []
+        self.trials: list[Trial] = []
+
+    def run(self) -> Int8Plan:
+        opts, layers = self.opts, self.layers
+        # The untuned ladder runs first even with --tune: it finds what to tune.
+        passed: Trial | None = None
+        order: list[str] | None = None
+        ladder = [tuple(layers[: opts.float_layers or 0])]
+        while len(self.trials) < len(ladder) and passed is None:
+            trial = self.attempt(Candidate(ladder[len(self.trials)], self.methods[0]))
+            if trial.passed:
+                passed = trial
+            elif opts.float_layers is None and len(ladder) == 1 and self.reference is not None:
+                order = sensitivity_order(self.job, self.prepared, trial.path, layers)
+                for k in LADDER[1:]:  # at each count, the sensitivity order's layers, then the first ones
+                    ladder += list(dict.fromkeys(tuple(names[:k]) for names in (order, layers) if k <= len(names)))
+        for method in self.methods[1:] if passed is None and self.reference is not None else ():
+            trial = self.attempt(Candidate(self.best().candidate.float_layers, method))
+            if trial.passed:
+                passed = trial
+                break
+        if opts.tune.when or (opts.tune.when is None and passed is None and self.reference is not None):
+            passed = self.tuned(passed)
+        chosen = passed or self.best()
+        if order is not None and chosen.candidate.float_layers == tuple(layers[: len(chosen.candidate.float_layers)]):
+            order = layers  # the first layers won: formats that need more float layers take the next ones
+        floor = opts.floor
+        return Int8Plan(
+            chosen,
+            self.trials,
+            floor,
+            round(100 * (1 - floor), 4),
+            len(self.x),
+            float(np.median(self.float_times)),
+            self.prepared,
+            order,
+        )
+
+    def tuned(self, passed: Trial | None) -> Trial | None:
+        """Tuning wins back most flipped answers wherever it starts, so it starts from the fastest
+        candidate (the first), and from the most faithful one only if that was not enough."""
+        starts = [passed.candidate] if passed else [self.trials[0].candidate, self.best().candidate]
+        for base in dict.fromkeys(starts):
+            trial = self.attempt(Candidate(base.float_layers, base.method, tune=True), self.job.tuning())
+            if trial.passed:
+                return trial
+        return passed
+
+    def best(self) -> Trial:
+        """The candidate that agreed best, then the fastest of those."""
+        return max(self.trials, key=lambda t: (t.agreement or 0.0, -t.latency_ms))
+
+    def attempt(self, candidate: Candidate, tuning=None) -> Trial:
         from .quantize import quantize_int8
 
-        start = time.perf_counter()
-        n = len(trials) + 1
-        path = scratch / f"candidate-{n}.onnx"
+        job, start, n = self.job, time.perf_counter(), len(self.trials) + 1
+        path = self.scratch / f"candidate-{n}.onnx"
         if tuning is not None:
             job.progress(f"int8 candidate {n}: tuning {candidate.describe().removesuffix(', tuned')}")
-        calibrates = tuning is None and candidate.method not in {t.candidate.method for t in trials}
+        calibrates = tuning is None and candidate.method not in {t.candidate.method for t in self.trials}
         if calibrates:
             job.progress(f"int8: calibrating ({candidate.method}) on {len(job.calibration)} photos")
         result = quantize_int8(
-            fp32,
+            self.fp32,
             path,
             job.card,
             job.calibration,
             method=candidate.method,
-            reduce_range=opts.reduce_range,
+            reduce_range=self.opts.reduce_range,
             float_layers=candidate.float_layers,
             source=job.calibration_source,
             tuning=tuning,
-            prepared=prepared,
-            calibration_cache=scratch / f"ranges-{candidate.method}.json",
+            prepared=self.prepared,
+            calibration_cache=self.scratch / f"ranges-{candidate.method}.json",
             progress=job.progress if calibrates else None,
         )
-        session = open_session(path)
-        agreement = None
-        if reference is not None:
-            name = session.get_inputs()[0].name
-            answers = logits(lambda batch: session.run(None, {name: batch})[0], x).argmax(1)
-            agreement = float((answers == reference).mean())
-        float_ms, latency = _latencies([float_session, session], x, job.card)
-        float_times.append(float_ms)
-        trial = Trial(
-            candidate,
-            agreement,
-            latency,
-            path.stat().st_size,
-            agreement is None or agreement >= floor,
-            time.perf_counter() - start,
-            path,
-            result,
-            float_ms,
-        )
-        trials.append(trial)
-        shown = "not measured (no held-out photos)" if agreement is None else f"agreement {agreement:.2%}"
+        trial = self.measure(candidate, path, result, time.perf_counter() - start)
+        self.trials.append(trial)
+        shown = "not measured (no held-out photos)" if trial.agreement is None else f"agreement {trial.agreement:.2%}"
         job.progress(
-            f"int8 candidate {n}: {candidate.describe()}: {shown} (floor {floor:.2%}), "
+            f"int8 candidate {n}: {candidate.describe()}: {shown} (floor {self.opts.floor:.2%}), "
             f"{trial.latency_ms:.2f} ms ({trial.speedup:.2f}x float), "
             f"{trial.size / 1e6:.2f} MB"
         )
         return trial
 
-    def best() -> Trial:  # highest agreement, then fastest
-        return max(trials, key=lambda t: (t.agreement or 0.0, -t.latency_ms))
+    def measure(self, candidate: Candidate, path: Path, result, seconds: float) -> Trial:
+        """A candidate's agreement with PyTorch on the held-out photos and its latency beside the float model's."""
+        from flower_edge.runtime.session import open_session
 
-    # The untuned ladder runs first even with --tune: it finds what to tune.
-    passed: Trial | None = None
-    order: list[str] | None = None
-    ladder = [tuple(layers[: opts.float_layers or 0])]
-    while len(trials) < len(ladder) and passed is None:
-        trial = attempt(Candidate(ladder[len(trials)], methods[0]))
-        if trial.passed:
-            passed = trial
-        elif opts.float_layers is None and len(ladder) == 1 and reference is not None:
-            order = sensitivity_order(job, prepared, trial.path, layers)
-            for k in LADDER[1:]:  # at each count, the sensitivity order's layers, then the first ones
-                ladder += list(dict.fromkeys(tuple(names[:k]) for names in (order, layers) if k <= len(names)))
-    for method in methods[1:] if passed is None and reference is not None else ():
-        trial = attempt(Candidate(best().candidate.float_layers, method))
-        if trial.passed:
-            passed = trial
-            break
-    if opts.tune.when or (opts.tune.when is None and passed is None and reference is not None):
-        # Tuning wins back most flipped answers wherever it starts, so it starts from the fastest
-        # candidate (the first), and from the most faithful one only if that was not enough.
-        starts = [passed.candidate] if passed else [trials[0].candidate, best().candidate]
-        for base in dict.fromkeys(starts):
-            tuned = attempt(Candidate(base.float_layers, base.method, tune=True), job.tuning())
-            if tuned.passed:
-                passed = tuned
-                break
-    chosen = passed or best()
-    if order is not None and chosen.candidate.float_layers == tuple(layers[: len(chosen.candidate.float_layers)]):
-        order = layers  # the first layers won: formats that need more float layers take the next ones
-    return Int8Plan(
-        chosen, trials, floor, round(100 * (1 - floor), 4), len(x), float(np.median(float_times)), prepared, order
-    )
+        from .formats import logits
+
+        start = time.perf_counter()
+        session = open_session(path)
+        agreement = None
+        if self.reference is not None:
+            name = session.get_inputs()[0].name
+            answers = logits(lambda batch: session.run(None, {name: batch})[0], self.x).argmax(1)
+            agreement = float((answers == self.reference).mean())
+        float_ms, latency = _latencies([self.float_session, session], self.x, self.job.card)
+        self.float_times.append(float_ms)
+        passed = agreement is None or agreement >= self.opts.floor
+        spent = seconds + time.perf_counter() - start
+        return Trial(candidate, agreement, latency, path.stat().st_size, passed, spent, path, result, float_ms)
 
 
 def sensitivity_order(job, prepared: Path, int8: Path, layers: Sequence[str]) -> list[str]:
@@ -305,29 +222,3 @@ def _latencies(sessions: list, x: np.ndarray, card, rounds: int = ROUNDS) -> lis
                 spent.append(time.perf_counter() - start)
                 runs += 1
     return [float(np.median(t) * 1000) for t in times]
-
-
-def search_table(plan: Int8Plan) -> str:
-    """The candidates as tried, the chosen one marked."""
-    lines = [
-        f"int8 candidates (budget: top-1 agreement >= {plan.floor:.2%} on {plan.photos} held-out photos, "
-        f"{_flips_allowed(plan)}; float {plan.float_latency_ms:.2f} ms)",
-        f"  {'#':>2} {'candidate':<34} {'agreement':>9} {'latency':>10} {'speed-up':>8} {'size':>8} {'time':>7}",
-    ]
-    for i, t in enumerate(plan.trials, 1):
-        mark = "*" if t is plan.chosen else " "
-        agreement = "-" if t.agreement is None else f"{t.agreement:.2%}"
-        lines.append(
-            f"{mark} {i:>2} {t.candidate.describe():<34} {agreement:>9} {t.latency_ms:>7.2f} ms "
-            f"{t.speedup:>7.2f}x {t.size / 1e6:>5.2f} MB {t.seconds:>5.0f} s"
-        )
-    verdict = "meets the budget" if plan.met else "the best found; none met the budget"
-    lines.append(f"* chosen: {plan.chosen.candidate.describe()} ({verdict})")
-    return "\n".join(lines)
-
-
-def _flips_allowed(plan: Int8Plan) -> str:
-    """The budget in photos: on a few hundred held-out photos a budget of a few tenths of a point
-    allows no flip at all, which explains a search that finds nothing on an unsure model."""
-    allowed = math.floor(plan.photos * (1 - plan.floor) + 1e-9)
-    return "so no photo may flip" if allowed == 0 else f"so at most {allowed} may flip"

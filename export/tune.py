@@ -64,12 +64,8 @@ def tune(
     features = _features(graph, x_all, source, batch_size * 4)
     params = graph.parameter_groups(source)
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(params, lr=lr)
     steps = epochs * math.ceil(2 * n / batch_size)
-    warmup = max(1, steps // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then cosine decay to zero
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps))
-    )
+    optimizer, schedule = _optimizer(params, lr, steps)
     t_all = torch.from_numpy(teacher).float()
     history, step = [], 0
     graph.train()
@@ -78,16 +74,7 @@ def tune(
         total = 0.0
         for i in range(0, 2 * n, batch_size):
             idx = order[i : i + batch_size]
-            student = graph(features.get(idx), source=source)
-            loss = (
-                F.kl_div(
-                    F.log_softmax(student / temperature, 1),
-                    F.log_softmax(t_all[idx] / temperature, 1),
-                    reduction="batchmean",
-                    log_target=True,
-                )
-                * temperature**2
-            )
+            loss = _distillation(graph(features.get(idx), source=source), t_all[idx], temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -99,6 +86,29 @@ def tune(
     graph.eval()
     trained = sum(p.numel() for p in params)
     return TuneReport(history, source, trained, sum(p.numel() for p in graph.params.values()))
+
+
+def _optimizer(params, lr: float, steps: int):
+    """Adam with a linear warm-up over a tenth of the steps, then a cosine decay to zero."""
+    optimizer = torch.optim.Adam(params, lr=lr)
+    warmup = max(1, steps // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps))
+    )
+    return optimizer, schedule
+
+
+def _distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL divergence between the softened distributions, scaled by T^2 (Hinton et al.)."""
+    return (
+        F.kl_div(
+            F.log_softmax(student / temperature, 1),
+            F.log_softmax(teacher / temperature, 1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        * temperature**2
+    )
 
 
 @dataclass(frozen=True)

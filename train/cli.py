@@ -11,120 +11,23 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
-from rich.text import Text
 
 from flower_edge.common.errors import one_line_errors
-from flower_edge.common.options import DebugFlag, JsonFlag, build, with_options
-from flower_edge.common.output import json_text, printable
-from flower_edge.common.progress import ProgressLines
+from flower_edge.common.options import DebugFlag, JsonFlag, build, option, with_options
+from flower_edge.common.output import json_text
 from flower_edge.train.config import TrainConfig
+from flower_edge.train.console import RichReporter
+from flower_edge.train.cv_stats import MAX_CUT, MAX_FOLDS
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
 err = Console(stderr=True)
-
-
-class RichReporter:
-    """Progress bars and an epoch table on stderr, so stdout stays clean for --json."""
-
-    def __init__(self, console: Console, quiet: bool = False) -> None:
-        self.console, self.quiet = console, quiet
-        self.last_saved: tuple[str, int] | None = None
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            _Rate(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-            disable=quiet,
-        )
-
-    def source(self, source) -> None:
-        sizes = ", ".join(f"{name} {len(s)}" for name, s in source.splits.items())
-        self.message(f"data: {source.description} ({source.num_classes} classes; {sizes} images)")
-        if source.skipped_links:
-            self.message(
-                f"skipped {source.skipped_links} symbolic link{'s' if source.skipped_links > 1 else ''} "
-                "that point outside DATA (--follow-symlinks follows them)"
-            )
-        for line in source.skipped:
-            self.console.print(f"skipped broken image {printable(line)}", highlight=False, markup=False, soft_wrap=True)
-
-    def __enter__(self) -> RichReporter:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
-
-    def task(self, description: str, total: int):
-        if self.quiet:
-            return _Silent()
-        if not self.console.is_terminal:  # a log file, CI, a notebook: lines, never silence
-            return ProgressLines(description, total, self.message)
-        progress = self.progress
-
-        class _Bar:
-            def __init__(self) -> None:
-                self.id = progress.add_task(description, total=total, info="")
-
-            def advance(self, n: int = 1, **fields: float) -> None:
-                info = "  ".join(f"{k} {v:.3f}" for k, v in fields.items())
-                progress.update(self.id, advance=n, info=info)
-
-            def close(self) -> None:
-                progress.remove_task(self.id)
-
-        return _Bar()
-
-    def epoch(self, r: dict) -> None:
-        self.message(
-            f"epoch {r['epoch']:>3}  train loss {r['train_loss']:.4f} acc {r['train_top1']:.2%}  "
-            f"valid loss {r['valid_loss']:.4f} top-1 {r['valid_top1']:.2%} top-5 {r['valid_top5']:.2%}"
-        )
-
-    def saved(self, path: str, epoch: int) -> None:
-        self.last_saved = (path, epoch)
-
-    def interrupted(self) -> str:
-        """The Ctrl-C line: what this run left on disk, and nothing it did not."""
-        if self.last_saved is None:
-            return "interrupted before the first epoch finished; no checkpoint was written by this run"
-        path, epoch = self.last_saved
-        return f"interrupted; {path} holds epoch {epoch} (--resume {path} goes on from there)"
-
-    def message(self, text: str) -> None:
-        if not self.quiet:
-            self.console.print(printable(text), highlight=False, markup=False, soft_wrap=True)
-
-
-class _Rate(ProgressColumn):
-    def render(self, task) -> Text:
-        return Text(f"{task.speed:.0f} img/s" if task.speed else "")
-
-
-class _Silent:
-    def advance(self, n: int = 1, **fields: float) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def _list_archs() -> None:
@@ -137,6 +40,34 @@ def _list_archs() -> None:
     Console().print(table)
 
 
+@dataclass(frozen=True)
+class CvOptions:
+    """flower-train's cross-validation options (train/cv.py)."""
+
+    cv: int | None = option(
+        None,
+        "Cross-validate the recipe instead: K folds over train + valid (stratified, stable), one training run "
+        "each, no checkpoint; prints the mean top-1 and its 95% interval.",
+        flags=("--cv",),
+        typer={"min": 2, "max": MAX_FOLDS},
+    )
+    cv_report: Path | None = option(
+        None, "With --cv: write the report (folds, per-photo answers) to this JSON file.", flags=("--cv-report",)
+    )
+    compare: Path | None = option(
+        None,
+        "With --cv: compare with an earlier --cv-report on the same data, paired by fold and photo.",
+        flags=("--compare",),
+    )
+    cv_cut: int = option(
+        0,
+        "With --cv: deal the photos into folds by another hash (0: the original cut), equally stratified and "
+        "stable, to compare two recipes again on folds they were not compared on.",
+        flags=("--cv-cut",),
+        typer={"min": 0, "max": MAX_CUT},
+    )
+
+
 def main(
     resume: Annotated[
         Path | None, typer.Option(help="Continue a checkpoint: its weights, optimizer, scheduler and epoch.")
@@ -145,38 +76,6 @@ def main(
     json_out: JsonFlag = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or epoch lines.")] = False,
     list_archs: Annotated[bool, typer.Option("--list-archs", help="List the backbones and exit.")] = False,
-    cv: Annotated[
-        int | None,
-        typer.Option(
-            "--cv",
-            min=2,
-            max=20,
-            help="Cross-validate the recipe instead: K folds over train + valid (stratified, "
-            "stable), one training run each, no checkpoint; prints the mean top-1 and its 95% interval.",
-        ),
-    ] = None,
-    cv_report: Annotated[
-        Path | None,
-        typer.Option("--cv-report", help="With --cv: write the report (folds, per-photo answers) to this JSON file."),
-    ] = None,
-    compare: Annotated[
-        Path | None,
-        typer.Option(
-            "--compare",
-            help="With --cv: compare with an earlier --cv-report on the same data, paired by fold and photo.",
-        ),
-    ] = None,
-    cv_cut: Annotated[
-        int,
-        typer.Option(
-            "--cv-cut",
-            min=0,
-            max=1000,
-            help="With --cv: deal the photos into folds by another hash (0: the "
-            "original cut), equally stratified and stable, to compare two recipes again on folds they were not "
-            "compared on.",
-        ),
-    ] = 0,
     debug: DebugFlag = False,
     **options,
 ) -> None:
@@ -196,8 +95,9 @@ def main(
         from flower_edge.train.loop import train
 
         config = build(TrainConfig, options)
-        if cv is not None or cv_report or compare or cv_cut:
-            _cross_validate(config, cv, cv_cut, cv_report, compare, resume, plot, json_out, reporter)
+        cvo = build(CvOptions, options)
+        if cvo.cv is not None or cvo.cv_report or cvo.compare or cvo.cv_cut:
+            _cross_validate(config, cvo.cv, cvo.cv_cut, cvo.cv_report, cvo.compare, resume, plot, json_out, reporter)
             return
         if plot:
             from flower_edge.common.output import PNG_MAGIC, check_output_file
@@ -219,6 +119,10 @@ def main(
             from flower_edge.train.plots import plot_history
 
             plot_history(result.history, result.best_epoch, plot)
+    _print_result(result, json_out, quiet)
+
+
+def _print_result(result, json_out: bool, quiet: bool) -> None:
     metrics = dict(result.card.metrics)
     if json_out:
         print(
@@ -252,7 +156,7 @@ def _cross_validate(
 ) -> None:
     from flower_edge.common.files import atomic_write
     from flower_edge.common.output import check_output_file
-    from flower_edge.train import cv
+    from flower_edge.train import cv, cv_stats
     from flower_edge.train.checkpoint import reads
 
     if k is None:
@@ -279,13 +183,15 @@ def _cross_validate(
         report = cv.cross_validate(config, k, reporter, cut)
     if report_path:
         atomic_write(report_path, lambda f: f.write(json_text(report).encode()))
-    comparison = cv.compare(earlier, report) if earlier else None
+    comparison = cv_stats.compare(earlier, report) if earlier else None
     if json_out:
         print(json_text({**report, "comparison": comparison} if comparison else report))
     else:
         err.print(cv.describe(report), highlight=False, soft_wrap=True)
         if comparison:
-            err.print(f"against {compare} (A): {cv.describe_comparison(comparison)}", highlight=False, soft_wrap=True)
+            err.print(
+                f"against {compare} (A): {cv_stats.describe_comparison(comparison)}", highlight=False, soft_wrap=True
+            )
 
 
 app.command(
@@ -297,7 +203,7 @@ app.command(
         "Flowers102). The default recipe fine-tunes the last blocks of an ImageNet EfficientNet-Lite0, "
         "caching the frozen blocks' output so that it runs in minutes on a CPU."
     )
-)(with_options(main, TrainConfig))
+)(with_options(main, TrainConfig, CvOptions))
 
 
 if __name__ == "__main__":

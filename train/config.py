@@ -157,6 +157,10 @@ class TrainConfig:
         ):
             if not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, found {getattr(self, name)}")
+        self._check_ranges()
+        self._check_shapes()
+
+    def _check_ranges(self) -> None:
         if self.lr <= 0:
             raise ConfigError(f"--lr must be positive, found {self.lr}")
         _within("--weight-decay", self.weight_decay, 0, 1)
@@ -175,12 +179,18 @@ class TrainConfig:
             raise ConfigError(f"--workers must be 0 (load in the main process) or more, found {self.workers}")
         if not 0 <= self.seed < 2**32:
             raise ConfigError(f"--seed must be between 0 and 2^32-1, found {self.seed}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"--dropout must be in [0, 1), found {self.dropout}")
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"--ema must be in [0, 1), found {self.ema}")
+        if not 0 < self.aug_scale <= 1:
+            raise ConfigError(f"--aug-scale must be in (0, 1], found {self.aug_scale}")
+
+    def _check_shapes(self) -> None:
         if self.hidden and max(self.hidden) > MAX_HIDDEN:
             raise ConfigError(f"--hidden sizes must be at most {MAX_HIDDEN:,}, found {self.hidden}")
         if self.resize_size is not None and self.resize_size > MAX_RESIZE:
             raise ConfigError(f"--resize-size must be at most {MAX_RESIZE:,}, found {self.resize_size}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"--dropout must be in [0, 1), found {self.dropout}")
         if self.finetune_blocks is not None and self.finetune_blocks < 0:
             raise ConfigError(f"--finetune-blocks must be 0 (all) or more, found {self.finetune_blocks}")
         if any(h < 1 for h in self.hidden):
@@ -189,10 +199,6 @@ class TrainConfig:
             raise ConfigError(f"--image-size must be a multiple of 32, found {self.image_size}")
         if self.resize_size is not None and self.resize_size < self.image_size:
             raise ConfigError(f"--resize-size ({self.resize_size}) must be at least --image-size ({self.image_size})")
-        if not 0 <= self.ema < 1:
-            raise ConfigError(f"--ema must be in [0, 1), found {self.ema}")
-        if not 0 < self.aug_scale <= 1:
-            raise ConfigError(f"--aug-scale must be in (0, 1], found {self.aug_scale}")
 
     def resolved(self, train_images: int) -> TrainConfig:
         """This config with ``finetune_blocks`` settled for a training split of this many photos."""

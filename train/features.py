@@ -27,9 +27,9 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,8 +41,10 @@ from flower_edge.common.processes import remove_stale
 from flower_edge.runtime.card import ModelCard
 
 from .config import TrainConfig
-from .data import DECODED_BUDGET, Sample, decode_all, default_cache_dir, make_loader
+from .data import Sample, default_cache_dir
 from .device import autocast_args, to_device
+from .feature_views import DiskView, MemoryView, StreamView, View
+from .loaders import DECODED_BUDGET, decode_all, make_loader
 from .transforms import eval_transform, training_augmentation
 
 if TYPE_CHECKING:
@@ -50,17 +52,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Batch = tuple[torch.Tensor, torch.Tensor]
-"""(features, labels): (B, C, h, w) fp16 and (B,) int64."""
 DEFAULT_BUDGET = 3 << 30
 """Memory the cache and the decoded photos take by default: Flowers102's 6 views (0.75 GB) and photos
 (1.7 GB) fit; a larger cache spills to disk, where the page cache still keeps it in memory while
 memory is free (reclaimable, and outside the process), at about the speed of the in-memory cache."""
 DISK_MARGIN = 1 << 30
+"""Free disk space a spilled cache leaves untouched."""
 ORT_CHUNK = 4
 """Photos per onnxruntime call of the frozen blocks: 1.5x the speed of 64 at a time and 600 MB less
 memory (Lite0's first 14 blocks, 2-core AMD EPYC: 517 img/s at 4, 567 at 2, 456 at 1, 345 at 64)."""
-"""Free disk space a spilled cache leaves untouched."""
 PREFIX = "features-"
 
 
@@ -77,111 +77,6 @@ def available_memory() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return 8 << 30
-
-
-class MemoryView:
-    """One pass of a split's features, held in memory (``rows``: the rows of ``x`` it is, in order)."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor | None = None) -> None:
-        self.x, self.y, self.rows = x, y, rows
-
-    def __len__(self) -> int:
-        return len(self.y) if self.rows is None else len(self.rows)
-
-    def subset(self, rows: Sequence[int]) -> MemoryView:
-        """The same features, only ``rows`` (positions in this view), sharing the memory."""
-        return MemoryView(self.x, self.y, _compose(self.rows, rows))
-
-    def batches(self, size: int, shuffle: bool = False, epoch: int = 0) -> Iterator[Batch]:
-        order = torch.randperm(len(self)) if shuffle else None
-        for i in range(0, len(self), size):
-            if order is None and self.rows is None:
-                yield self.x[i : i + size], self.y[i : i + size]
-            else:
-                idx = order[i : i + size] if order is not None else torch.arange(i, min(i + size, len(self)))
-                if self.rows is not None:
-                    idx = self.rows[idx]
-                yield self.x[idx], self.y[idx]
-
-
-class DiskView:
-    """One pass of a split's features in a file of fp16 rows; only the labels stay in memory."""
-
-    def __init__(self, path: Path, shape: tuple[int, ...], y: torch.Tensor, rows: torch.Tensor | None = None) -> None:
-        self.path, self.shape, self.y, self.rows = path, shape, y, rows
-        self.row = int(np.prod(shape)) * 2
-
-    def __len__(self) -> int:
-        return len(self.y) if self.rows is None else len(self.rows)
-
-    def subset(self, rows: Sequence[int]) -> DiskView:
-        """The same file, only ``rows`` (positions in this view)."""
-        return DiskView(self.path, self.shape, self.y, _compose(self.rows, rows))
-
-    def batches(self, size: int, shuffle: bool = False, epoch: int = 0) -> Iterator[Batch]:
-        order = torch.randperm(len(self)) if shuffle else None
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            for i in range(0, len(self), size):
-                if order is None and self.rows is None:  # consecutive rows: one read
-                    n = min(size, len(self) - i)
-                    x = np.empty((n, *self.shape), np.float16)
-                    _read(fd, memoryview(x).cast("B"), i * self.row)
-                    yield torch.from_numpy(x), self.y[i : i + n]
-                else:
-                    idx = order[i : i + size] if order is not None else torch.arange(i, min(i + size, len(self)))
-                    if self.rows is not None:
-                        idx = self.rows[idx]
-                    x = np.empty((len(idx), *self.shape), np.float16)
-                    for j, row in enumerate(idx.tolist()):
-                        _read(fd, memoryview(x[j]).cast("B"), row * self.row)
-                    yield torch.from_numpy(x), self.y[idx]
-        finally:
-            os.close(fd)
-
-
-def _compose(rows: torch.Tensor | None, subset: Sequence[int]) -> torch.Tensor:
-    picked = torch.as_tensor(list(subset), dtype=torch.int64)
-    return picked if rows is None else rows[picked]
-
-
-def _read(fd: int, into: memoryview, offset: int) -> None:
-    while len(into):
-        n = os.preadv(fd, [into], offset)
-        if n <= 0:
-            raise OSError(f"feature cache file ends early at byte {offset}")
-        into, offset = into[n:], offset + n
-
-
-@dataclass
-class StreamView:
-    """One pass of a split computed on the fly: the frozen blocks run on every batch (no cache)."""
-
-    samples: Sequence[Sample]
-    transform: Callable
-    cache: FeatureCache
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def subset(self, rows: Sequence[int]) -> StreamView:
-        return StreamView([self.samples[i] for i in rows], self.transform, self.cache)
-
-    def batches(self, size: int, shuffle: bool = False, epoch: int = 0) -> Iterator[Batch]:
-        loader = make_loader(
-            self.samples,
-            self.transform,
-            size,
-            seed=self.cache.config.seed,
-            workers=self.cache.workers,
-            shuffle=shuffle,
-            epoch=epoch,
-        )
-        for x, y in loader:
-            yield self.cache.run(x).to(self.cache.store, torch.float16), y.to(self.cache.store)
-
-
-View = MemoryView | DiskView | StreamView
 
 
 class FeatureCache:

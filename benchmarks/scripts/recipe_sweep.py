@@ -22,7 +22,8 @@ import torch
 
 from flower_edge.train import TrainConfig, train
 from flower_edge.train.checkpoint import load_model
-from flower_edge.train.data import ImageDataset, open_data
+from flower_edge.train.data import open_data
+from flower_edge.train.loaders import ImageDataset
 from flower_edge.train.transforms import eval_transform
 
 

@@ -7,7 +7,8 @@ import pytest
 
 from flower_edge.common.errors import ConfigError
 from flower_edge.export import formats
-from flower_edge.export.formats import FORMATS, Format, by_file, select
+from flower_edge.export.formats import FORMATS, Format, by_file
+from flower_edge.export.selection import select
 from flower_edge.runtime.card import ModelCard
 from flower_edge.runtime.session import onnx_runner
 

@@ -132,7 +132,7 @@ def test_export_never_replaces_a_file_it_did_not_write(tiny_checkpoint, syntheti
 
 def test_a_failed_commit_puts_every_earlier_file_back(tmp_path, monkeypatch):
     """Row 16: a failed export could leave model files moved into place before export.json failed."""
-    from flower_edge.export import pipeline
+    from flower_edge.export import folder
 
     output, staging = tmp_path / "out", tmp_path / "out" / ".flower-export-1-x"
     staging.mkdir(parents=True)
@@ -148,9 +148,9 @@ def test_a_failed_commit_puts_every_earlier_file_back(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device", str(dst))
         real(src, dst)
 
-    monkeypatch.setattr(pipeline.os, "replace", failing)
+    monkeypatch.setattr(folder.os, "replace", failing)
     with pytest.raises(OSError):
-        pipeline._commit(staging, output, ["model.onnx", "export.json"], ["model.onnx", "model.int8.onnx"])
+        folder.commit(staging, output, ["model.onnx", "export.json"], ["model.onnx", "model.int8.onnx"])
     monkeypatch.undo()
     for name in ("model.onnx", "model.int8.onnx", "export.json"):
         assert (output / name).read_text() == f"old {name}"

@@ -174,7 +174,7 @@ def test_the_table_says_the_budget_in_photos(loose, photos, max_drop, said):
     table rather than work out (500 photos: exactly one)."""
     from dataclasses import replace
 
-    from flower_edge.export.search import search_table
+    from flower_edge.export.plan import search_table
 
     plan = replace(loose.search, photos=photos, floor=round(1 - max_drop / 100, 6), max_drop=max_drop)
     assert said in search_table(plan).splitlines()[0]

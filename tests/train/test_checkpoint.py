@@ -30,8 +30,9 @@ def test_checkpoint_rebuilds_its_model_without_flags(tiny_checkpoint, synthetic_
 
 def test_best_weights_are_the_reported_ones(tiny_checkpoint):
     """The stored valid accuracy is what the stored weights score on the valid split."""
-    from flower_edge.train.data import ImageDataset, open_data
-    from flower_edge.train.loop import evaluate
+    from flower_edge.train.data import open_data
+    from flower_edge.train.loaders import ImageDataset
+    from flower_edge.train.steps import evaluate
     from flower_edge.train.transforms import eval_transform
 
     model, card, ckpt = load_model(tiny_checkpoint)
@@ -191,7 +192,7 @@ def test_ctrl_c_during_the_checkpoint_write_waits_for_it(synthetic_dir, tmp_path
     import os
     import signal
 
-    from flower_edge.train import checkpoint, loop
+    from flower_edge.train import checkpoint, loop, run
 
     real = checkpoint.save_checkpoint
     saved = []
@@ -201,7 +202,7 @@ def test_ctrl_c_during_the_checkpoint_write_waits_for_it(synthetic_dir, tmp_path
         saved.append(real(path, payload))
         return saved[-1]
 
-    monkeypatch.setattr(loop, "save_checkpoint", interrupted_save)
+    monkeypatch.setattr(run, "save_checkpoint", interrupted_save)
 
     class Recorder(loop.Reporter):
         last = None

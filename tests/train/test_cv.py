@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from flower_edge.common.errors import ConfigError
-from flower_edge.train import cv
+from flower_edge.train import cv, cv_stats
 from flower_edge.train.checkpoint import make_card
 from flower_edge.train.cli import app
 from flower_edge.train.data import Sample, open_data
@@ -91,18 +91,18 @@ def test_a_class_with_fewer_photos_than_folds_is_refused(synthetic_dir):
 
 
 def test_interval_and_mcnemar_on_known_cases():
-    mean, sd, low, high = cv.interval([0.90, 0.92, 0.94, 0.96, 0.98])
+    mean, sd, low, high = cv_stats.interval([0.90, 0.92, 0.94, 0.96, 0.98])
     assert mean == pytest.approx(0.94)
     assert sd == pytest.approx(0.001**0.5)
     assert (high - mean) == pytest.approx(2.776 * 0.001**0.5 / 5**0.5)
     assert low == pytest.approx(2 * mean - high)
-    assert cv.mcnemar(0, 6) == pytest.approx(2 / 64)
-    assert cv.mcnemar(1, 9) == pytest.approx(2 * 11 / 1024)
-    assert cv.mcnemar(5, 5) == 1.0 and cv.mcnemar(0, 0) == 1.0
+    assert cv_stats.mcnemar(0, 6) == pytest.approx(2 / 64)
+    assert cv_stats.mcnemar(1, 9) == pytest.approx(2 * 11 / 1024)
+    assert cv_stats.mcnemar(5, 5) == 1.0 and cv_stats.mcnemar(0, 0) == 1.0
 
 
 def _report(top1, answers):
-    mean, sd, low, high = cv.interval(top1)
+    mean, sd, low, high = cv_stats.interval(top1)
     return {
         "kind": cv.KIND,
         "folds": len(top1),
@@ -121,15 +121,15 @@ def test_the_paired_comparison_says_better_only_beyond_noise():
     a = _report([0.80] * 5, {n: [i % 5, int(i < 80)] for i, n in enumerate(names)})
     # B right on 12 more photos, spread over the folds, wrong on none that A got
     b = _report([0.92, 0.92, 0.92, 0.92, 0.92], {n: [i % 5, int(i < 92)] for i, n in enumerate(names)})
-    c = cv.compare(a, b)
+    c = cv_stats.compare(a, b)
     assert (c["only_a_right"], c["only_b_right"]) == (0, 12)
     assert c["mcnemar_p"] == pytest.approx(2 / 2**12)
     assert c["difference"] == pytest.approx(0.12) and c["verdict"] == "B is better"
     noisy = _report([0.81, 0.79, 0.80, 0.82, 0.78], {n: [i % 5, int(1 <= i < 81)] for i, n in enumerate(names)})
-    assert cv.compare(a, noisy)["verdict"] == "no difference beyond noise"
+    assert cv_stats.compare(a, noisy)["verdict"] == "no difference beyond noise"
     other = _report([0.8] * 5, {n: [(i + 1) % 5, 1] for i, n in enumerate(names)})
     with pytest.raises(ConfigError, match="folds differ"):
-        cv.compare(a, other)
+        cv_stats.compare(a, other)
 
 
 def _cut(report: dict, cut: int) -> dict:
@@ -149,23 +149,23 @@ def test_comparison_pooled_over_cuts_on_a_known_case(tmp_path, capsys):
         ),
         1,
     )
-    c = cv.compare_cuts([a0, a1], [b1, b0])  # paired by cut, not by the order given
+    c = cv_stats.compare_cuts([a0, a1], [b1, b0])  # paired by cut, not by the order given
     diff = [0.04, 0.0, 0.02, 0.06, -0.02, 0.02, 0.04, 0.0, 0.06, -0.02]
-    mean, sd, _, _ = cv.interval(diff)
+    mean, sd, _, _ = cv_stats.interval(diff)
     half = 2.262 * sd * (1 / 10 + 1 / 4) ** 0.5  # t for 9 degrees of freedom
     assert c["difference"] == pytest.approx(mean) and c["difference"] == pytest.approx(0.02)
     assert c["difference_ci95"] == pytest.approx([mean - half, mean + half])
     assert (c["a_mean"], c["b_mean"]) == (pytest.approx(0.80), pytest.approx(0.82))
     # photo 0: A right twice, B once -> A; photos 80, 81: B twice, A never -> B; photo 82: B once -> B
     assert (c["only_a_right"], c["only_b_right"]) == (1, 3)
-    assert c["mcnemar_p"] == pytest.approx(cv.mcnemar(1, 3)) and c["verdict"] == "no difference beyond noise"
-    one = cv.compare_cuts([a0], [b0])  # one cut: McNemar's test, and an interval wider than the plain t's
-    plain = cv.compare(a0, b0)
+    assert c["mcnemar_p"] == pytest.approx(cv_stats.mcnemar(1, 3)) and c["verdict"] == "no difference beyond noise"
+    one = cv_stats.compare_cuts([a0], [b0])  # one cut: McNemar's test, and an interval wider than the plain t's
+    plain = cv_stats.compare(a0, b0)
     assert one["mcnemar_p"] == plain["mcnemar_p"] and one["difference"] == pytest.approx(plain["difference"])
     widths = [c["difference_ci95"][1] - c["difference_ci95"][0] for c in (one, plain)]
     assert widths[0] == pytest.approx(widths[1] * ((1 / 5 + 1 / 4) / (1 / 5)) ** 0.5)
     better = {n: [(i + 1) % 5, 1] for i, n in enumerate(names)}
-    clear = cv.compare_cuts(
+    clear = cv_stats.compare_cuts(
         [a0, a1],
         [
             _cut(_report([1.0] * 5, {n: [i % 5, 1] for i, n in enumerate(names)}), 0),
@@ -174,11 +174,11 @@ def test_comparison_pooled_over_cuts_on_a_known_case(tmp_path, capsys):
     )
     assert clear["verdict"] == "B is better" and clear["only_b_right"] == 20
     with pytest.raises(ConfigError, match="cuts differ"):
-        cv.compare_cuts([a0, a1], [b0])
+        cv_stats.compare_cuts([a0, a1], [b0])
     with pytest.raises(ConfigError, match="same --cv-cut"):
-        cv.compare_cuts([a0, a0], [b0, b1])
+        cv_stats.compare_cuts([a0, a0], [b0, b1])
     with pytest.raises(ConfigError, match="folds differ"):
-        cv.compare_cuts([a0, a1], [_cut(b0, 1), _cut(b1, 0)])
+        cv_stats.compare_cuts([a0, a1], [_cut(b0, 1), _cut(b1, 0)])
     for name, report in (("a0", a0), ("a1", a1), ("b0", b0), ("b1", b1)):
         (tmp_path / f"{name}.json").write_text(json.dumps(report))
     files = [str(tmp_path / f"{name}.json") for name in ("a0", "a1", "b0", "b1")]

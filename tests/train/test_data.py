@@ -153,7 +153,7 @@ def test_train_transform_yields_normalized_crops(synthetic_dir):
 
 
 def test_decode_all_reads_each_photo_once_within_a_memory_budget(synthetic_dir):
-    from flower_edge.train.data import ImageDataset, decode_all
+    from flower_edge.train.loaders import ImageDataset, decode_all
     from flower_edge.train.transforms import eval_transform
 
     samples = open_data(str(synthetic_dir)).splits["valid"]
@@ -185,13 +185,13 @@ def test_decode_all_reads_each_photo_once_within_a_memory_budget(synthetic_dir):
 
 def test_photos_far_over_the_decoding_budget_are_not_decoded_up_to_it(synthetic_dir, monkeypatch):
     """The headers tell the size: a set twice the budget returns at once instead of filling it first."""
-    from flower_edge.train import data
+    from flower_edge.train import loaders
 
     samples = open_data(str(synthetic_dir)).splits["train"]
     decoded = []
-    real = data.load_image
-    monkeypatch.setattr(data, "load_image", lambda path: decoded.append(path) or real(path))
+    real = loaders.load_image
+    monkeypatch.setattr(loaders, "load_image", lambda path: decoded.append(path) or real(path))
     one = Image.open(samples[0].path).size
-    assert data.decode_all(samples, budget=one[0] * one[1] * 3 * len(samples) // 2) is None
+    assert loaders.decode_all(samples, budget=one[0] * one[1] * 3 * len(samples) // 2) is None
     assert decoded == []
-    assert len(data.decode_all(samples, budget=one[0] * one[1] * 3 * len(samples))) == len(samples)
+    assert len(loaders.decode_all(samples, budget=one[0] * one[1] * 3 * len(samples))) == len(samples)

@@ -44,7 +44,8 @@ def torchrun(*args):
 def valid_accuracy(checkpoint, data):
     """Top-1 of the checkpoint's model on the whole valid split, in this one process."""
     from flower_edge.train.checkpoint import load_model
-    from flower_edge.train.data import ImageDataset, open_data
+    from flower_edge.train.data import open_data
+    from flower_edge.train.loaders import ImageDataset
     from flower_edge.train.transforms import eval_transform
 
     model, card, _ = load_model(checkpoint)

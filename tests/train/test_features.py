@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from flower_edge.train import features, train
+from flower_edge.train import feature_views, features, train
 from flower_edge.train.checkpoint import load_checkpoint
 from flower_edge.train.report import Reporter
 
@@ -71,7 +71,7 @@ def test_the_memory_budget_decides_by_the_cache_size(synthetic_dir, tmp_path, ma
 def test_a_disk_view_gives_back_every_row_once_in_any_order(tmp_path):
     rows = np.random.default_rng(0).standard_normal((37, 3, 2, 2)).astype(np.float16)
     (tmp_path / "v.f16").write_bytes(rows.tobytes())
-    view = features.DiskView(tmp_path / "v.f16", (3, 2, 2), torch.arange(37))
+    view = feature_views.DiskView(tmp_path / "v.f16", (3, 2, 2), torch.arange(37))
     for shuffle in (False, True):
         got = list(view.batches(8, shuffle=shuffle))
         assert [len(y) for _, y in got] == [8, 8, 8, 8, 5]
@@ -83,7 +83,7 @@ def test_a_disk_view_gives_back_every_row_once_in_any_order(tmp_path):
 
 def test_a_truncated_cache_file_is_an_error_not_zeros(tmp_path):
     (tmp_path / "v.f16").write_bytes(np.zeros((3, 4), np.float16).tobytes())
-    view = features.DiskView(tmp_path / "v.f16", (4,), torch.arange(4))
+    view = feature_views.DiskView(tmp_path / "v.f16", (4,), torch.arange(4))
     with pytest.raises(OSError, match="ends early"):
         list(view.batches(4))
 

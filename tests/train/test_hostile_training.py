@@ -67,22 +67,22 @@ def test_divergence_in_a_later_epoch_keeps_the_epoch_before(synthetic_dir, tmp_p
     import torch
 
     from flower_edge.common.errors import TrainingDiverged
-    from flower_edge.train import loop
+    from flower_edge.train import run
 
-    real, calls, saved = loop.train_one_epoch, [], []
+    real, calls, saved = run.train_one_epoch, [], []
 
-    def poisoned(trainable, model, *args, **kwargs):
+    def poisoned(step, *args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             with torch.no_grad():
-                next(p for p in model.head.parameters()).fill_(float("nan"))
-        return real(trainable, model, *args, **kwargs)
+                next(p for p in step.model.head.parameters()).fill_(float("nan"))
+        return real(step, *args, **kwargs)
 
-    monkeypatch.setattr(loop, "train_one_epoch", poisoned)
+    monkeypatch.setattr(run, "train_one_epoch", poisoned)
     out = tmp_path / "r.pth"
-    real_save = loop.save_checkpoint
+    real_save = run.save_checkpoint
     monkeypatch.setattr(
-        loop, "save_checkpoint", lambda path, payload: saved.append(payload["epoch"]) or real_save(path, payload)
+        run, "save_checkpoint", lambda path, payload: saved.append(payload["epoch"]) or real_save(path, payload)
     )
     with pytest.raises(TrainingDiverged, match=f"epoch 2: the training loss .* {out} holds epoch 1, the last finite"):
         train(tiny_config(synthetic_dir, out, epochs=2))
