@@ -65,25 +65,26 @@ class Run:
             block.requires_grad_(False)
         self.model = model.to(device, memory_format=torch.channels_last)
         self.train_samples = world.shard(source.splits["train"], pad=True)  # every rank as many steps
-        self.step = self._optimizer(ckpt)
+        self.step, self.state = self._optimizer(ckpt)
         self.history, self.best_epoch = self.state.history, self.state.best_epoch
         self.best_acc, self.best_state = self.state.best_acc, self.state.best_state
         self.on_disk = self.state.first_epoch - 1 if resume and resolved(resume) == resolved(config.output) else None
         self.valid: dict = {}
         self.cache: FeatureCache | None = None
 
-    def _optimizer(self, ckpt) -> Step:
+    def _optimizer(self, ckpt):
+        """The optimizer step and where a resumed run stands (train/checkpoint.py resume_state)."""
         config, model, start = self.config, self.model, self.start
         optimizer = make_optimizer(model, start, config)
         scheduler = make_scheduler(optimizer, config, math.ceil(len(self.train_samples) / config.batch_size))
-        self.state = resume_state(ckpt, model, optimizer, scheduler)
-        if self.state.first_epoch > config.epochs:
+        state = resume_state(ckpt, model, optimizer, scheduler)
+        if state.first_epoch > config.epochs:
             raise ConfigError(
-                f"--resume: {self.resume} already finished epoch {self.state.first_epoch - 1}; "
-                f"ask for more with --epochs {self.state.first_epoch - 1 + config.epochs}"
+                f"--resume: {self.resume} already finished epoch {state.first_epoch - 1}; "
+                f"ask for more with --epochs {state.first_epoch - 1 + config.epochs}"
             )
         if ckpt is not None:
-            self.reporter.message(f"resuming {self.resume} at epoch {self.state.first_epoch} of {config.epochs}")
+            self.reporter.message(f"resuming {self.resume} at epoch {state.first_epoch} of {config.epochs}")
         # The averaged weights are what validation sees and what the checkpoint keeps (--ema).
         ema = (
             AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
@@ -100,7 +101,8 @@ class Run:
         if self.world.enabled:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             trainable = DistributedDataParallel(trainable, device_ids=device_ids)
-        return Step(trainable, model, start, optimizer, scheduler, scaler, loss_fn, amp, self.device, self.world, ema)
+        step = Step(trainable, model, start, optimizer, scheduler, scaler, loss_fn, amp, self.device, self.world, ema)
+        return step, state
 
     def batches(self, shared: SharedFeatures | None) -> None:
         """The training views (cached) and the valid and test batches. Each rank evaluates its own
