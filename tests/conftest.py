@@ -1,7 +1,14 @@
-"""Shared fixtures: a small synthetic data set and one tiny trained checkpoint, made once."""
+"""Shared fixtures: a small synthetic data set and one tiny trained checkpoint, made once.
+
+Run in parallel (``pytest -n 2``, pytest-xdist), the session's three shared things (the synthetic
+photos, the tiny checkpoint and its every-format export) are still made once: the first worker to
+need one makes it under a file lock, the others read what it made (``_once``)."""
 
 from __future__ import annotations
 
+import os
+import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,21 +17,94 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SHARED_FLOWERS = SHARED_DATA / "flowers5"
 
 
+def pytest_configure(config):
+    """The suite checks what the int8 search chooses and records, not how fast (benchmarks/ does):
+    each candidate's latency is measured for 0.1 s instead of a second (at least 5 runs either way)."""
+    from flower_edge.export import search
+
+    search.LATENCY_SECONDS = 0.1
+    _export_each_model_once(config)
+
+
+def _export_each_model_once(config) -> None:
+    """The dynamo ONNX exporter takes about 7 s a call here, and the suite exports the same tiny
+    model some twenty times: each distinct (weights, card, opset, preprocessing) goes through
+    ``export_onnx`` once per worker, and later calls get its graph with their own card (the export
+    date differs). Every graph is the exporter's own; a test that patches ``export_onnx``
+    (test_errors.py) wraps this one."""
+    import hashlib
+    import shutil
+    import tempfile
+    from dataclasses import replace
+
+    import onnx
+
+    from flower_edge.common.files import atomic_write
+    from flower_edge.export import onnx_export
+
+    real = onnx_export.export_onnx
+    folder = Path(tempfile.mkdtemp(prefix="flower-edge-onnx-"))
+    config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+    def export_onnx(model, card, path, opset, embed_preprocessing=False):
+        undated = replace(card, provenance={**card.provenance, "export_date": None})
+        key = hashlib.sha256(f"{undated.to_json()}|{opset}|{embed_preprocessing}".encode())
+        for name, tensor in sorted(model.state_dict().items()):
+            key.update(name.encode())
+            key.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        kept = folder / f"{key.hexdigest()}.onnx"
+        if not kept.is_file():
+            written = real(model, card, path, opset, embed_preprocessing)
+            shutil.copyfile(path, kept)
+            return written
+        written = onnx_export.embedded_card(card) if embed_preprocessing else card
+        proto = onnx.load(str(kept))
+        onnx_export.set_card(proto, written)
+        atomic_write(path, lambda f: f.write(proto.SerializeToString()))
+        return written
+
+    onnx_export.export_onnx = export_onnx
+
+
+def _once(tmp_path_factory, name: str, make: Callable[[Path], object]):
+    """``make(folder)`` once for the whole run, whichever worker asks first; the value is pickled
+    beside the folder, so every worker gets the same paths and figures."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return make(tmp_path_factory.mktemp(name))
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent  # shared by the workers of this run
+    made = root / f"{name}.pickle"
+    with FileLock(str(root / f"{name}.lock")):
+        if made.is_file():
+            return pickle.loads(made.read_bytes())
+        folder = root / name
+        folder.mkdir()
+        value = make(folder)
+        made.write_bytes(pickle.dumps(value))
+        return value
+
+
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory) -> Path:
     from flower_edge.train.synthetic import generate
 
-    return generate(tmp_path_factory.mktemp("synthetic"), {"train": 10, "valid": 4, "test": 3}, size=64)
+    return _once(
+        tmp_path_factory, "synthetic", lambda folder: generate(folder, {"train": 10, "valid": 4, "test": 3}, size=64)
+    )
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(synthetic_dir, tmp_path_factory) -> Path:
     """Lite0 at 64 px, last 2 blocks fine-tuned for one epoch on the synthetic set."""
-    from flower_edge.train import train
 
-    out = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
-    train(tiny_config(synthetic_dir, out))
-    return out
+    def make(folder: Path) -> Path:
+        from flower_edge.train import train
+
+        train(tiny_config(synthetic_dir, folder / "tiny.pth"))
+        return folder / "tiny.pth"
+
+    return _once(tmp_path_factory, "ckpt", make)
 
 
 def tiny_config(data: Path, output: Path, **overrides):
@@ -69,19 +149,23 @@ def flowers102() -> Path:
 @pytest.fixture(scope="session")
 def tiny_export(tiny_checkpoint, synthetic_dir, tmp_path_factory):
     """The tiny checkpoint exported once in every format, int8 included, verified."""
-    from flower_edge.export import ExportConfig, export
 
-    config = ExportConfig(
-        checkpoint=str(tiny_checkpoint),
-        output=str(tmp_path_factory.mktemp("export")),
-        format="all",
-        quantize=True,
-        calib_data=str(synthetic_dir),
-        calib_size=20,
-        embed_preprocessing=True,
-        min_agreement=0.0,
-    )
-    return export(config)
+    def make(folder: Path):
+        from flower_edge.export import ExportConfig, export
+
+        config = ExportConfig(
+            checkpoint=str(tiny_checkpoint),
+            output=str(folder),
+            format="all",
+            quantize=True,
+            calib_data=str(synthetic_dir),
+            calib_size=20,
+            embed_preprocessing=True,
+            min_agreement=0.0,
+        )
+        return export(config)
+
+    return _once(tmp_path_factory, "export", make)
 
 
 def assert_one_error_line(result, prog: str, *fragments: str) -> None:
@@ -143,3 +227,25 @@ def full_disk(tmp_path):
         pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.decode().strip()[:80]})")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test of the every-format export (about two minutes here, once) is ``slow`` too, so
+    ``-m 'not slow'`` is the quick loop. And the order files are handed out in a parallel run
+    (``-n 2``; pyproject.toml asks for ``--dist loadfile --no-loadscope-reorder``): the first file of
+    the export, then files of slow tests that do not need it (the other worker runs them while the
+    export is made), then the export's slow files, then the quick ones, so neither worker is left
+    alone at the end with a long file."""
+    needs = {item.path for item in items if "tiny_export" in getattr(item, "fixturenames", ())}
+    heavy = {item.path for item in items if item.get_closest_marker("slow")}
+    for item in items:
+        if item.path in needs:
+            item.add_marker(pytest.mark.slow)
+    first = next((item.path for item in items if item.path in needs), None)
+
+    def rank(item) -> int:
+        if item.path == first:
+            return 0
+        return (1 if item.path in heavy else 3) + (item.path in needs)
+
+    items.sort(key=rank)

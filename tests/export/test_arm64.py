@@ -87,6 +87,7 @@ def test_verify_on_takes_arm64_and_needs_verification():
         ExportConfig(checkpoint="", verify_on="arm64", arm64_photos=0)
 
 
+@pytest.mark.slow
 def test_the_phone_files_on_arm64_answer_as_on_this_machine(tiny_checkpoint, synthetic_dir, tmp_path):
     """Where this machine can emulate arm64 (QEMU 8+, mmdebstrap, Debian's mirror and PyPI, or an
     environment already cached): the tiny model's ONNX and LiteRT files, float and int8, on 6 photos."""

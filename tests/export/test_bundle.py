@@ -319,6 +319,7 @@ def other_model(tiny_checkpoint, tmp_path_factory):
 
 @pytest.mark.browser
 @pytest.mark.real
+@pytest.mark.slow
 def test_a_swapped_model_fails_the_self_check_and_the_page_says_so(web, other_model, flowers5, tmp_path):
     """Issue 24, item 3: LiteRT.js's file replaced by another model's fails its self-check, and the
     app falls back to onnxruntime-web, which passes; with both replaced, no runtime passes and every
@@ -436,6 +437,7 @@ SOFTWARE_WEBGPU = ("--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader",
 
 
 @pytest.mark.browser
+@pytest.mark.slow
 def test_the_webgpu_path_answers_the_golden_photos_as_wasm_does(web):
     """Issue 24, item 4: LiteRT.js on WebGPU (?runtime=webgpu), on chromium's software adapter
     (SwiftShader): it passes the self-check and its top-1 on every golden photo is WASM's, with

@@ -118,6 +118,7 @@ def test_torchscript_export_through_the_cli_prints_json(tiny_checkpoint, synthet
     assert json.loads((tmp_path / "export.json").read_text())["parity"] == doc["parity"]
 
 
+@pytest.mark.slow
 def test_a_corrupted_export_is_caught_and_nothing_is_left(tiny_checkpoint, synthetic_dir, tmp_path, monkeypatch):
     from flower_edge.export import onnx_export, pipeline
 

@@ -86,6 +86,7 @@ def copy_onnx(job, fmt):
     return Written()
 
 
+@pytest.mark.slow
 def test_a_new_row_is_written_and_verified_with_no_other_change(monkeypatch, tiny_checkpoint, synthetic_dir, tmp_path):
     row = Format(
         "onnx-copy",

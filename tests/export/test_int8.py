@@ -113,6 +113,7 @@ def test_tuning_brings_the_int8_graph_closer_to_the_float_model(tiny_export, inp
     assert divergence(open_session(tuned).run(None, {"image": both})[0]) < start
 
 
+@pytest.mark.slow
 def test_tune_and_explain_through_the_export(tiny_checkpoint, synthetic_dir, tmp_path):
     result = CliRunner().invoke(
         app,
@@ -326,6 +327,7 @@ def test_the_final_mean_is_a_quantized_global_average_pool(tiny_export, tmp_path
     assert any(n.op_type == "QuantizeLinear" and n.input[0] == pool.output[0] for n in graph.node)
 
 
+@pytest.mark.slow
 def test_reduce_range_writes_a_seven_bit_model_that_says_so(tiny_checkpoint, synthetic_dir, tmp_path, monkeypatch):
     """--reduce-range: every int8 weight fits 7 bits and the card says so, so that flower-run takes the
     fast kernels for it on an AVX2-only CPU (tests/runtime/test_cpu.py checks the choice itself)."""

@@ -104,6 +104,7 @@ def test_region_is_the_cards_centre_crop(tiny_export):
 
 
 @pytest.mark.skipif(FORMATS["tflite"].missing() is not None, reason="needs the [litert] extra")
+@pytest.mark.slow
 def test_without_mediapipe_one_line_names_the_extra_and_the_export_goes_on(
     monkeypatch, tiny_checkpoint, synthetic_dir, tmp_path
 ):

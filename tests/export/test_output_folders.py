@@ -79,6 +79,7 @@ def test_a_killed_bundles_staging_folder_is_removed(small_export, ort_web, tmp_p
     assert not stale.exists()
 
 
+@pytest.mark.slow
 def test_one_export_per_folder_and_the_bundle_takes_what_export_json_lists(
     tiny_checkpoint, synthetic_dir, ort_web, tmp_path
 ):
@@ -104,6 +105,7 @@ def test_one_export_per_folder_and_the_bundle_takes_what_export_json_lists(
         bundle(folder, tmp_path / "web2", ort_web=ort_web)
 
 
+@pytest.mark.slow
 def test_export_never_replaces_a_file_it_did_not_write(tiny_checkpoint, synthetic_dir, tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
@@ -156,6 +158,7 @@ def test_a_failed_commit_puts_every_earlier_file_back(tmp_path, monkeypatch):
         assert (output / name).read_text() == f"old {name}"
 
 
+@pytest.mark.slow
 def test_export_into_a_full_disk_says_so(tiny_checkpoint, synthetic_dir, full_disk):
     """Row 15: the message was an internal error about SaveToOrtFormat or inline_container.cc."""
     result = runner.invoke(

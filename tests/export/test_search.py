@@ -33,12 +33,14 @@ def loose(tiny_checkpoint, synthetic_dir, tmp_path_factory):
     return _export(tiny_checkpoint, synthetic_dir, tmp_path_factory.mktemp("loose"), max_drop=100)
 
 
+@pytest.mark.slow
 def test_a_loose_budget_keeps_everything_int8_and_stops_at_once(loose):
     plan = loose.search
     assert [t.candidate.float_layers for t in plan.trials] == [()]
     assert plan.chosen is plan.trials[0] and plan.met and plan.floor == 0.0
 
 
+@pytest.mark.slow
 def test_a_tight_budget_keeps_layers_float(tiny_checkpoint, synthetic_dir, tmp_path, loose):
     """A floor just above what the all-int8 model agrees on (measured on this CPU: int8 kernels
     differ between CPUs) makes the search go past it: more float layers, in the sensitivity order."""
@@ -84,6 +86,7 @@ def test_the_card_and_export_json_record_the_budget_and_the_candidates(loose):
     assert {"agreement", "latency_ms", "size", "float_layers"} <= set(search["candidates"][0])
 
 
+@pytest.mark.slow
 def test_every_int8_format_keeps_the_layers_the_search_chose(tiny_checkpoint, synthetic_dir, tmp_path):
     """One choice for every int8 row: --float-layers 3 here (the search's own choice is a list of
     names the same way), read back from each file's card."""
@@ -95,7 +98,7 @@ def test_every_int8_format_keeps_the_layers_the_search_chose(tiny_checkpoint, sy
         format=",".join(["onnx", *keys]),
         float_layers=3,
         min_agreement=0.0,
-        verify_size=4,
+        verify=False,  # what is checked here is each file's card; the other tests verify the files
     )
     names = result.search.chosen.candidate.float_layers
     assert len(names) == 3 and names[0] == "features.0.conv"
@@ -105,6 +108,7 @@ def test_every_int8_format_keeps_the_layers_the_search_chose(tiny_checkpoint, sy
         assert q["budget"]["agreement_floor"] == 0.0, key
 
 
+@pytest.mark.slow
 def test_a_failing_row_does_not_discard_the_others(tiny_checkpoint, synthetic_dir, tmp_path, monkeypatch):
     """An int8 file under its budget is left out with one line; the files that passed are written."""
     from dataclasses import replace

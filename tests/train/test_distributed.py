@@ -65,6 +65,7 @@ def two_ranks(synthetic_dir, tmp_path_factory):
     return out, report
 
 
+@pytest.mark.slow
 def test_two_processes_write_exactly_one_checkpoint(two_ranks):
     out, report = two_ranks
     assert [p.name for p in out.iterdir()] == ["ddp.pth"]
@@ -78,6 +79,7 @@ def test_reported_accuracy_is_over_the_whole_validation_set(two_ranks, synthetic
     assert reported == pytest.approx(valid_accuracy(out / "ddp.pth", synthetic_dir), abs=1e-9)
 
 
+@pytest.mark.slow
 def test_resume_continues_at_the_right_epoch(two_ranks, synthetic_dir):
     from flower_edge.train.checkpoint import load_checkpoint
 

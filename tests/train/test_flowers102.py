@@ -51,6 +51,7 @@ def test_trains_and_evaluates_end_to_end(trained):
 
 
 @pytest.mark.real
+@pytest.mark.slow
 def test_flower_run_applies_the_cards_aspect_keeping_centre_crop(trained, few_classes, tmp_path, capsys):
     """The card records resize-the-shorter-side then centre-crop; flower-run computes exactly the
     PyTorch model's answer on torchvision's Resize + CenterCrop of each photo, and a squashed photo
