@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from flower_edge.common.errors import DataError
-from flower_edge.runtime.image import is_image_file
 
 
 def read_split(config, card, trained, progress: Callable[[str], None]):
@@ -37,23 +36,15 @@ def read_split(config, card, trained, progress: Callable[[str], None]):
 def _split(
     root: Path, split: str, class_to_idx: dict[str, int], valid_fraction: float, follow_symlinks: bool
 ) -> tuple[list[Path], np.ndarray, str]:
-    """The photos of ``split`` with their labels, and where they came from: ``root/split`` in the
-    classic layout, or, for a folder of class folders, the split flower-train made of it (the same
-    photos, by file-name hash at the checkpoint's --valid-fraction: train/data.py)."""
-    folder = root / split
-    if folder.is_dir():
-        photos = sorted(p for p in folder.rglob("*") if is_image_file(p) and p.parent.name in class_to_idx)
-        where = str(folder)
-    elif (root / "train").is_dir() or not root.is_dir():
-        raise DataError(f"{folder}: no such folder (expected {root}/{split}/<class-id>/*.jpg)")
-    else:
-        from flower_edge.train.data import split_paths
+    """The photos of ``split`` with their labels, and where they came from: as flower-train splits
+    ``root`` (train/photos.py), so a folder of class folders is measured on the photos it held out."""
+    from flower_edge.train.photos import photo_splits
 
-        splits = split_paths(str(root), valid_fraction=valid_fraction, follow_symlinks=follow_symlinks)
-        if split not in splits:
-            raise DataError(f"{root}: a folder of class folders has no {split} split; flower-train held out valid")
-        photos = [p for p in splits[split] if p.parent.name in class_to_idx]
-        where = f"{root} (flower-train's {split} split of it, {valid_fraction:.0%} by file-name hash)"
+    splits = photo_splits(str(root), valid_fraction=valid_fraction, follow_symlinks=follow_symlinks)
+    if split not in splits.paths:
+        raise DataError(f"{root}: has no {split} split (expected {root}/{split}/<class-id>/*.jpg)")
+    photos = [p for p in splits.paths[split] if p.parent.name in class_to_idx]
+    where = splits.where[split]
     if not photos:
         raise DataError(
             f"{where}: no photos in class folders the model knows ({', '.join(list(class_to_idx)[:5])}, ...)"

@@ -3,7 +3,7 @@
     sets = choose_images(config, train_config.data, train_config.valid_fraction)
     sets.calibration, sets.verification          # tuples of paths
 
-The checkpoint's own DATA is split exactly as training split it (``train/data.py: split_paths``):
+The checkpoint's own DATA is split exactly as training split it (``train/photos.py: photo_splits``):
 calibration from its ``train`` photos, verification on ``valid``, which the model never trained on.
 A ``--calib-data`` folder in the classic layout is read the same way; any other ``--calib-data``
 folder (loose photos or class folders, not this model's DATA) is split by a hash of each file's
@@ -13,7 +13,6 @@ Each list is in hash order, a stable pseudo-random mix of the classes.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,8 @@ import numpy as np
 from PIL import Image
 
 from flower_edge.common.errors import DataError, ExportError, ImageError
-from flower_edge.runtime.image import is_image_file, load_image
+from flower_edge.runtime.image import load_image
+from flower_edge.train.photos import find_images, photo_splits
 
 from .config import MAX_PHOTOS, ExportConfig
 
@@ -37,25 +37,6 @@ class ImageSets:
     """Photos for int8 tuning: the calibration pool's first ones, never a verification photo."""
 
 
-def find_images(folder: Path) -> list[Path]:
-    """Image files under ``folder``, recursively, in hash order (a stable pseudo-random order)."""
-    found = [
-        p
-        for p in folder.rglob("*")
-        if is_image_file(p) and p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    ]
-    return sorted(found, key=lambda p: _hash(p.relative_to(folder)))
-
-
-def _hash(path: Path) -> str:
-    return hashlib.sha1(str(path).encode()).hexdigest()
-
-
-def _hash_order(paths: list[Path]) -> list[Path]:
-    """Photos of class folders in ``find_images``' order: by the hash of <class>/<file name>."""
-    return sorted(paths, key=lambda p: _hash(Path(p.parent.name, p.name)))
-
-
 def choose_images(
     config: ExportConfig,
     train_data: str,
@@ -67,31 +48,22 @@ def choose_images(
     (split as that training split it: ``follow_symlinks`` as it was trained with); ``int8``: whether
     an int8 format is written (None: ``config.quantize``)."""
     int8 = config.quantize if int8 is None else int8
-    from flower_edge.train.data import split_paths
-
     if config.calib_data:
         root = Path(config.calib_data)
         if not root.is_dir():
             raise ExportError(f"--calib-data {root}: no such folder")
-        if (root / "train").is_dir():
-            splits = split_paths(str(root))
-            pool, held_out = _hash_order(splits["train"]), _hash_order(splits.get("valid", []))
-            source, held_source = str(root / "train"), str(root / "valid")
-        else:
-            everything = find_images(root)
-            n_held = len(everything) // 3
-            held_out, pool = everything[:n_held], everything[n_held:]
-            source, held_source = f"{root} (2/3 by path hash)", f"{root} (the other 1/3)"
+        splits = photo_splits(str(root), unlabelled=True)
+        source, held_source = splits.where["train"], splits.where.get("valid", str(root / "valid"))
     else:
         try:
-            splits = split_paths(train_data, valid_fraction=valid_fraction, follow_symlinks=follow_symlinks)
+            splits = photo_splits(train_data, valid_fraction=valid_fraction, follow_symlinks=follow_symlinks)
         except DataError as e:
             raise ExportError(
                 f"the checkpoint's training data ({train_data}) is not on this machine ({e}); "
                 "pass --calib-data DIR, a folder of photos like the ones the model will see"
             ) from None
-        pool, held_out = _hash_order(splits["train"]), _hash_order(splits["valid"])
         source, held_source = f"{train_data} (its training photos)", f"{train_data} (its validation photos)"
+    pool, held_out = splits.paths["train"], splits.paths.get("valid", [])
     if not pool and (int8 or not config.verify_data):
         raise ExportError(f"{source}: no images to calibrate on or verify with (.jpg, .png, ...)")
 

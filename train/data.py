@@ -11,7 +11,6 @@ one bad file never stops a long training run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,20 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flower_edge.common.errors import DataError, ImageError
-from flower_edge.runtime.image import is_image_file, load_image
+from flower_edge.runtime.image import load_image
 
 from .folders import Walk, check_names
+from .photos import SPLITS, Sample, scan
+
+__all__ = ["SPLITS", "DataSource", "Sample", "data_folder", "default_cache_dir", "open_data"]
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "valid", "test")
 LABELS_FILE = "cat_to_name.json"
-
-
-@dataclass(frozen=True)
-class Sample:
-    path: Path
-    label: int
 
 
 @dataclass(frozen=True)
@@ -75,34 +70,25 @@ def open_data(
     ``task(description, total)``, when given, makes a progress task (``advance(n)``, ``close()``) for
     the check that decodes every image once. Symbolic links under a folder that point outside it
     (a class folder linked to /usr/share, say) are skipped and counted unless ``follow_symlinks``."""
-    cache_dir = cache_dir or default_cache_dir()
+    if spec == "flowers102":
+        return _open_flowers102((cache_dir or default_cache_dir()) / "flowers102", labels_file)
+    root = data_folder(spec, cache_dir)
+    description = "synthetic" if spec == "synthetic" else str(root)
+    return _open_folder(root, description, valid_fraction, labels_file, check_images, task, follow_symlinks)
+
+
+def data_folder(spec: str, cache_dir: Path | None = None) -> Path:
+    """The folder a DATA setting names ('synthetic': procedural flowers, generated once into the cache)."""
     if spec == "synthetic":
         from .synthetic import ensure_synthetic
 
-        root = ensure_synthetic(cache_dir / "synthetic")
-        return _open_folder(root, "synthetic", valid_fraction, labels_file, check_images, task, follow_symlinks)
-    if spec == "flowers102":
-        return _open_flowers102(cache_dir / "flowers102", labels_file)
+        return ensure_synthetic((cache_dir or default_cache_dir()) / "synthetic")
     root = Path(spec)
     if not root.exists():
         raise DataError(f"{spec}: no such directory (expected a folder of photos, 'synthetic' or 'flowers102')")
     if not root.is_dir():
         raise DataError(f"{spec}: is a file; DATA must be a folder of photos, 'synthetic' or 'flowers102'")
-    return _open_folder(root, str(root), valid_fraction, labels_file, check_images, task, follow_symlinks)
-
-
-def split_paths(
-    spec: str, *, valid_fraction: float = 0.15, cache_dir: Path | None = None, follow_symlinks: bool = False
-) -> dict[str, list[Path]]:
-    """The photo files of each split of a DATA setting, divided exactly as training divides them
-    (by its folders, or by the file-name hash at ``valid_fraction``), without decoding a photo.
-
-    Export calibrates on ``train`` and verifies on ``valid`` through this, so a model is never
-    verified on a photo it was trained on."""
-    source = open_data(
-        spec, valid_fraction=valid_fraction, cache_dir=cache_dir, check_images=False, follow_symlinks=follow_symlinks
-    )
-    return {name: [s.path for s in samples] for name, samples in source.splits.items()}
+    return root
 
 
 def _open_folder(
@@ -115,23 +101,10 @@ def _open_folder(
     follow_symlinks: bool = False,
 ) -> DataSource:
     walk = Walk(root, follow_symlinks)
-    if (root / "train").is_dir():
-        class_ids = _class_dirs(root / "train", walk)
-        splits = {"train": _scan_split(root / "train", class_ids, walk)}
-        for name in ("valid", "test"):
-            if (root / name).is_dir():
-                extra = sorted(set(_class_dirs(root / name, walk)) - set(class_ids))
-                if extra:
-                    raise DataError(f"{root / name}: class {extra[0]!r} has no folder in {root / 'train'}")
-                splits[name] = _scan_split(root / name, class_ids, walk)
-        if "valid" not in splits:
-            splits["train"], splits["valid"] = _split_off(splits["train"], valid_fraction)
-    else:
-        class_ids = _class_dirs(root, walk)
-        everything = _scan_split(root, class_ids, walk)
-        train, valid = _split_off(everything, valid_fraction)
-        splits = {"train": train, "valid": valid}
-    _at_least_two(class_ids, root / "train" if (root / "train").is_dir() else root)
+    scanned = scan(root, walk, valid_fraction)
+    if "train" not in scanned.splits:
+        raise DataError(f"{root / 'train'}: no such folder (the classic layout: train/<class-id>/*.jpg beside valid/)")
+    class_ids, splits = scanned.class_ids, scanned.splits
     labels = _read_labels(labels_file or root / LABELS_FILE, class_ids, required=labels_file is not None)
     check_names(class_ids, labels, labels_file or root / LABELS_FILE)
     skipped: list[str] = []
@@ -144,46 +117,6 @@ def _open_folder(
         if not samples and name != "test":
             raise DataError(f"{root}: the {name} split has no readable images")
     return DataSource(description, root, class_ids, labels, splits, skipped, len(walk.links))
-
-
-def _at_least_two(class_ids: tuple[str, ...], folder: Path) -> tuple[str, ...]:
-    """One class trains a model that is always right and knows nothing ("100% valid")."""
-    if len(class_ids) < 2:
-        raise DataError(f"{folder}: one class folder ({class_ids[0]}); a classifier needs at least two")
-    return class_ids
-
-
-def _class_dirs(folder: Path, walk: Walk) -> tuple[str, ...]:
-    names = [p.name for p in walk.class_dirs(folder)]
-    if not names:
-        raise DataError(f"{folder}: no class folders (expected {folder}/<class-id>/*.jpg)")
-    # Numeric ids sort as numbers (1, 2, ..., 10), as people number their classes.
-    key = (lambda n: (int(n), n)) if all(n.isdigit() for n in names) else (lambda n: (0, n))
-    return tuple(sorted(names, key=key))
-
-
-def _scan_split(folder: Path, class_ids: Sequence[str], walk: Walk) -> list[Sample]:
-    samples = []
-    for index, cid in enumerate(class_ids):
-        class_dir = folder / cid
-        if not class_dir.is_dir() or not walk.allowed(class_dir):
-            continue  # a class may be absent from valid or test
-        files = sorted(p for p in walk.files(class_dir) if is_image_file(p) and p.is_file())
-        if not files:
-            raise DataError(f"{class_dir}: class folder has no images (.jpg, .png, ...)")
-        samples += [Sample(p, index) for p in files]
-    return samples
-
-
-def _split_off(samples: list[Sample], fraction: float) -> tuple[list[Sample], list[Sample]]:
-    """Deterministic per-class split by a hash of the file name: stable when files are added."""
-    if not 0 < fraction < 1:
-        raise DataError(f"the validation fraction must be between 0 and 1, found {fraction}")
-    train, valid = [], []
-    for s in samples:
-        h = int.from_bytes(hashlib.sha1(s.path.name.encode()).digest()[:4], "big") / 2**32
-        (valid if h < fraction else train).append(s)
-    return train, valid
 
 
 def _check(sample: Sample) -> str | None:

@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 from flower_edge.bundle import IsolatedHandler, bundle
-from flower_edge.export.images import find_images
 from flower_edge.runtime.predict import Classifier
+from flower_edge.train.photos import find_images
 
 VARIANTS = {  # name: (flower-bundle arguments, page query)
     "LiteRT.js int8 (default bundle)": (dict(), ""),

@@ -22,11 +22,11 @@ from pathlib import Path
 import cv2  # installed with mediapipe
 import numpy as np
 
-from flower_edge.export.images import find_images
 from flower_edge.export.mediapipe_check import classify
 from flower_edge.export.tflite import read_card
 from flower_edge.runtime.image import load_image, resize_shorter
 from flower_edge.runtime.predict import Classifier
+from flower_edge.train.photos import find_images
 
 
 def main() -> None:

@@ -133,7 +133,7 @@ def test_agreement_under_the_threshold_fails(tiny_checkpoint, tiny_export, synth
 def test_bad_inputs_are_one_line(tiny_checkpoint, tiny_export, synthetic_dir, tmp_path):
     (tmp_path / "empty").mkdir()
     for args, fragment in (
-        (("--data", tmp_path / "none", "--models", tiny_export.output), "no such folder"),
+        (("--data", tmp_path / "none", "--models", tiny_export.output), "no such directory"),
         (("--data", synthetic_dir, "--models", tmp_path / "empty"), "not a flower-export folder (no export.json)"),
         (("--data", synthetic_dir, "--formats", "gif"), "--formats takes"),
         (("--data", synthetic_dir, "--threads", "1000"), "--threads must be between 1 and"),
@@ -149,13 +149,13 @@ def test_a_folder_of_class_folders_is_measured_on_the_split_training_held_out(
     """Issue 28: flower-bench takes the layout flower-train takes, and measures the photos it held out."""
     import shutil
 
-    from flower_edge.train.data import split_paths
+    from flower_edge.train.photos import photo_splits
 
     data = tmp_path / "photos"  # no train/ or valid/: class folders only, as a user's own photos come
     for photo in sorted((synthetic_dir / "train").rglob("*.png")):
         (data / photo.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(photo, data / photo.parent.name / photo.name)
-    held_out = split_paths(str(data), valid_fraction=0.15)["valid"]
+    held_out = photo_splits(str(data), valid_fraction=0.15).paths["valid"]
     args = (tiny_checkpoint, "--data", data, "--models", tiny_export.output, "--formats", "onnx")
     result = run(*args, "--out", tmp_path / "out", "--json", *FAST)
     assert result.exit_code == 0, result.output

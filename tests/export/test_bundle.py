@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from flower_edge.bundle import RUNTIMES, bundle, precached, server
-from flower_edge.export.images import find_images
 from flower_edge.runtime.predict import Classifier
+from flower_edge.train.photos import find_images
 
 REPO = Path(__file__).resolve().parents[2]
 

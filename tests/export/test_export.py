@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from flower_edge.export.formats import FORMATS
-from flower_edge.export.images import find_images
 from flower_edge.export.verify import compare
 from flower_edge.runtime.card import ModelCard
 from flower_edge.runtime.image import load_image, pixels, preprocess
 from flower_edge.runtime.session import open_session
 from flower_edge.train.checkpoint import load_model
+from flower_edge.train.photos import find_images
 
 TORCHSCRIPT, ONNX, INT8, PREPROC = (FORMATS[k].file for k in ("torchscript", "onnx", "onnx-int8", "onnx-preproc"))
 INSTALLED = [f.key for f in FORMATS.values() if f.missing() is None]

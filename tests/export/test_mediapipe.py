@@ -9,9 +9,9 @@ import pytest
 
 from flower_edge.export import mediapipe_check
 from flower_edge.export.formats import FORMATS
-from flower_edge.export.images import find_images
 from flower_edge.runtime.image import load_image, preprocess
 from flower_edge.runtime.predict import Classifier
+from flower_edge.train.photos import find_images
 
 TFLITE = ("tflite", "tflite-int8")
 needs_mediapipe = pytest.mark.skipif(

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
-from flower_edge.export.images import find_images
 from flower_edge.runtime.cli import main
+from flower_edge.train.photos import find_images
 from tests.tiny_models import tiny_card, write_tiny_models
 
 

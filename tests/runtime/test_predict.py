@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flower_edge.export.images import find_images
 from flower_edge.runtime import Classifier
 from flower_edge.runtime.cli import main
 from flower_edge.runtime.image import load_image, preprocess
 from flower_edge.runtime.plot import ROW_H, WIDTH
 from flower_edge.runtime.session import open_session
+from flower_edge.train.photos import find_images
 
 
 def test_top_k_is_sorted_and_probabilities_sum_to_one(model, photos):
