@@ -27,6 +27,28 @@ MAX_RESIZE = 4096
 
 
 @dataclass(frozen=True)
+class Augmentation:
+    """What training's random views vary: ``TrainConfig.augmentation()``, for train/transforms.py."""
+
+    scale: tuple[float, float]
+    rotation: float
+    color_jitter: float
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """What the frozen-feature cache needs of a run: ``TrainConfig.cache_options()``, for train/features.py."""
+
+    views: int
+    memory_gb: float | None
+    engine: str
+    batch_size: int
+    seed: int
+    amp: bool
+    augmentation: Augmentation
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Every choice of a training run. flower-train's options are these fields (train/cli.py)."""
 
@@ -205,6 +227,20 @@ class TrainConfig:
         if self.finetune_blocks is not None:
             return self
         return replace(self, finetune_blocks=auto_finetune_blocks(train_images))
+
+    def augmentation(self) -> Augmentation:
+        return Augmentation((self.aug_scale, 1.0), self.rotation, self.color_jitter)
+
+    def cache_options(self) -> CacheOptions:
+        return CacheOptions(
+            self.cache_views,
+            self.cache_memory,
+            self.cache_engine,
+            self.batch_size,
+            self.seed,
+            self.amp,
+            self.augmentation(),
+        )
 
     @property
     def eval_resize(self) -> int:

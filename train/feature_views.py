@@ -118,7 +118,7 @@ class StreamView:
             self.samples,
             self.transform,
             size,
-            seed=self.cache.config.seed,
+            seed=self.cache.options.seed,
             workers=self.cache.workers,
             shuffle=shuffle,
             epoch=epoch,

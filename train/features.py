@@ -40,7 +40,7 @@ from torch import nn
 from flower_edge.common.processes import remove_stale
 from flower_edge.runtime.card import ModelCard
 
-from .config import TrainConfig
+from .config import CacheOptions, TrainConfig
 from .data import Sample, default_cache_dir
 from .device import autocast_args, to_device
 from .feature_views import DiskView, MemoryView, StreamView, View
@@ -86,12 +86,12 @@ class FeatureCache:
         self,
         prefix: nn.Module,
         card: ModelCard,
-        config: TrainConfig,
+        options: CacheOptions,
         device: torch.device,
         workers: int,
         reporter: Reporter,
     ) -> None:
-        self.prefix, self.card, self.config = prefix, card, config
+        self.prefix, self.card, self.options = prefix, card, options
         self.device, self.workers, self.reporter = device, workers, reporter
         self.store = device if device.type == "cuda" else torch.device("cpu")
         self.run = self._engine()
@@ -111,7 +111,7 @@ class FeatureCache:
         fit in what the budget leaves (at most ``DECODED_BUDGET`` bytes; half the budget when the cache
         spills).
         """
-        views = self.config.cache_views
+        views = self.options.views
         shape = tuple(self.run(torch.zeros(1, 3, self.card.crop_size, self.card.crop_size)).shape[1:])
         row = int(np.prod(shape)) * 2
         rows = len(train) * views + len(valid) + len(test or ())
@@ -124,7 +124,7 @@ class FeatureCache:
             if views > 1 and self.mode != "stream"
             else None
         )
-        plain, augmented = eval_transform(self.card), training_augmentation(self.card, self.config)
+        plain, augmented = eval_transform(self.card), training_augmentation(self.card, self.options.augmentation)
         transforms = [plain] + [augmented] * (views - 1)
         train_views = [
             self._view(train, t, f"caching frozen features, view {v + 1}/{views}", images, shape)
@@ -141,7 +141,7 @@ class FeatureCache:
             self._tmp = None
 
     def _budget(self) -> int:
-        gb = self.config.cache_memory
+        gb = self.options.memory_gb
         return int(gb * (1 << 30)) if gb is not None else min(DEFAULT_BUDGET, available_memory() // 2)
 
     def _choose(self, need: int, rows: int) -> str:
@@ -172,7 +172,7 @@ class FeatureCache:
         if self.mode == "stream":
             return StreamView(samples, transform, self)
         loader = make_loader(
-            samples, transform, self.config.batch_size, seed=self.config.seed, workers=self.workers, images=images
+            samples, transform, self.options.batch_size, seed=self.options.seed, workers=self.workers, images=images
         )
         task = self.reporter.task(description, len(samples))
         xs, ys = [], []
@@ -199,7 +199,7 @@ class FeatureCache:
         return MemoryView(torch.cat(xs) if xs else torch.zeros(0, *shape, dtype=torch.float16), y_all)
 
     def _engine(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        engine = self.config.cache_engine
+        engine = self.options.engine
         if engine == "auto":
             engine = "onnxruntime" if self.device.type == "cpu" else "torch"
         if engine == "onnxruntime":
@@ -208,7 +208,7 @@ class FeatureCache:
             except Exception as e:  # export or parity failed: PyTorch still gives the right answer
                 log.warning("onnxruntime feature cache unavailable (%s); using PyTorch", e)
                 self.reporter.message(f"onnxruntime cache unavailable ({e}); using PyTorch")
-        amp = autocast_args(self.device, self.config.amp)
+        amp = autocast_args(self.device, self.options.amp)
 
         @torch.no_grad()
         def run(x: torch.Tensor) -> torch.Tensor:
@@ -280,7 +280,7 @@ class SharedFeatures:
     ) -> tuple[list[View], View]:
         key = (start, replace(config, output=""))  # the folds differ in nothing but their checkpoints
         if self.cache is None:
-            self.cache, self.key = FeatureCache(prefix, card, config, device, workers, reporter), key
+            self.cache, self.key = FeatureCache(prefix, card, config.cache_options(), device, workers, reporter), key
             self.train_views = self.cache.build(self.pool, [])[0]
         elif key != self.key:
             raise ValueError(f"shared features were cached for {self.key}, not {key}")

@@ -131,7 +131,7 @@ class Run:
             )
             test_view = None
         else:
-            self.cache = FeatureCache(prefix, card, config, self.device, workers, self.reporter)
+            self.cache = FeatureCache(prefix, card, config.cache_options(), self.device, workers, self.reporter)
             self.train_views, valid_view, test_view = self.cache.build(
                 self.train_samples, self.valid_samples, self.test_samples
             )
@@ -145,7 +145,7 @@ class Run:
             view = self.train_views[(epoch - 1) % len(self.train_views)]
             batches = view.batches(config.batch_size, shuffle=True, epoch=epoch)
         else:
-            augment = training_augmentation(self.card, config)
+            augment = training_augmentation(self.card, config.augmentation())
             batches = make_loader(
                 self.source.splits["train"],
                 augment,

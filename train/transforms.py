@@ -2,7 +2,7 @@
 augmentation of training (torchvision's references keep theirs in presets.py).
 
     x = eval_transform(card)(photo)            # (3, H, W) float32, the runtime's own numbers
-    x = training_augmentation(card, config)(photo)
+    x = training_augmentation(card, config.augmentation())(photo)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from PIL import Image
 from flower_edge.runtime.card import ModelCard
 from flower_edge.runtime.image import normalize, preprocess
 
-from .config import TrainConfig
+from .config import Augmentation
 
 
 def eval_transform(card: ModelCard) -> Callable[[Image.Image], torch.Tensor]:
@@ -51,6 +51,6 @@ def train_transform(
     return functools.partial(_augmented, augment=v2.Compose(steps), card=card)
 
 
-def training_augmentation(card: ModelCard, config: TrainConfig) -> Callable:
-    """``train_transform`` with the run's --aug-scale, --rotation and --color-jitter."""
-    return train_transform(card, (config.aug_scale, 1.0), config.rotation, config.color_jitter)
+def training_augmentation(card: ModelCard, augmentation: Augmentation) -> Callable:
+    """``train_transform`` with the run's --aug-scale, --rotation and --color-jitter (``TrainConfig.augmentation()``)."""
+    return train_transform(card, augmentation.scale, augmentation.rotation, augmentation.color_jitter)

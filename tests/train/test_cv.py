@@ -205,7 +205,7 @@ def test_shared_features_give_each_fold_the_rows_a_cache_of_its_own_would(synthe
     train_views, valid_view = shared.views(
         prefix, 0, card, config, torch.device("cpu"), 0, Reporter(), fold.train, fold.valid
     )
-    own = FeatureCache(prefix, card, config, torch.device("cpu"), 0, Reporter())
+    own = FeatureCache(prefix, card, config.cache_options(), torch.device("cpu"), 0, Reporter())
     _, own_valid, _ = own.build(fold.train[:1], fold.valid)
     ((x_shared, y_shared),) = list(valid_view.batches(len(fold.valid)))
     ((x_own, y_own),) = list(own_valid.batches(len(fold.valid)))
