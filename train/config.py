@@ -14,6 +14,8 @@ from typing import Any
 from flower_edge.common.errors import ConfigError
 from flower_edge.common.options import option
 
+from .parts import Augmentation, CacheOptions, OptimizerOptions, Schedule
+
 OPTIMIZERS = ("adamw", "adam")
 SCHEDULERS = ("onecycle", "cosine", "step")
 MODES = ("finetune", "freeze")
@@ -24,28 +26,6 @@ LIMITS = {"epochs": 10_000, "batch_size": 4096, "image_size": 1024, "cache_views
 MAX_HIDDEN = 65_536
 MAX_RESIZE = 4096
 """The model card's largest side (runtime/card_fields.py MAX_SIDE)."""
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    """What training's random views vary: ``TrainConfig.augmentation()``, for train/transforms.py."""
-
-    scale: tuple[float, float]
-    rotation: float
-    color_jitter: float
-
-
-@dataclass(frozen=True)
-class CacheOptions:
-    """What the frozen-feature cache needs of a run: ``TrainConfig.cache_options()``, for train/features.py."""
-
-    views: int
-    memory_gb: float | None
-    engine: str
-    batch_size: int
-    seed: int
-    amp: bool
-    augmentation: Augmentation
 
 
 @dataclass(frozen=True)
@@ -230,6 +210,12 @@ class TrainConfig:
 
     def augmentation(self) -> Augmentation:
         return Augmentation((self.aug_scale, 1.0), self.rotation, self.color_jitter)
+
+    def optimizer_options(self) -> OptimizerOptions:
+        return OptimizerOptions(self.optimizer, self.lr, self.backbone_lr_scale, self.weight_decay)
+
+    def schedule(self) -> Schedule:
+        return Schedule(self.scheduler, self.epochs, self.step_size, self.gamma)
 
     def cache_options(self) -> CacheOptions:
         return CacheOptions(

@@ -1,7 +1,7 @@
 """The optimizer and the learning-rate schedule of a training run, as TrainConfig says.
 
-optimizer = make_optimizer(model, start, config)     # the head at --lr, trained blocks scaled
-scheduler = make_scheduler(optimizer, config, steps_per_epoch)
+optimizer = make_optimizer(model, start, config.optimizer_options())  # the head at --lr, trained blocks scaled
+scheduler = make_scheduler(optimizer, config.schedule(), steps_per_epoch)
 """
 
 from __future__ import annotations
@@ -11,34 +11,34 @@ from collections.abc import Callable
 
 import torch
 
-from .config import TrainConfig
+from .config import OptimizerOptions, Schedule
 from .model import FlowerNet
 
 
-def make_optimizer(model: FlowerNet, start: int, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: FlowerNet, start: int, options: OptimizerOptions) -> torch.optim.Optimizer:
     """AdamW (or Adam) over the head and the blocks from ``start`` on, at ``backbone_lr_scale`` of --lr."""
     backbone = [p for block in list(model.features)[start:] for p in block.parameters()]
-    groups = [{"params": list(model.head.parameters()), "lr": config.lr}]
+    groups = [{"params": list(model.head.parameters()), "lr": options.lr}]
     if backbone:
-        groups.append({"params": backbone, "lr": config.lr * config.backbone_lr_scale})
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    return torch.optim.Adam(groups, weight_decay=config.weight_decay)
+        groups.append({"params": backbone, "lr": options.lr * options.backbone_lr_scale})
+    if options.name == "adamw":
+        return torch.optim.AdamW(groups, weight_decay=options.weight_decay)
+    return torch.optim.Adam(groups, weight_decay=options.weight_decay)
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+    optimizer: torch.optim.Optimizer, schedule: Schedule, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Stepped once per optimizer step; its state (the step) goes into the checkpoint."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(schedule, steps_per_epoch))
 
 
-def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+def lr_factor(schedule: Schedule, steps_per_epoch: int) -> Callable[[int], float]:
     """Learning-rate multiplier per optimizer step, for LambdaLR (its state is just the step)."""
-    total = config.epochs * steps_per_epoch
+    total = schedule.epochs * steps_per_epoch
 
     def step(i: int) -> float:
-        return config.gamma ** (i // (config.step_size * steps_per_epoch))
+        return schedule.gamma ** (i // (schedule.step_size * steps_per_epoch))
 
     def cosine(i: int) -> float:
         return 0.5 * (1 + math.cos(math.pi * min(i, total) / total))
@@ -51,4 +51,4 @@ def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], floa
         t = min(1.0, (i - warm) / max(1, total - warm))
         return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * t))
 
-    return {"step": step, "cosine": cosine, "onecycle": onecycle}[config.scheduler]
+    return {"step": step, "cosine": cosine, "onecycle": onecycle}[schedule.name]

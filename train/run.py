@@ -75,8 +75,8 @@ class Run:
     def _optimizer(self, ckpt):
         """The optimizer step and where a resumed run stands (train/checkpoint.py resume_state)."""
         config, model, start = self.config, self.model, self.start
-        optimizer = make_optimizer(model, start, config)
-        scheduler = make_scheduler(optimizer, config, math.ceil(len(self.train_samples) / config.batch_size))
+        optimizer = make_optimizer(model, start, config.optimizer_options())
+        scheduler = make_scheduler(optimizer, config.schedule(), math.ceil(len(self.train_samples) / config.batch_size))
         state = resume_state(ckpt, model, optimizer, scheduler)
         if state.first_epoch > config.epochs:
             raise ConfigError(
