@@ -42,61 +42,11 @@ VARIANTS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("data", type=Path, help="classic layout: calibrates on train/, measures on valid/")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench-export"))
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--runs", type=int, default=100, help="timed runs per model per round")
-    parser.add_argument(
-        "--variants",
-        default=",".join(VARIANTS),
-        help=f"comma-separated, from {', '.join(VARIANTS)}; the first is the reference int8 model",
-    )
-    parser.add_argument(
-        "--extra", default="", help="more flower-export options for every variant, e.g. '--tune-size 500'"
-    )
-    args = parser.parse_args()
-    chosen = args.variants.split(",")
-    unknown = [v for v in chosen if v not in VARIANTS]
-    if unknown:
-        parser.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
-
+    args = _arguments()
     from flower_edge.runtime.card import ModelCard
     from flower_edge.runtime.image import load_image, preprocess
 
-    exports = {}
-    for key in chosen:
-        name, extra = VARIANTS[key]
-        folder = args.out / key
-        cmd = [
-            "flower-export",
-            str(args.checkpoint),
-            "-o",
-            str(folder),
-            "--quantize",
-            "--calib-data",
-            str(args.data),
-            "--verify-data",
-            str(args.data / "valid"),
-            "--verify-size",
-            "0",
-            "--min-agreement",
-            "0",
-            "--no-ort",
-            "--json",
-            "--quiet",
-            *extra,
-            *args.extra.split(),
-        ]
-        start = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr}")
-        exports[name] = {"folder": folder, "seconds": time.perf_counter() - start, "report": json.loads(done.stdout)}
-        print(f"exported {name} in {exports[name]['seconds']:.0f} s", file=sys.stderr)
-
+    exports = {VARIANTS[key][0]: _export(args, key) for key in args.variants.split(",")}
     first = exports[next(iter(exports))]["folder"]
     card = ModelCard.from_json((first / "card.json").read_text())
     photos = sorted(p for p in (args.data / "valid").rglob("*") if p.is_file())
@@ -114,31 +64,12 @@ def main() -> None:
     accuracy = {name: float((logits(s, x).argmax(1) == labels).mean()) for name, s in sessions.items()}
     reference = logits(sessions["onnx fp32"], x).argmax(1)
     agreement = {name: float((logits(s, x).argmax(1) == reference).mean()) for name, s in sessions.items()}
-
-    times = {name: [] for name in sessions}
-    one = x[:1]
-    for s in sessions.values():
-        for _ in range(20):
-            s.run(None, {"image": one})
-    ratios = {name: [] for name in sessions}
-    for _ in range(args.rounds):
-        medians = {}
-        for name, s in sessions.items():
-            t = []
-            for _ in range(args.runs):
-                start = time.perf_counter()
-                s.run(None, {"image": one})
-                t.append(time.perf_counter() - start)
-            times[name] += t
-            medians[name] = float(np.median(t))
-        for name in sessions:
-            ratios[name].append(medians["onnx fp32"] / medians[name])
+    times, ratios = _timings(sessions, x[:1], args.rounds, args.runs)
 
     sizes = {name: path.stat().st_size / 1e6 for name, path in models.items()}
-    seconds = {name: e["seconds"] for name, e in exports.items()}
     rows = []
     for name in sessions:
-        size = sizes.get(name, sizes[next(iter(exports))])
+        size = sizes.get(name, sizes[base])
         rows.append(
             {
                 "model": name,
@@ -150,17 +81,100 @@ def main() -> None:
                 "latency_ms_p95": 1e3 * float(np.percentile(times[name], 95)),
                 "speedup_vs_fp32_median_of_rounds": float(np.median(ratios[name])),
                 "int8_path": paths.get(name, ""),
-                "export_seconds": seconds.get(name),
+                "export_seconds": exports[name]["seconds"] if name in exports else None,
             }
         )
-    parity = {name: e["report"]["parity"] for name, e in exports.items()}
+    _write(args, rows, {name: e["report"]["parity"] for name, e in exports.items()}, len(photos))
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("data", type=Path, help="classic layout: calibrates on train/, measures on valid/")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-export"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=100, help="timed runs per model per round")
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated, from {', '.join(VARIANTS)}; the first is the reference int8 model",
+    )
+    parser.add_argument(
+        "--extra", default="", help="more flower-export options for every variant, e.g. '--tune-size 500'"
+    )
+    args = parser.parse_args()
+    unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+    return args
+
+
+def _export(args: argparse.Namespace, key: str) -> dict:
+    """flower-export of one variant into OUT/KEY: its folder, seconds and --json report."""
+    name, extra = VARIANTS[key]
+    folder = args.out / key
+    cmd = [
+        "flower-export",
+        str(args.checkpoint),
+        "-o",
+        str(folder),
+        "--quantize",
+        "--calib-data",
+        str(args.data),
+        "--verify-data",
+        str(args.data / "valid"),
+        "--verify-size",
+        "0",
+        "--min-agreement",
+        "0",
+        "--no-ort",
+        "--json",
+        "--quiet",
+        *extra,
+        *args.extra.split(),
+    ]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr}")
+    seconds = time.perf_counter() - start
+    print(f"exported {name} in {seconds:.0f} s", file=sys.stderr)
+    return {"folder": folder, "seconds": seconds, "report": json.loads(done.stdout)}
+
+
+def _timings(sessions: dict, one: np.ndarray, rounds: int, runs: int) -> tuple[dict, dict]:
+    """Batch-1 seconds of every run of each session, and each round's fp32/model ratio of medians,
+    in interleaved rounds (a busy machine slows them all alike)."""
+    for s in sessions.values():
+        for _ in range(20):
+            s.run(None, {"image": one})
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    ratios: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(rounds):
+        medians = {}
+        for name, s in sessions.items():
+            t = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                s.run(None, {"image": one})
+                t.append(time.perf_counter() - start)
+            times[name] += t
+            medians[name] = float(np.median(t))
+        for name in sessions:
+            ratios[name].append(medians["onnx fp32"] / medians[name])
+    return times, ratios
+
+
+def _write(args: argparse.Namespace, rows: list[dict], parity: dict, photos: int) -> None:
+    """OUT/export_int8.md (a table under the machine's line) and OUT/export_int8.json."""
     import onnxruntime
 
     machine = {
         **describe_machine(),
         "threads": args.threads,
         "onnxruntime": onnxruntime.__version__,
-        "valid_photos": len(photos),
+        "valid_photos": photos,
         "rounds": args.rounds,
         "runs_per_round": args.runs,
     }
@@ -178,16 +192,11 @@ def main() -> None:
         )
     text = "\n".join(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    features = (
-        "VNNI"
-        if machine["int8"]["vnni"]
-        else "AVX2, no VNNI"
-        if machine["int8"]["avx2"]
-        else machine["int8"]["machine"]
-    )
+    int8 = machine["int8"]
+    features = "VNNI" if int8["vnni"] else "AVX2, no VNNI" if int8["avx2"] else int8["machine"]
     (args.out / "export_int8.md").write_text(
         f"{machine['date'][:10]}, {machine['cpu']} ({features}), {args.threads} threads, onnxruntime "
-        f"{machine['onnxruntime']}, {len(photos)} valid photos\n\n{text}\n"
+        f"{machine['onnxruntime']}, {photos} valid photos\n\n{text}\n"
     )
     (args.out / "export_int8.json").write_text(
         json.dumps({"machine": machine, "rows": rows, "parity": parity}, indent=2)
