@@ -80,6 +80,43 @@ def in_chromium(pw, web: Path, query: str, photos: list[Path]) -> dict:
     return {"state": state, "status": status, "results": results, "isolated": isolated}
 
 
+def _variant(pw, export: Path, web: Path, name: str, photos: list, truth: list, reference: list) -> dict:
+    """One variant of the app bundled into ``web`` and run in chromium on ``photos``: its row."""
+    options, query = VARIANTS[name]
+    web = bundle(export, web, **options)
+    size = sum(p.stat().st_size for p in web.rglob("*") if p.is_file()) / 1e6
+    run = in_chromium(pw, web, query, photos)
+    ms = [r["ms"] for r in run["results"][WARM_UP:]]
+    top1 = [r["top_k"][0]["index"] if "top_k" in r else -1 for r in run["results"]]
+    stages = {
+        k: statistics.median(r["stages_ms"][k] for r in run["results"][WARM_UP:])
+        for k in ("decode", "preprocess", "inference")
+    }
+    row = {
+        "variant": name,
+        "stages_ms": stages,
+        "runtime": run["state"]["runtime"],
+        "model": run["state"]["model"],
+        "threads": run["state"]["threads"],
+        "isolated": run["isolated"],
+        "median_ms": statistics.median(ms),
+        "p95_ms": statistics.quantiles(ms, n=20)[-1],
+        "top1_equal": sum(a == b for a, b in zip(top1[WARM_UP:], truth[WARM_UP:])),
+        "top1_equal_int8": sum(a == b for a, b in zip(top1[WARM_UP:], reference[WARM_UP:])),
+        "photos": len(ms),
+        "self_check": run["state"]["check"],
+        "bundle_mb": round(size, 1),
+        "status": run["status"],
+    }
+    print(
+        f"  {name}: {row['median_ms']:.1f} ms ({run['state']['runtime']}, "
+        f"{run['state']['threads']} threads; " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()) + ")",
+        file=sys.stderr,
+        flush=True,
+    )
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("export", type=Path)
@@ -97,42 +134,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as pw:
         for name in args.variants.split(","):
-            options, query = VARIANTS[name]
-            web = bundle(args.export, Path(tmp) / f"web{len(rows)}", **options)
-            size = sum(p.stat().st_size for p in web.rglob("*") if p.is_file()) / 1e6
-            run = in_chromium(pw, web, query, photos)
-            ms = [r["ms"] for r in run["results"][WARM_UP:]]
-            top1 = [r["top_k"][0]["index"] if "top_k" in r else -1 for r in run["results"]]
-            same = sum(a == b for a, b in zip(top1[WARM_UP:], truth[WARM_UP:]))
-            same_int8 = sum(a == b for a, b in zip(top1[WARM_UP:], reference[WARM_UP:]))
-            stages = {
-                k: statistics.median(r["stages_ms"][k] for r in run["results"][WARM_UP:])
-                for k in ("decode", "preprocess", "inference")
-            }
-            rows.append(
-                {
-                    "variant": name,
-                    "stages_ms": stages,
-                    "runtime": run["state"]["runtime"],
-                    "model": run["state"]["model"],
-                    "threads": run["state"]["threads"],
-                    "isolated": run["isolated"],
-                    "median_ms": statistics.median(ms),
-                    "p95_ms": statistics.quantiles(ms, n=20)[-1],
-                    "top1_equal": same,
-                    "top1_equal_int8": same_int8,
-                    "photos": len(ms),
-                    "self_check": run["state"]["check"],
-                    "bundle_mb": round(size, 1),
-                    "status": run["status"],
-                }
-            )
-            print(
-                f"  {name}: {rows[-1]['median_ms']:.1f} ms ({run['state']['runtime']}, "
-                f"{run['state']['threads']} threads; " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()) + ")",
-                file=sys.stderr,
-                flush=True,
-            )
+            rows.append(_variant(pw, args.export, Path(tmp) / f"web{len(rows)}", name, photos, truth, reference))
     last, _ = native(args.export / "model.int8.onnx", photos, args.threads)
     flower_run = statistics.median(first + last)
     print(

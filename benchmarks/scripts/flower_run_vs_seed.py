@@ -74,6 +74,11 @@ def main() -> None:
     for _ in range(args.repeats):
         for name, cmd in commands.items():
             runs[name].append(timed(cmd))
+    _write(args, runs)
+
+
+def _write(args: argparse.Namespace, runs: dict[str, list[tuple[float, float]]]) -> None:
+    """OUT/cold_start.md and .json: each command's median seconds and peak RSS, against the seed's."""
     seed = float(np.median([s for s, _ in runs["seed-style torch predictor"]]))
     rows = []
     for name, r in runs.items():

@@ -69,6 +69,11 @@ def main() -> None:
         capture_output=True,
     )
 
+    _write_readme(args, checkpoint, verdict, photo)
+
+
+def _write_readme(args: argparse.Namespace, checkpoint: Path, verdict: str, photo: Path) -> None:
+    """The bench table and the cold-start table into benchmarks/README.md, between its markers."""
     table = (args.out / "bench.md").read_text().strip()
     cold = (args.out / "cold_start.md").read_text().strip()
     machine = json.loads((args.out / "bench.json").read_text())["machine"]

@@ -84,38 +84,7 @@ def main() -> None:
     before = session_rate(args.model, sample, args.threads, args.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.photos:
-            folder = Path(tmp) / f"n{n}"
-            folder.mkdir()
-            for i, p in enumerate(islice(iter_inputs([args.folder]), n)):
-                (folder / f"{i:07d}{Path(p).suffix}").symlink_to(os.path.abspath(p))
-            out = Path(tmp) / f"n{n}.jsonl"
-            cmd = [
-                "/usr/bin/time",
-                "-v",
-                sys.executable,
-                "-m",
-                "flower_edge.runtime.cli",
-                args.model,
-                str(folder),
-                "--jsonl",
-                str(out),
-                "--threads",
-                str(args.threads),
-                "--batch-size",
-                str(args.batch_size),
-            ]
-            run = {"photos": n, **watched(cmd, out)}
-            if args.interrupt and n == min(args.photos):
-                cut = Path(tmp) / f"n{n}-cut.jsonl"
-                size = out.stat().st_size
-                again = [c if c != str(out) else str(cut) for c in cmd]
-                killed = watched(again, cut, size // 2)
-                resumed = watched([*again, "--resume"], cut)
-                run["interrupted"] = {
-                    **killed,
-                    "resumed_exit": resumed["exit"],
-                    "same_bytes": cut.read_bytes() == out.read_bytes(),
-                }
+            run = _one_size(args, Path(tmp), n)
             report["runs"].append(run)
             print(json.dumps(run), flush=True)
     after = session_rate(args.model, sample, args.threads, args.batch_size)
@@ -130,6 +99,44 @@ def main() -> None:
         )
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+def _one_size(args: argparse.Namespace, tmp: Path, n: int) -> dict:
+    """flower-run --jsonl over the first ``n`` photos (linked into one folder), watched; with
+    --interrupt, at the smallest size, killed half-way and resumed."""
+    folder = tmp / f"n{n}"
+    folder.mkdir()
+    for i, p in enumerate(islice(iter_inputs([args.folder]), n)):
+        (folder / f"{i:07d}{Path(p).suffix}").symlink_to(os.path.abspath(p))
+    out = tmp / f"n{n}.jsonl"
+    cmd = [
+        "/usr/bin/time",
+        "-v",
+        sys.executable,
+        "-m",
+        "flower_edge.runtime.cli",
+        args.model,
+        str(folder),
+        "--jsonl",
+        str(out),
+        "--threads",
+        str(args.threads),
+        "--batch-size",
+        str(args.batch_size),
+    ]
+    run = {"photos": n, **watched(cmd, out)}
+    if args.interrupt and n == min(args.photos):
+        cut = tmp / f"n{n}-cut.jsonl"
+        size = out.stat().st_size
+        again = [c if c != str(out) else str(cut) for c in cmd]
+        killed = watched(again, cut, size // 2)
+        resumed = watched([*again, "--resume"], cut)
+        run["interrupted"] = {
+            **killed,
+            "resumed_exit": resumed["exit"],
+            "same_bytes": cut.read_bytes() == out.read_bytes(),
+        }
+    return run
 
 
 if __name__ == "__main__":
