@@ -60,13 +60,15 @@ def needs_exact_int8(machine: str, vnni: bool) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def cpu_int8() -> CpuInt8:
-    """This CPU's int8 features, read once per process (Linux: /proc/cpuinfo; elsewhere numpy's probe)."""
+    """This CPU's int8 features, read once per process (Linux: /proc/cpuinfo; elsewhere, on x86, by running
+    onnxruntime's kernel on ``fast_kernel_saturates``' probe, numpy's feature list where it cannot)."""
     machine = platform.machine() or "unknown"
     flags, model = _linux_flags()
     if flags is None:
         features = _numpy_features()
         avx2 = features.get("AVX2", False)
-        vnni = features.get("AVX512VNNI", False) or features.get("AVXVNNI", False)
+        saturates = fast_kernel_saturates() if is_x86(machine) else None
+        vnni = features.get("AVX512VNNI", False) if saturates is None else not saturates
         arm_dot = features.get("ASIMDDP", False)
     else:
         avx2 = "avx2" in flags
@@ -121,6 +123,37 @@ def _linux_flags() -> tuple[set[str] | None, str]:
         elif key == "model name" and not model:
             model = value.strip()
     return (flags or None), model
+
+
+# One ONNX graph, MatMulInteger (opset 13) of a row of 64 uint8 255s by a column of 64 int8 127s, as
+# onnx.helper serializes it (tests/runtime/test_cpu.py builds it again and compares): runtime/ does
+# not depend on the onnx package.
+_PROBE_K = 64
+_SATURATION_PROBE = (
+    b'\x08\x08\x12\x0bflower-edge:\x9d\x01\n\x18\n\x01a\n\x01w\x12\x01y"\rMatMulInteger\x12\nsaturation'
+    b"*K\x08@\x08\x01\x10\x03B\x01wJ@"
+    + b"\x7f"
+    * _PROBE_K
+    + b"Z\x13\n\x01a\x12\x0e\n\x0c\x08\x02\x12\x08\n\x02\x08\x01\n\x02\x08@"
+    b"b\x13\n\x01y\x12\x0e\n\x0c\x08\x06\x12\x08\n\x02\x08\x01\n\x02\x08\x01B\x04\n\x00\x10\r"
+)
+
+
+def fast_kernel_saturates() -> bool | None:
+    """Whether onnxruntime's default uint8 x int8 kernel saturates on this CPU, found by running it:
+    x86 without VNNI sums pairs of products in 16 bits, so 64 x 255 x 127 comes back clipped
+    (32 x 32,767) instead of exact. None where onnxruntime cannot run the probe. Away from Linux
+    this replaces numpy's feature list, which has no AVX-VNNI entry."""
+    import numpy as np
+
+    try:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(_SATURATION_PROBE, providers=["CPUExecutionProvider"])
+        got = int(session.run(None, {"a": np.full((1, _PROBE_K), 255, np.uint8)})[0][0, 0])
+    except Exception:  # an onnxruntime that cannot load or run it
+        return None
+    return got != 255 * 127 * _PROBE_K
 
 
 def _numpy_features() -> dict[str, bool]:
