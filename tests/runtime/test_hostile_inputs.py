@@ -22,8 +22,8 @@ def test_a_card_that_names_other_classes_than_the_graph_is_refused(model, photos
 
     import onnx
 
-    from flower_edge.export.onnx_export import set_card
     from flower_edge.runtime import CardError, ModelCard
+    from tests.tiny_models import set_card
 
     card = ModelCard.from_onnx(model)
     assert card.num_classes == 5
