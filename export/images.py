@@ -53,7 +53,7 @@ def choose_images(
         if not root.is_dir():
             raise ExportError(f"--calib-data {root}: no such folder")
         splits = photo_splits(str(root), unlabelled=True)
-        source, held_source = splits.where["train"], splits.where.get("valid", str(root / "valid"))
+        source, held_source = splits.where["train"], splits.where["valid"]
     else:
         try:
             splits = photo_splits(train_data, valid_fraction=valid_fraction, follow_symlinks=follow_symlinks)
@@ -63,7 +63,7 @@ def choose_images(
                 "pass --calib-data DIR, a folder of photos like the ones the model will see"
             ) from None
         source, held_source = f"{train_data} (its training photos)", f"{train_data} (its validation photos)"
-    pool, held_out = splits.paths["train"], splits.paths.get("valid", [])
+    pool, held_out = splits.paths["train"], splits.paths["valid"]  # photo_splits always holds both
     if not pool and (int8 or not config.verify_data):
         raise ExportError(f"{source}: no images to calibrate on or verify with (.jpg, .png, ...)")
 
