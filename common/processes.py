@@ -2,7 +2,7 @@
 killed run left behind, and native libraries' own stderr lines.
 
     with exclusive("runs/export.json", "flower-export"): ...   # a second run fails at once
-    with interrupts_deferred(): commit()                        # Ctrl-C waits for the block
+    with interrupts_deferred(): commit()                        # Ctrl-C or SIGTERM waits for the block
     remove_stale(folder, ".flower-export-")                     # staging folders of dead processes
     with native_stderr_silenced(): import litert_torch          # fd 2 to /dev/null for the block
 """
@@ -57,18 +57,26 @@ def exclusive(path: str | os.PathLike, what: str):
 
 @contextlib.contextmanager
 def interrupts_deferred():
-    """Ctrl-C waits until the block ends, then raises KeyboardInterrupt: a write and the record
-    that it happened are never cut apart (torch.save interrupted mid-write raised a RuntimeError
-    from its zip writer instead). Only the main thread receives signals; elsewhere a no-op."""
+    """Ctrl-C or SIGTERM waits until the block ends, then raises KeyboardInterrupt (``Terminated``
+    for SIGTERM): a write and the record that it happened are never cut apart (torch.save
+    interrupted mid-write raised a RuntimeError from its zip writer instead). Only the main thread
+    receives signals; elsewhere a no-op."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    caught = []
-    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    from .errors import Terminated
+
+    caught: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda number, _: caught.append(number)) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if signal.SIGTERM in caught:
+        raise Terminated
     if caught:
         raise KeyboardInterrupt
 

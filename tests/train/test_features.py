@@ -94,3 +94,32 @@ def test_the_cache_memory_option_is_bounded(make_config, tmp_path):
     for bad in (-1.0, 2000.0, float("nan")):
         with pytest.raises(ConfigError, match="--cache-memory"):
             make_config(tmp_path, tmp_path / "x.pth", cache_memory=bad)
+
+
+def test_sigterm_removes_the_spilled_cache_and_says_what_was_saved(synthetic_dir, tmp_path):
+    """A scheduler's time limit or `kill` sends SIGTERM: the run stops as at Ctrl-C (exit 143, one
+    line saying what holds the last epoch), and the spilled cache does not stay on the disk."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cache, out = tmp_path / "cache", tmp_path / "run.pth"
+    cmd = [sys.executable, "-m", "flower_edge.train.cli", str(synthetic_dir), "-o", str(out), "--weights", "none"]
+    cmd += ["--image-size", "64", "--batch-size", "16", "--finetune-blocks", "2", "--cache-views", "1"]
+    cmd += ["--epochs", "10000", "--cache-memory", "0", "--quiet"]
+    with subprocess.Popen(
+        cmd, env={**os.environ, "FLOWER_EDGE_CACHE": str(cache)}, stderr=subprocess.PIPE, text=True
+    ) as run:
+        deadline = time.monotonic() + 120
+        while not out.exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # the first epoch's checkpoint: the cache is on disk and training is under way
+        assert list(cache.rglob(features.PREFIX + "*")), "the cache did not spill to disk"
+        run.send_signal(signal.SIGTERM)
+        _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1].startswith(f"flower-train: interrupted; {out} holds epoch ")
+    assert stderr.strip().endswith("(SIGTERM)") and "Traceback" not in stderr
+    assert not list(cache.rglob(features.PREFIX + "*"))
+    load_checkpoint(out)  # whole
