@@ -4,6 +4,7 @@
     flower-train flowers/ --cv 5 --finetune-blocks 4 --cv-report four.json --compare default.json
     python -m flower_edge.train.cv four.json default.json                  # the paired comparison alone
     python -m flower_edge.train.cv default.json default-cut1.json --vs four.json four-cut1.json  # pooled
+    python -m flower_edge.train.cv --overlap default.json four.json lite1.json   # which photos each misses
     flower-train flowers/ --cv 5 --cv-cut 1 --cv-report default-cut1.json   # the same photos, cut another way
 
 One split's figure moves with the photos that happen to be in it (Flowers102's 818 valid photos:
@@ -42,7 +43,17 @@ from pathlib import Path
 from flower_edge.common.errors import ConfigError
 
 from .config import TrainConfig
-from .cv_stats import KIND, MAX_CUT, MAX_FOLDS, compare, compare_cuts, describe_comparison, interval
+from .cv_stats import (
+    KIND,
+    MAX_CUT,
+    MAX_FOLDS,
+    compare,
+    compare_cuts,
+    describe_comparison,
+    describe_overlap,
+    interval,
+    overlap,
+)
 from .data import DataSource, Sample, open_data
 
 MAX_REPORT_BYTES = 256 * 2**20  # 10^6 photos take about 60 MB
@@ -204,13 +215,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """python -m flower_edge.train.cv A.json B.json: the paired comparison of two reports;
     python -m flower_edge.train.cv A.json A-cut1.json --vs B.json B-cut1.json: pooled over cuts."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--overlap"]:
+        return _overlap(args[1:])
     at = args.index("--vs") if "--vs" in args else None
     side_a, side_b = (args[:at], args[at + 1 :]) if at is not None else (args[:1], args[1:])
     if not side_a or not side_b or "--vs" in side_b or (at is None and len(args) != 2):
         print(
             "usage: python -m flower_edge.train.cv A.json B.json  (two flower-train --cv reports)\n"
             "       python -m flower_edge.train.cv A.json [A-cut1.json ...] --vs B.json [B-cut1.json ...]  "
-            "(pooled over --cv-cut)",
+            "(pooled over --cv-cut)\n"
+            "       python -m flower_edge.train.cv --overlap A.json B.json [C.json ...]  (which photos each misses)",
             file=sys.stderr,
         )
         return 2
@@ -220,6 +234,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             for report in reports:
                 print(f"{describe(report)}  [{side}]")
         print(describe_comparison(compare_cuts(a, b) if len(a) + len(b) > 2 else compare(a[0], b[0])))
+    except ConfigError as e:
+        print(f"flower-cv: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _overlap(paths: Sequence[str]) -> int:
+    try:
+        reports = [read_report(p) for p in paths]
+        figures = overlap(reports)
+        for path, report in zip(paths, reports):
+            print(f"{describe(report)}  [{path}]")
+        print(describe_overlap(figures))
     except ConfigError as e:
         print(f"flower-cv: {e}", file=sys.stderr)
         return 1

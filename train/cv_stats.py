@@ -150,3 +150,33 @@ def describe_comparison(c: dict) -> str:
         f"right in more cuts for A {c['only_a_right']}, for B {c['only_b_right']} (sign test p = "
         f"{c['mcnemar_p']:.3g}): {c['verdict']}"
     )
+
+
+def overlap(reports: Sequence[dict]) -> dict:
+    """How the photos that several recipes miss overlap, on the same photos in the same folds: each
+    report's misses, the photos all miss, those at least one misses, and the share a majority
+    answers right (a floor for the majority vote of the recipes' models: where most are right,
+    they give the same answer)."""
+    if len(reports) < 2:
+        raise ConfigError("--overlap needs two reports or more")
+    for report in reports[1:]:
+        _check_pair(reports[0], report)
+    names = list(reports[0]["answers"])
+    right = [sum(report["answers"][name][1] for report in reports) for name in names]
+    n, k = len(names), len(reports)
+    return {
+        "photos": n,
+        "missed": [sum(1 for v in report["answers"].values() if not v[1]) for report in reports],
+        "missed_by_all": sum(1 for r in right if r == 0),
+        "missed_by_any": sum(1 for r in right if r < k),
+        "right_by_majority": sum(1 for r in right if 2 * r > k) / n,
+        "right_by_any": sum(1 for r in right if r > 0) / n,
+    }
+
+
+def describe_overlap(o: dict) -> str:
+    return (
+        f"{o['photos']} photos; missed by each: {', '.join(map(str, o['missed']))}; by all {o['missed_by_all']}, "
+        f"by at least one {o['missed_by_any']}; right for a majority {o['right_by_majority']:.2%}, for at least "
+        f"one {o['right_by_any']:.2%}"
+    )

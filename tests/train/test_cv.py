@@ -193,6 +193,30 @@ def test_comparison_pooled_over_cuts_on_a_known_case(tmp_path, capsys):
     assert cv.main(files[:3]) == 2 and cv.main(["--vs", *files[2:]]) == 2
 
 
+def test_overlap_of_three_recipes_misses_on_a_known_case(tmp_path, capsys):
+    """Photos 0-9 missed by A, 5-14 by B, 8-9 and 20-27 by C: 2 missed by all, 23 by at least one."""
+    names = [f"p{i}" for i in range(100)]
+
+    def recipe(missed: set[int]) -> dict:
+        return _report([0.9] * 5, {n: [i % 5, int(i not in missed)] for i, n in enumerate(names)})
+
+    a, b, c = recipe(set(range(10))), recipe(set(range(5, 15))), recipe({8, 9, *range(20, 28)})
+    o = cv_stats.overlap([a, b, c])
+    assert o["missed"] == [10, 10, 10] and (o["missed_by_all"], o["missed_by_any"]) == (2, 23)
+    # missed by two or three: 5-7 (A, B) and 8-9 (all) -> 5 photos without a majority
+    assert o["right_by_majority"] == pytest.approx(0.95) and o["right_by_any"] == pytest.approx(0.98)
+    files = []
+    for name, report in (("a", a), ("b", b), ("c", c)):
+        files.append(str(tmp_path / f"{name}.json"))
+        (tmp_path / f"{name}.json").write_text(json.dumps(report))
+    assert cv.main(["--overlap", *files]) == 0
+    assert "by all 2, by at least one 23; right for a majority 95.00%" in capsys.readouterr().out
+    assert cv.main(["--overlap", files[0]]) == 1 and "two reports or more" in capsys.readouterr().err
+    other = _report([0.9] * 5, {n: [(i + 1) % 5, 1] for i, n in enumerate(names)})
+    with pytest.raises(ConfigError, match="folds differ"):
+        cv_stats.overlap([a, other])
+
+
 def test_shared_features_give_each_fold_the_rows_a_cache_of_its_own_would(synthetic_dir, make_config):
     source = open_data(str(synthetic_dir))
     pool, _, splits = cv.make_folds(source, 3)
