@@ -213,7 +213,8 @@ def read_report(path: str | Path) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """python -m flower_edge.train.cv A.json B.json: the paired comparison of two reports;
-    python -m flower_edge.train.cv A.json A-cut1.json --vs B.json B-cut1.json: pooled over cuts."""
+    python -m flower_edge.train.cv A.json A-cut1.json --vs B.json B-cut1.json: pooled over cuts;
+    python -m flower_edge.train.cv --overlap A.json B.json [C.json ...]: which photos each misses."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--overlap"]:
         return _overlap(args[1:])
