@@ -45,9 +45,8 @@ def test_freed_buffers_are_reused_instead_of_faulted_in_again():
     tuned, faults = _faults("tuned")
     plain_tuned, plain = _faults("plain")
     assert tuned and not plain_tuned
-    pages = 10 * (48 << 20) // os.sysconf("SC_PAGE_SIZE")
-    assert plain > pages // 4  # the default: every round maps the buffer afresh
-    assert faults < pages // 100  # tuned: the heap's memory is reused
+    assert plain > 0  # the default: every round maps the buffer afresh (in 4 KB or, with THP, 2 MB pages)
+    assert faults * 10 <= plain  # tuned: the heap's memory is reused
 
 
 @glibc_only
